@@ -1,0 +1,51 @@
+# One task runner. `make test` and `make run` work on a fresh Debian machine as root:
+# they install the system packages and a virtualenv, both idempotent and quick the second time.
+
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STATE := $(CURDIR)/.state
+SYS_PKGS := runc conmon busybox-static umoci skopeo golang-github-containers-common
+ROOTFS := $(STATE)/rootfs/busybox
+
+.PHONY: deps sysdeps venv rootfs test run bench lint clean
+
+deps: sysdeps venv
+
+# apt-get only when a package is missing: `update` once, then install.
+sysdeps:
+	@if ! dpkg -s $(SYS_PKGS) >/dev/null 2>&1; then \
+	  echo "installing system packages: $(SYS_PKGS)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYS_PKGS) >/dev/null; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+rootfs: $(ROOTFS)/bin/busybox
+
+$(ROOTFS)/bin/busybox: | sysdeps
+	deploy/mkrootfs-busybox.sh $(ROOTFS)
+
+test: deps
+	$(PY) -m pytest
+
+run: deps rootfs
+	mkdir -p $(STATE)/lib
+	$(VENV)/bin/reconciler run --manifests manifests --state-dir $(STATE)/lib \
+	  --runc-root $(STATE)/runc
+
+bench: deps rootfs
+	$(PY) bench/run.py --rootfs $(ROOTFS)
+
+lint: deps
+	$(VENV)/bin/ruff check reconciler tests bench
+	$(VENV)/bin/mypy reconciler
+
+clean:
+	rm -rf $(VENV) build *.egg-info

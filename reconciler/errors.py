@@ -1,0 +1,98 @@
+"""The one error tree of reconciler.
+
+Every layer raises only these; foreign errors (runc's exit status, OSError from the
+host, pydantic's ValidationError) are translated where they enter, with ``raise ... from``.
+
+    ReconcilerError
+    ├── UsageError              bad command line or options (CLI exit 2)
+    ├── ManifestError           a manifest file cannot be read, parsed or validated
+    ├── StateDirLocked          another daemon owns this state dir
+    └── RuntimeFailure          something on the host went wrong for one container
+        ├── RuncError           runc (or conmon) said no; carries runc's own words
+        │   └── ContainerNotFound
+        ├── RuntimeTimeout      an external command did not finish in time (killed)
+        ├── RootfsError         the root source is missing or unusable
+        └── MountError          an overlay or live mount could not be made or removed
+
+``retryable`` separates what a backoff may fix (a timeout, a busy resource) from what
+only a new manifest can fix (a missing binary in the rootfs is retried too: a rootfs may
+be filled in later, so runtime failures default to retryable).
+"""
+
+from __future__ import annotations
+
+
+class ReconcilerError(Exception):
+    """Base of every error reconciler raises on purpose."""
+
+    retryable: bool = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(ReconcilerError):
+    """The command line or an option is wrong."""
+
+
+class ManifestError(ReconcilerError):
+    """A manifest file is unusable; ``findings`` holds each problem with file and line."""
+
+    def __init__(self, message: str, *, findings: tuple[object, ...] = ()) -> None:
+        super().__init__(message)
+        self.findings = findings
+
+
+class StateDirLocked(ReconcilerError):
+    """Another reconciler daemon holds the lock of this state dir."""
+
+
+class RuntimeFailure(ReconcilerError):
+    """An operation on one container failed on the host."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, container: str | None = None) -> None:
+        if container is not None and not message.startswith(f'container "{container}"'):
+            message = f'container "{container}": {message}'
+        super().__init__(message)
+        self.container = container
+
+
+class RuncError(RuntimeFailure):
+    """runc or conmon exited non-zero; ``detail`` is runc's own message."""
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        container: str | None = None,
+        command: tuple[str, ...] = (),
+        returncode: int | None = None,
+    ) -> None:
+        super().__init__(detail, container=container)
+        self.detail = detail
+        self.command = command
+        self.returncode = returncode
+
+
+class ContainerNotFound(RuncError):
+    """runc does not know the container (in our runc root)."""
+
+    retryable = False
+
+
+class RuntimeTimeout(RuntimeFailure):
+    """An external command ran past its deadline and was killed."""
+
+
+class RootfsError(RuntimeFailure):
+    """The container's root source (rootfs dir, bundle, image) is missing or unusable."""
+
+
+class MountError(RuntimeFailure):
+    """An overlay root or a live mount could not be made or removed."""

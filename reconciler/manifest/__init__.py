@@ -1,0 +1,1 @@
+"""Manifests: the format (``model``), quantities, and loading files into validated values."""
