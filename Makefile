@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STATE := $(CURDIR)/.state
-SYS_PKGS := runc conmon busybox-static umoci skopeo golang-github-containers-common
+SYS_PKGS := runc conmon busybox-static umoci skopeo golang-github-containers-common vim git
 ROOTFS := $(STATE)/rootfs/busybox
 
 .PHONY: deps sysdeps venv rootfs test run bench lint clean
