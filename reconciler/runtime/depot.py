@@ -1,0 +1,116 @@
+"""The depot: one directory per container under the state dir, the source of truth on disk.
+
+    <state-dir>/containers/<name>/
+        bundle/               the OCI bundle runc and conmon run
+            config.json       generated; carries our annotations (self-describing)
+            rootfs/           overlay mount point (lower: the manifest's rootfs, read-only)
+            pidfile           written by runc: the init PID
+            conmon.pid        the monitor's PID
+            exits/<name>      written by conmon when init exits: the exit code
+            oom               conmon's marker: the container saw an OOM kill
+        layer/upper, layer/work   the container's own writable layer
+        logs/current.log      conmon's size-capped log (Kubernetes log format)
+        logs/previous.log     the log of the previous run, kept across a restart
+
+Pure path arithmetic plus two small file helpers; the runc adapter owns the life cycle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Depot:
+    root: Path  # <state-dir>/containers/<name>
+    name: str
+
+    @classmethod
+    def of(cls, state_dir: str | os.PathLike[str], name: str) -> Depot:
+        return cls(Path(state_dir) / "containers" / name, name)
+
+    @property
+    def bundle(self) -> Path:
+        return self.root / "bundle"
+
+    @property
+    def config(self) -> Path:
+        return self.bundle / "config.json"
+
+    @property
+    def rootfs(self) -> Path:
+        return self.bundle / "rootfs"
+
+    @property
+    def upper(self) -> Path:
+        return self.root / "layer" / "upper"
+
+    @property
+    def work(self) -> Path:
+        return self.root / "layer" / "work"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.bundle / "pidfile"
+
+    @property
+    def conmon_pidfile(self) -> Path:
+        return self.bundle / "conmon.pid"
+
+    @property
+    def exit_dir(self) -> Path:
+        return self.bundle / "exits"
+
+    @property
+    def exit_file(self) -> Path:
+        return self.exit_dir / self.name
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def log(self) -> Path:
+        return self.logs / "current.log"
+
+    @property
+    def previous_log(self) -> Path:
+        return self.logs / "previous.log"
+
+
+def containers_dir(state_dir: str | os.PathLike[str]) -> Path:
+    return Path(state_dir) / "containers"
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON so that a reader (or a crash) sees the old file or the new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return None
+

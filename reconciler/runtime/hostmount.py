@@ -1,0 +1,75 @@
+"""Host-side mounts for the runtime: the overlay that gives each container its own layer.
+
+Uses the mount(2)/umount2(2) syscalls through ctypes (no `mount` subprocess on the hot
+path). Only paths under our own depot are ever mounted or unmounted.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+from pathlib import Path
+
+from reconciler import errors
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                        ctypes.c_char_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+MNT_DETACH = 2
+
+
+def mount_overlay(*, lower: Path, upper: Path, work: Path, target: Path) -> None:
+    for p in (upper, work, target):
+        p.mkdir(parents=True, exist_ok=True)
+    opts = f"lowerdir={_escape(lower)},upperdir={_escape(upper)},workdir={_escape(work)}"
+    if _libc.mount(b"overlay", os.fsencode(target), b"overlay", 0, opts.encode()) != 0:
+        err = ctypes.get_errno()
+        raise errors.MountError(
+            f"cannot mount the overlay root on {target} (lower {lower}): {os.strerror(err)}"
+        )
+
+
+def unmount(target: Path) -> None:
+    """Detach a mount if there is one at ``target``; a path with no mount is fine."""
+    while is_mountpoint(target):
+        if _libc.umount2(os.fsencode(target), MNT_DETACH) != 0:
+            err = ctypes.get_errno()
+            if err in (errno.EINVAL, errno.ENOENT):
+                return
+            raise errors.MountError(f"cannot unmount {target}: {os.strerror(err)}")
+
+
+def is_mountpoint(target: Path) -> bool:
+    want = os.fsencode(os.path.realpath(target)) if target.exists() else os.fsencode(target)
+    try:
+        with open("/proc/self/mountinfo", "rb") as f:
+            for line in f:
+                if _unescape(line.split()[4]) == want:
+                    return True
+    except OSError:
+        return False
+    return False
+
+
+def _escape(path: Path) -> str:
+    text = str(path)
+    if any(c in text for c in ",:\n"):
+        raise errors.MountError(f"path {text!r} cannot be used in overlay options (',' or ':')")
+    return text
+
+
+def _unescape(field: bytes) -> bytes:
+    # mountinfo escapes space, tab, newline and backslash as octal \ooo
+    out = bytearray()
+    i = 0
+    while i < len(field):
+        if field[i : i + 1] == b"\\" and i + 3 < len(field) + 0 and field[i + 1 : i + 4].isdigit():
+            out.append(int(field[i + 1 : i + 4], 8))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return bytes(out)

@@ -1,0 +1,450 @@
+"""The real runtime adapter: manifest → depot bundle → conmon + runc, and back.
+
+The daemon's executor is its only caller. Every runc call goes to our own ``--root``,
+so listing and clean-up only ever see our containers. conmon (the monitor Podman and
+CRI-O use) runs ``runc create`` and then stays beside the container, owning its stdio
+(a size-capped log in the depot) and writing its exit code, so the daemon can stop or
+restart at any moment without touching a container.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from reconciler import errors
+from reconciler.runtime import cgroups, depot, hostmount, oci, proc
+from reconciler.runtime.types import (
+    ANN_MANAGED_BY,
+    ANN_MANIFEST,
+    ANN_SOURCE,
+    ANN_SPEC_HASH,
+    MANAGED_BY,
+    ExecResult,
+    ExitStatus,
+    Limits,
+    Observed,
+    Stats,
+    Status,
+)
+
+if TYPE_CHECKING:
+    from reconciler.manifest.model import Container, Resources
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RUNC_ROOT = "/run/reconciler/runc"
+DEFAULT_STATE_DIR = "/var/lib/reconciler"
+DEFAULT_CGROUP_PARENT = "/reconciler"
+
+
+class RuncRuntime:
+    """One method per operation, each a thin call with a typed result."""
+
+    def __init__(
+        self,
+        *,
+        state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR,
+        runc_root: str | os.PathLike[str] = DEFAULT_RUNC_ROOT,
+        cgroup_parent: str = DEFAULT_CGROUP_PARENT,
+        runc: str = "runc",
+        conmon: str = "conmon",
+        timeout: float = 30.0,
+        log_size_max: int = 10 << 20,
+    ) -> None:
+        self.state_dir = Path(state_dir).absolute()
+        self.runc_root = Path(runc_root).absolute()
+        self.cgroup_parent = "/" + cgroup_parent.strip("/")
+        self.runc = shutil.which(runc) or runc
+        self.conmon = shutil.which(conmon) or conmon
+        self.timeout = timeout
+        self.log_size_max = log_size_max
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def depot(self, name: str) -> depot.Depot:
+        return depot.Depot.of(self.state_dir, name)
+
+    def cgroup(self, name: str) -> cgroups.Cgroup:
+        return cgroups.Cgroup(f"{self.cgroup_parent}/{name}")
+
+    def _runc(self, *args: str) -> list[str]:
+        return [self.runc, f"--root={self.runc_root}", *args]
+
+    async def _call(self, *args: str, name: str | None, timeout: float | None = None,
+                    input: bytes | None = None) -> bytes:  # noqa: A002
+        result = await proc.run(self._runc(*args), timeout=timeout or self.timeout,
+                                container=name, input=input)
+        return result.stdout
+
+    # -- create ----------------------------------------------------------------------------
+
+    async def create(self, container: Container, *, source: str, spec_hash: str) -> Observed:
+        name = container.name
+        d = self.depot(name)
+        lower, base = _root_source(container)
+        annotations = {
+            ANN_MANAGED_BY: MANAGED_BY,
+            ANN_SOURCE: source,
+            ANN_SPEC_HASH: spec_hash,
+            ANN_MANIFEST: json.dumps(container.model_dump(mode="json", exclude_defaults=True),
+                                     sort_keys=True, separators=(",", ":")),
+        }
+        config = oci.build_config(
+            container, rootfs=str(d.rootfs), annotations=annotations,
+            cgroups_path=f"{self.cgroup_parent}/{name}", base=base,
+        )
+        await self._clear_leftovers(name)
+        try:
+            d.exit_dir.mkdir(parents=True, exist_ok=True)
+            d.logs.mkdir(parents=True, exist_ok=True)
+            if d.log.exists():
+                os.replace(d.log, d.previous_log)
+            hostmount.mount_overlay(lower=lower, upper=d.upper, work=d.work, target=d.rootfs)
+            depot.write_json_atomic(d.config, config)
+            pid = await self._conmon_create(name, d)
+            await self._call("start", name, name=name)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._teardown(name, keep_logs=True)
+            raise
+        return Observed(name=name, status=Status.RUNNING, pid=pid, spec_hash=spec_hash,
+                        source=source, created=time.time(), annotations=annotations)
+
+    async def _conmon_create(self, name: str, d: depot.Depot) -> int:
+        """conmon runs ``runc create``; its sync pipe answers with the PID or runc's error."""
+        r, w = os.pipe()
+        os.set_blocking(r, False)
+        argv = [
+            self.conmon, "--api-version", "1", "-c", name, "-u", name, "-n", name,
+            "-r", self.runc, "-b", str(d.bundle), "-p", str(d.pidfile),
+            "--conmon-pidfile", str(d.conmon_pidfile), "--exit-dir", str(d.exit_dir),
+            "-l", f"k8s-file:{d.log}", "--log-size-max", str(self.log_size_max),
+            "--socket-dir-path", str(d.bundle), "--full-attach", "--syslog",
+            "--persist-dir", str(d.bundle),  # conmon drops its `oom` marker here
+            "--log-level", "error", "--runtime-arg", f"--root={self.runc_root}",
+        ]
+        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+               "_OCI_SYNCPIPE": str(w)}
+        try:
+            with anyio.fail_after(self.timeout):
+                try:
+                    await anyio.run_process(argv, env=env, pass_fds=[w], check=True, cwd=d.bundle,
+                                            stdin=subprocess.DEVNULL,
+                                            stdout=subprocess.DEVNULL)
+                except Exception as exc:
+                    raise errors.RuncError(f"conmon failed to start: {exc}", container=name) from exc
+                finally:
+                    os.close(w)
+                    w = -1
+                reply = await _read_line(r)
+        except TimeoutError as exc:
+            await self._kill_monitor(d)
+            raise errors.RuntimeTimeout(
+                f"runc create did not finish within {self.timeout:g}s; killed and cleaned up",
+                container=name,
+            ) from exc
+        finally:
+            if w >= 0:
+                os.close(w)
+            os.close(r)
+        return _parse_sync(reply, name)
+
+    async def _kill_monitor(self, d: depot.Depot) -> None:
+        pid = depot.read_int(d.conmon_pidfile)
+        if pid is None:
+            return
+        for child in _children(pid):  # a hung `runc create` under conmon
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+    # -- observe ---------------------------------------------------------------------------
+
+    async def list(self) -> Sequence[Observed]:
+        if not self.runc_root.exists():
+            return []
+        out = await self._call("list", "--format", "json", name=None)
+        entries: list[dict[str, Any]] = json.loads(out or b"null") or []
+        result = []
+        for entry in entries:
+            annotations = entry.get("annotations") or {}
+            if annotations.get(ANN_MANAGED_BY) != MANAGED_BY:
+                continue
+            result.append(_observed(entry))
+        return sorted(result, key=lambda o: o.name)
+
+    async def state(self, name: str) -> Observed:
+        out = await self._call("state", name, name=name)
+        return _observed(json.loads(out))
+
+    async def pids(self, name: str) -> list[int]:
+        out = await self._call("ps", "--format", "json", name, name=name)
+        return [int(p) for p in json.loads(out or b"null") or []]
+
+    async def stats(self, name: str) -> Stats:
+        cg = self.cgroup(name)
+        if not cg.exists():
+            raise errors.ContainerNotFound("container does not exist", container=name)
+        return cg.stats()
+
+    async def limits(self, name: str) -> Limits:
+        return self.cgroup(name).limits()
+
+    async def exit_status(self, name: str) -> ExitStatus | None:
+        d = self.depot(name)
+        code = depot.read_int(d.exit_file)
+        if code is None:
+            return None
+        finished = d.exit_file.stat().st_mtime if d.exit_file.exists() else None
+        oom = (d.bundle / "oom").exists() or self.cgroup(name).oom_kills() > 0
+        if code > 128 and code - 128 < signal.NSIG:
+            return ExitStatus(code=None, signal=code - 128, oom_killed=oom, finished_at=finished)
+        return ExitStatus(code=code, signal=None, oom_killed=oom, finished_at=finished)
+
+    async def wait_exit(self, name: str) -> ExitStatus:
+        """Wait on a pidfd of the init process, then for conmon's exit file."""
+        pid = depot.read_int(self.depot(name).pidfile)
+        if pid is not None:
+            try:
+                fd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                fd = -1
+            if fd >= 0:
+                try:
+                    await anyio.wait_readable(fd)
+                finally:
+                    os.close(fd)
+        for _ in range(400):  # conmon writes the exit file right after reaping
+            status = await self.exit_status(name)
+            if status is not None:
+                return status
+            await anyio.sleep(0.005)
+        raise errors.RuncError("init exited but conmon wrote no exit status", container=name)
+
+    # -- act -------------------------------------------------------------------------------
+
+    async def kill(self, name: str, sig: str = "SIGTERM") -> None:
+        await self._call("kill", name, sig.removeprefix("SIG"), name=name)
+
+    async def stop(self, name: str, *, sig: str, grace: float) -> ExitStatus:
+        obs = await self.state(name)
+        if obs.status is Status.STOPPED:
+            return await self.wait_exit(name)
+        if obs.status is Status.PAUSED:
+            await self.resume(name)
+        if obs.status is Status.CREATED:
+            await self._call("kill", name, "KILL", name=name)
+            return await self.wait_exit(name)
+        with contextlib.suppress(errors.RuncError):
+            await self.kill(name, sig)
+        with anyio.move_on_after(grace):
+            return await self.wait_exit(name)
+        log.info("container %s ignored %s for %gs; sending SIGKILL", name, sig, grace)
+        with contextlib.suppress(errors.RuncError):
+            await self._call("kill", "--all", name, "KILL", name=name)
+        return await self.wait_exit(name)
+
+    async def pause(self, name: str) -> None:
+        await self._call("pause", name, name=name)
+
+    async def resume(self, name: str) -> None:
+        await self._call("resume", name, name=name)
+
+    async def update_resources(self, name: str, resources: Resources) -> Limits:
+        args = _update_args(resources)
+        if args:
+            await self._call("update", *args, name, name=name)
+        d = self.depot(name)
+        with contextlib.suppress(FileNotFoundError):
+            config = json.loads(d.config.read_text())
+            depot.write_json_atomic(d.config, oci.update_resources(config, resources))
+        return await self.limits(name)
+
+    async def exec(self, name: str, argv: Sequence[str], *, stdin: bytes | None = None,
+                   timeout: float = 30) -> ExecResult:
+        obs = await self.state(name)
+        if obs.status is not Status.RUNNING:
+            raise errors.RuncError(f"cannot exec in a {obs.status.value} container",
+                                   container=name)
+        result = await proc.run(self._runc("exec", name, *argv), timeout=timeout,
+                                container=name, input=stdin, check=False)
+        return ExecResult(exit_code=result.returncode, stdout=result.stdout,
+                          stderr=result.stderr)
+
+    async def delete(self, name: str, *, keep_logs: bool = False) -> None:
+        """Stop hard and remove everything: runc state, cgroup, overlay, depot dir."""
+        await self._teardown(name, keep_logs=keep_logs)
+
+    async def _teardown(self, name: str, *, keep_logs: bool) -> None:
+        d = self.depot(name)
+        with contextlib.suppress(errors.ContainerNotFound):
+            obs = await self.state(name)
+            if obs.status is Status.PAUSED:
+                await self.resume(name)
+            await self._call("delete", "--force", name, name=name)
+        await self._wait_monitor(d)
+        hostmount.unmount(d.rootfs)
+        self.cgroup(name).remove()
+        if keep_logs:
+            shutil.rmtree(d.bundle, ignore_errors=True)
+            shutil.rmtree(d.root / "layer", ignore_errors=True)
+        else:
+            shutil.rmtree(d.root, ignore_errors=True)
+        if d.bundle.exists() and hostmount.is_mountpoint(d.rootfs):
+            raise errors.MountError(f"{d.rootfs} is still mounted", container=name)
+
+    async def _wait_monitor(self, d: depot.Depot) -> None:
+        """conmon exits once the container is gone; never leave it writing into a removed dir."""
+        pid = depot.read_int(d.conmon_pidfile)
+        if pid is None or not _alive(pid, "conmon"):
+            return
+        with anyio.move_on_after(2):
+            while _alive(pid, "conmon"):
+                await anyio.sleep(0.005)
+            return
+        await self._kill_monitor(d)
+
+    async def _clear_leftovers(self, name: str) -> None:
+        """A depot with no runc container is a leftover of a crash: clear it, keep logs."""
+        d = self.depot(name)
+        try:
+            await self.state(name)
+        except errors.ContainerNotFound:
+            if d.bundle.exists() or (d.root / "layer").exists():
+                await self._teardown(name, keep_logs=True)
+            return
+        raise errors.RuncError("a container with this name already exists", container=name)
+
+    async def gc(self) -> list[str]:
+        """Remove depots that no runc container of ours owns (crash leftovers)."""
+        known = {o.name for o in await self.list()}
+        removed = []
+        base = depot.containers_dir(self.state_dir)
+        if base.is_dir():
+            for entry in sorted(base.iterdir()):
+                if entry.name not in known and (entry / "bundle").exists():
+                    await self._teardown(entry.name, keep_logs=True)
+                    removed.append(entry.name)
+        return removed
+
+
+def _update_args(resources: Resources) -> list[str]:
+    """``runc update`` flags for the limits a manifest sets (swap equal to memory)."""
+    args: list[str] = []
+    if resources.memory_bytes is not None:
+        args += ["--memory", str(resources.memory_bytes)]
+        if cgroups.swap_accounting():
+            args += ["--memory-swap", str(resources.memory_bytes)]
+    if resources.cpu_millicores is not None:
+        args += ["--cpu-period", "100000",
+                 "--cpu-quota", str(max(1000, resources.cpu_millicores * 100))]
+    if resources.pids is not None:
+        args += ["--pids-limit", str(resources.pids)]
+    return args
+
+
+def _root_source(container: Container) -> tuple[Path, dict[str, Any] | None]:
+    """The read-only lower dir of the overlay, and the base config of a ``bundle:``."""
+    spec = container.spec
+    if spec.rootfs is not None:
+        lower = Path(spec.rootfs)
+        if not lower.is_dir():
+            raise errors.RootfsError(f"rootfs {lower} is not a directory", container=container.name)
+        return lower, None
+    if spec.bundle is not None:
+        bundle = Path(spec.bundle)
+        try:
+            base: dict[str, Any] = json.loads((bundle / "config.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise errors.RootfsError(
+                f"bundle {bundle}: cannot read config.json: {exc}", container=container.name
+            ) from exc
+        lower = bundle / (base.get("root") or {}).get("path", "rootfs")
+        if not lower.is_dir():
+            raise errors.RootfsError(f"bundle {bundle}: root {lower} is not a directory",
+                                     container=container.name)
+        return lower, base
+    raise errors.RootfsError(f"image {spec.image}: images are not supported yet",
+                             container=container.name)
+
+
+def _observed(entry: Mapping[str, Any]) -> Observed:
+    annotations = dict(entry.get("annotations") or {})
+    created = entry.get("created")
+    try:
+        ts = datetime.fromisoformat(created).timestamp() if created else 0.0
+    except ValueError:
+        ts = 0.0
+    pid = int(entry.get("pid") or 0)
+    return Observed(
+        name=entry["id"],
+        status=Status(entry.get("status", "stopped")),
+        pid=pid or None,
+        spec_hash=annotations.get(ANN_SPEC_HASH),
+        source=annotations.get(ANN_SOURCE),
+        created=ts,
+        annotations=annotations,
+    )
+
+
+def _parse_sync(reply: bytes, name: str) -> int:
+    for line in reply.decode(errors="replace").splitlines():
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        data = int(msg.get("data", -1))
+        if data > 0:
+            return data
+        detail = str(msg.get("message") or "runc create failed").strip()
+        raise errors.RuncError(proc.runc_message(detail.encode()), container=name)
+    raise errors.RuncError("conmon reported nothing about runc create", container=name)
+
+
+async def _read_line(fd: int) -> bytes:
+    """One JSON line from conmon's sync pipe (conmon keeps the pipe open afterwards)."""
+    data = b""
+    while not data.endswith(b"\n"):
+        await anyio.wait_readable(fd)
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            continue
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                out.extend(int(c) for c in f.read().split())
+    return out
+
+
+def _alive(pid: int, comm: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    # "pid (comm) state ..." — a zombie no longer counts, nor a reused PID of another program.
+    return f"({comm})" in stat and stat.rsplit(")", 1)[1].split()[0] != "Z"
+
