@@ -109,8 +109,9 @@ class Runtime(Protocol):
     async def stop(self, name: str, *, sig: str, grace: float) -> ExitStatus:
         """stopSignal, wait up to ``grace`` seconds, then SIGKILL (thaws a paused one)."""
 
-    async def delete(self, name: str) -> None:
-        """Remove everything: runc state, cgroup, overlay mount, depot dir."""
+    async def delete(self, name: str, *, keep_logs: bool = False) -> None:
+        """Remove everything: runc state, cgroup, overlay mount, depot dir (``keep_logs``:
+        but the logs, for a restart of the same name)."""
 
     async def pause(self, name: str) -> None: ...
 
@@ -133,3 +134,6 @@ class Runtime(Protocol):
 
     async def wait_exit(self, name: str) -> ExitStatus:
         """Block until the container's init process has exited (event-driven)."""
+
+    async def gc(self) -> list[str]:
+        """Remove crash leftovers (depots no container owns); the names cleared."""

@@ -1,0 +1,334 @@
+"""The controller: turns snapshots and container exits into plans, and plans into actions.
+
+    source ─snapshots─▶ controller ─plan()─▶ executor (this module) ─▶ runtime
+                           ▲                                │
+                           └──── exits (pidfd), relists ◀───┘
+
+One worker at a time per container name, many names at once (bounded); a failing container
+is retried with backoff by the planner and never blocks the others. Exits arrive as events
+(one watcher task per running container, waiting on the runtime's ``wait_exit``), and a
+relist every resync period catches drift made by hand. The only caller of the runtime.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any
+
+import anyio
+import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from reconciler import errors, planner
+from reconciler.backoff import Backoff
+from reconciler.daemon import desired as desired_mod
+from reconciler.daemon.source import Snapshot
+from reconciler.daemon.status import Store, history_from_json, history_to_json
+from reconciler.manifest.model import RunState
+from reconciler.planner import Action, History, Kind
+from reconciler.runtime.types import Observed, Runtime, Status
+
+log = logging.getLogger("reconciler")
+
+
+class Controller:
+    def __init__(
+        self,
+        runtime: Runtime,
+        store: Store,
+        *,
+        concurrency: int = 4,
+        backoff: Backoff = Backoff(),  # noqa: B008 - frozen value
+        allow_empty: bool = False,
+        resync: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.runtime = runtime
+        self.store = store
+        self.backoff = backoff
+        self.allow_empty = allow_empty
+        self.resync = resync
+        self.clock = clock
+        self.limiter = anyio.CapacityLimiter(max(1, concurrency))
+        self.desired: desired_mod.DesiredState | None = None
+        self.observed: dict[str, Observed] = {}
+        self.history: dict[str, History] = {}
+        self.busy: dict[str, Kind] = {}
+        self.watchers: dict[str, anyio.CancelScope] = {}
+        self.last_plan: planner.Plan | None = None
+        self.passes = 0
+        self.ready = anyio.Event()  # the first full pass is done
+        self.last_pass_at: float | None = None
+        self.phase_since: dict[str, tuple[str, float]] = {}
+        self._kick = anyio.Event()
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._started = self.clock()
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    async def run(
+        self,
+        snapshots: MemoryObjectReceiveStream[Snapshot],
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        self._load_history()
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            await self._relist()
+            tg.start_soon(self._consume, snapshots)
+            tg.start_soon(self._resync_loop)
+            task_status.started()
+            await self._loop()
+
+    def kick(self) -> None:
+        self._kick.set()
+
+    async def _consume(self, snapshots: MemoryObjectReceiveStream[Snapshot]) -> None:
+        async with snapshots:
+            async for snap in snapshots:
+                before = self.desired
+                self.desired = desired_mod.build(snap, before)
+                if before is None or before.available != self.desired.available:
+                    if not self.desired.available:
+                        self._event(None, "SourceUnavailable", str(self.desired.reason),
+                                    warning=True)
+                    elif before is not None:
+                        self._event(None, "SourceAvailable", "manifests are readable again")
+                self._report_problems(before)
+                self.kick()
+
+    async def _resync_loop(self) -> None:
+        while True:
+            await anyio.sleep(self.resync)
+            await self._relist()
+            self.kick()
+
+    async def _loop(self) -> None:
+        wake_at: float | None = None
+        while True:
+            timeout = None if wake_at is None else max(0.0, wake_at - self.clock())
+            with anyio.move_on_after(timeout):
+                await self._kick.wait()
+            self._kick = anyio.Event()
+            if self.desired is None:
+                continue
+            wake_at = self._pass()
+
+    def _pass(self) -> float | None:
+        assert self.desired is not None
+        now = self.clock()
+        plan = planner.plan(self.desired, self._idle_observed(), self.history, now,
+                            allow_empty=self.allow_empty, backoff=self.backoff)
+        self.last_plan = plan
+        for note in plan.notes:
+            if note not in (self._last_notes or ()):
+                log.info("%s", note)
+        self._last_notes = plan.notes
+        assert self._tg is not None
+        for action in plan.actions:
+            if action.name in self.busy:
+                continue
+            self.busy[action.name] = action.kind
+            self._tg.start_soon(self._execute, action)
+        self.passes += 1
+        self.last_pass_at = now
+        if not self.busy:
+            self.ready.set()
+        self.write_status()
+        return plan.wake_at
+
+    _last_notes: tuple[str, ...] | None = None
+
+    def _idle_observed(self) -> Mapping[str, Observed]:
+        return self.observed
+
+    # -- observing -------------------------------------------------------------------------
+
+    async def _relist(self) -> None:
+        try:
+            listed = {o.name: o for o in await self.runtime.list()}
+        except errors.RuntimeFailure as exc:
+            log.warning("relist failed: %s", exc)
+            return
+        for name in list(self.observed):
+            if name not in listed and name not in self.busy:
+                self._event(name, "Vanished", "the container is gone from runc (drift)",
+                            warning=True)
+                self._stop_watch(name)
+                del self.observed[name]
+        for name, obs in listed.items():
+            if name in self.busy:
+                continue
+            old = self.observed.get(name)
+            self.observed[name] = obs
+            if obs.status is Status.STOPPED:
+                self._stop_watch(name)
+                if old is None or old.status is not Status.STOPPED:
+                    await self._record_exit(name, by_us=False, known=None)
+            elif obs.status in (Status.RUNNING, Status.PAUSED):
+                if old is not None and old.pid != obs.pid:
+                    self._stop_watch(name)
+                self._watch(name)
+                if name not in self.history or self.history[name].started_at is None:
+                    self.history[name] = replace(self.history.get(name, History()),
+                                                 spec_hash=obs.spec_hash,
+                                                 started_at=obs.created)
+
+    async def _record_exit(self, name: str, *, by_us: bool, known: Any) -> None:
+        exit_ = known or await self.runtime.exit_status(name)
+        hist = self.history.get(name, History())
+        if exit_ is None or (hist.last_exit == exit_):
+            return
+        self.history[name] = planner.on_exit(hist, exit_, by_us=by_us, backoff=self.backoff)
+        if not by_us:
+            what = f"OOM-killed (code {exit_.exit_code})" if exit_.oom_killed else (
+                f"killed by signal {exit_.signal}" if exit_.signal else f"exited with code {exit_.code}")
+            self._event(name, "Exited", what, warning=exit_.failed)
+
+    def _watch(self, name: str) -> None:
+        if name in self.watchers or self._tg is None:
+            return
+        scope = anyio.CancelScope()
+        self.watchers[name] = scope
+        self._tg.start_soon(self._watcher, name, scope)
+
+    def _stop_watch(self, name: str) -> None:
+        scope = self.watchers.pop(name, None)
+        if scope is not None:
+            scope.cancel()
+
+    async def _watcher(self, name: str, scope: anyio.CancelScope) -> None:
+        with scope:
+            try:
+                exit_ = await self.runtime.wait_exit(name)
+            except errors.RuntimeFailure:
+                exit_ = None
+        if scope.cancel_called:
+            return
+        if self.watchers.get(name) is scope:
+            del self.watchers[name]
+        if name in self.busy:
+            return  # the worker on this name saw it happen
+        obs = self.observed.get(name)
+        if obs is not None:
+            self.observed[name] = replace(obs, status=Status.STOPPED, pid=None)
+        await self._record_exit(name, by_us=False, known=exit_)
+        self.kick()
+
+    # -- acting ----------------------------------------------------------------------------
+
+    async def _execute(self, action: Action) -> None:
+        name = action.name
+        try:
+            async with self.limiter:
+                log.info("%s %s: %s", action.kind.value, name, action.reason)
+                await self._apply(action)
+        except errors.RuntimeFailure as exc:
+            self._failed(action, exc)
+        except Exception as exc:  # a bug must not take the other containers down
+            log.exception("%s %s failed unexpectedly", action.kind.value, name)
+            self._failed(action, exc)
+        finally:
+            self.busy.pop(name, None)
+            self.kick()
+
+    def _failed(self, action: Action, exc: Exception) -> None:
+        name = action.name
+        message = str(exc)
+        log.warning("%s %s failed: %s", action.kind.value, name, message)
+        if action.desired is not None:
+            self.history[name] = planner.on_failure(self.history.get(name, History()),
+                                                    action.desired.spec_hash, message,
+                                                    self.clock())
+        self._event(name, "Failed", f"{action.kind.value}: {message}", warning=True)
+
+    async def _apply(self, action: Action) -> None:
+        name, kind, want = action.name, action.kind, action.desired
+        if kind is Kind.DELETE:
+            await self._remove(name, graceful=True)
+            self.observed.pop(name, None)
+            self.history.pop(name, None)
+            self._event(name, "Deleted", action.reason)
+            return
+        assert want is not None
+        spec = want.container.spec
+        if kind is Kind.STOP:
+            self._stop_watch(name)
+            exit_ = await self.runtime.stop(name, sig=spec.stop_signal,
+                                            grace=spec.termination_grace_period_seconds)
+            self.observed[name] = await self.runtime.state(name)
+            self.history[name] = planner.on_exit(self.history.get(name, History()), exit_,
+                                                 by_us=True, backoff=self.backoff)
+            self._event(name, "Stopped", action.reason)
+            return
+        if kind is Kind.PAUSE:
+            await self.runtime.pause(name)
+            self.observed[name] = await self.runtime.state(name)
+            self._event(name, "Paused", action.reason)
+            return
+        if kind is Kind.RESUME:
+            await self.runtime.resume(name)
+            self.observed[name] = await self.runtime.state(name)
+            self._event(name, "Resumed", action.reason)
+            return
+        # create, recreate, restart, start: (remove the old one,) then create
+        if name in self.observed:
+            await self._remove(name, graceful=kind is Kind.RECREATE, keep_logs=True)
+            self.observed.pop(name, None)
+        obs = await self.runtime.create(want.container, source=want.source,
+                                        spec_hash=want.spec_hash)
+        self.observed[name] = obs
+        self.history[name] = planner.on_started(self.history.get(name, History()),
+                                                want.spec_hash, self.clock(),
+                                                restart=kind is Kind.RESTART)
+        self._watch(name)
+        if spec.state is RunState.PAUSED:
+            await self.runtime.pause(name)
+            self.observed[name] = replace(obs, status=Status.PAUSED)
+        reason = {Kind.CREATE: "Created", Kind.RECREATE: "Recreated",
+                  Kind.RESTART: "Restarted", Kind.START: "Started"}[kind]
+        self._event(name, reason, action.reason)
+
+    async def _remove(self, name: str, *, graceful: bool, keep_logs: bool = False) -> None:
+        self._stop_watch(name)
+        obs = self.observed.get(name)
+        want = self.desired.specs.get(name) if self.desired else None
+        if graceful and obs is not None and obs.status in (Status.RUNNING, Status.PAUSED):
+            spec = want.container.spec if want is not None else None
+            with contextlib.suppress(errors.ContainerNotFound):
+                await self.runtime.stop(
+                    name, sig=spec.stop_signal if spec else "SIGTERM",
+                    grace=spec.termination_grace_period_seconds if spec else 10)
+        await self.runtime.delete(name, keep_logs=keep_logs)
+
+    # -- status ----------------------------------------------------------------------------
+
+    def _event(self, name: str | None, reason: str, message: str, *, warning: bool = False) -> None:
+        self.store.event(name, reason, message, warning=warning, now=self.clock())
+
+    def _report_problems(self, before: desired_mod.DesiredState | None) -> None:
+        assert self.desired is not None
+        old = set(before.problems) if before is not None else set()
+        for finding in self.desired.problems:
+            if finding not in old:
+                log.warning("manifest error: %s", finding)
+                self._event(None, "ManifestError", str(finding), warning=True)
+
+    def _load_history(self) -> None:
+        data = self.store.read_status().get("containers", {})
+        for name, record in data.items():
+            with contextlib.suppress(TypeError, ValueError):
+                self.history[name] = history_from_json(record.get("history", {}))
+
+    def write_status(self) -> None:
+        from reconciler.daemon import phases
+
+        self.store.write_status(phases.status_document(self))
+
+    def history_json(self, name: str) -> dict[str, Any]:
+        return history_to_json(self.history.get(name, History()))

@@ -1,0 +1,103 @@
+"""``reconciler run``: wires source → controller → runtime under one task group.
+
+Holds the state dir lock for its whole life, clears crash leftovers at start, and stops
+on SIGTERM/SIGINT without touching a container (they are desired state, and conmon keeps
+them), so a daemon upgrade is invisible to them. SIGHUP asks for a full rescan.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from reconciler.backoff import Backoff
+from reconciler.daemon.controller import Controller
+from reconciler.daemon.source import ManifestSource, Snapshot
+from reconciler.daemon.status import Store
+from reconciler.runtime.runc import RuncRuntime
+
+log = logging.getLogger("reconciler")
+
+
+@dataclass(frozen=True)
+class Options:
+    manifests: str
+    state_dir: str
+    runc_root: str
+    cgroup_parent: str = "/reconciler"
+    resync: float = 30.0
+    settle: float = 1.0
+    concurrency: int = 4
+    allow_empty: bool = False
+    poll: bool = False
+    backoff: Backoff = field(default_factory=Backoff)
+
+
+async def serve(
+    opts: Options,
+    *,
+    task_status: anyio.abc.TaskStatus[Controller] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    store = Store(opts.state_dir)
+    store.lock()
+    try:
+        runtime = RuncRuntime(state_dir=opts.state_dir, runc_root=opts.runc_root,
+                              cgroup_parent=opts.cgroup_parent)
+        for name in await runtime.gc():
+            log.info("cleared leftovers of %s (no runc container owned them)", name)
+        source = ManifestSource(opts.manifests, settle=opts.settle, resync=opts.resync,
+                                poll=opts.poll)
+        ctl = Controller(runtime, store, concurrency=opts.concurrency, backoff=opts.backoff,
+                         allow_empty=opts.allow_empty, resync=opts.resync)
+        send, receive = anyio.create_memory_object_stream[Snapshot](64)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_signals, tg.cancel_scope, source)
+            await tg.start(ctl.run, receive)
+            await tg.start(source.run, send)
+            log.info("watching %s (state %s, runc root %s)", opts.manifests, opts.state_dir,
+                     opts.runc_root)
+            task_status.started(ctl)
+    finally:
+        store.unlock()
+
+
+async def _signals(scope: anyio.CancelScope, source: ManifestSource) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                log.info("SIGHUP: rescanning the manifests")
+                source.rescan()
+                continue
+            log.info("%s: stopping the daemon; containers keep running",
+                     signal.Signals(signum).name)
+            scope.cancel()
+            return
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {"time": record.created, "level": record.levelname.lower(),
+                               "message": record.getMessage()}
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc)
+
+
+def setup_logging(fmt: str, level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")

@@ -1,0 +1,118 @@
+"""Status and events on disk: what the daemon knows, readable by the CLI while it runs.
+
+    <state-dir>/status.json     the whole status, replaced atomically after every change
+    <state-dir>/events.jsonl    one JSON event a line, appended; rotated past a size
+
+A crash leaves the old status.json or the new one, never half of one; a torn last line of
+events.jsonl is skipped by readers. The daemon is the only writer (it holds the lock).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from reconciler import errors
+from reconciler.planner import History
+from reconciler.runtime.types import ExitStatus
+
+EVENTS_MAX_BYTES = 4 << 20
+
+
+class Store:
+    def __init__(self, state_dir: str | os.PathLike[str]) -> None:
+        self.dir = Path(state_dir)
+        self.status_path = self.dir / "status.json"
+        self.events_path = self.dir / "events.jsonl"
+        self._lock_fd: int | None = None
+
+    # -- the daemon lock -------------------------------------------------------------------
+
+    def lock(self) -> None:
+        """One daemon per state dir: a second one fails at once with a clear message."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.dir / "daemon.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise errors.StateDirLocked(
+                f"another reconciler daemon (pid {holder}) is running with state dir {self.dir}"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # -- status ----------------------------------------------------------------------------
+
+    def write_status(self, status: Mapping[str, Any]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.status_path.with_name(f".status.json.{os.getpid()}")
+        tmp.write_text(json.dumps(status, indent=1, sort_keys=True, default=str))
+        os.replace(tmp, self.status_path)
+
+    def read_status(self) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = json.loads(self.status_path.read_text())
+        except FileNotFoundError:
+            return {}
+        except ValueError as exc:
+            raise errors.ReconcilerError(f"{self.status_path} is not valid JSON: {exc}") from exc
+        return data
+
+    # -- events ----------------------------------------------------------------------------
+
+    def event(self, name: str | None, reason: str, message: str, *, warning: bool = False,
+              now: float | None = None) -> dict[str, Any]:
+        record = {"time": now if now is not None else time.time(), "name": name,
+                  "reason": reason, "message": message,
+                  "type": "Warning" if warning else "Normal"}
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            if self.events_path.stat().st_size > EVENTS_MAX_BYTES:
+                os.replace(self.events_path, self.events_path.with_suffix(".jsonl.1"))
+        with open(self.events_path, "a") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+        return record
+
+    def events(self, name: str | None = None) -> Iterator[dict[str, Any]]:
+        for path in (self.events_path.with_suffix(".jsonl.1"), self.events_path):
+            with contextlib.suppress(FileNotFoundError), open(path) as f:
+                for line in f:
+                    record = _parse(line)
+                    if record is not None and (name is None or record.get("name") == name):
+                        yield record
+
+
+def _parse(line: str) -> dict[str, Any] | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None  # a torn last line after a crash
+    return record if isinstance(record, dict) else None
+
+
+def history_to_json(hist: History) -> dict[str, Any]:
+    return asdict(hist)
+
+
+def history_from_json(data: Mapping[str, Any]) -> History:
+    fields = {k: v for k, v in data.items() if k in History.__dataclass_fields__}
+    exit_ = fields.get("last_exit")
+    if isinstance(exit_, Mapping):
+        fields["last_exit"] = ExitStatus(**{k: v for k, v in exit_.items()
+                                           if k in ExitStatus.__dataclass_fields__})
+    return History(**fields)
