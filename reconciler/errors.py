@@ -13,6 +13,7 @@ host, pydantic's ValidationError) are translated where they enter, with ``raise 
         ├── RuntimeTimeout      an external command did not finish in time (killed)
         ├── RootfsError         the root source is missing or unusable
         └── MountError          an overlay or live mount could not be made or removed
+            └── LiveUpdateImpossible   only a recreate can make this change
 
 ``retryable`` separates what a backoff may fix (a timeout, a busy resource) from what
 only a new manifest can fix (a missing binary in the rootfs is retried too: a rootfs may
@@ -96,3 +97,9 @@ class RootfsError(RuntimeFailure):
 
 class MountError(RuntimeFailure):
     """An overlay root or a live mount could not be made or removed."""
+
+
+class LiveUpdateImpossible(MountError):
+    """A live change cannot be made here (old kernel, mountpoint under another mount...)."""
+
+    retryable = False

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from reconciler import changes
 from reconciler.backoff import Backoff
 from reconciler.manifest.model import RestartPolicy, RunState
 from reconciler.runtime.types import ANN_MANIFEST, ExitStatus, Observed, Status
@@ -41,6 +42,7 @@ class Kind(str, enum.Enum):
     PAUSE = "pause"
     RESUME = "resume"
     DELETE = "delete"
+    UPDATE = "update"  # live: mounts, resources, labels — same container, same init PID
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class Action:
     name: str
     reason: str
     desired: Desired | None = None
+    patch: tuple[Mapping[str, Any], ...] = ()  # UPDATE: the live JSON-patch operations
 
     def __str__(self) -> str:
         return f"{self.kind.value} {self.name}: {self.reason}"
@@ -155,6 +158,9 @@ def _converge(want: Desired, have: Observed | None, hist: History) -> Action | N
         return Action(Kind.RECREATE, want.name, _changed(want, have), want)
     if have.status is Status.STOPPED:
         return _exited(want, hist)
+    update = _live_update(want, have)
+    if update is not None:
+        return update
     if state is RunState.STOPPED:
         return Action(Kind.STOP, want.name, "desired state Stopped", want)
     if state is RunState.PAUSED and have.status is Status.RUNNING:
@@ -162,6 +168,18 @@ def _converge(want: Desired, have: Observed | None, hist: History) -> Action | N
     if state is RunState.RUNNING and have.status is Status.PAUSED:
         return Action(Kind.RESUME, want.name, "desired state Running", want)
     return None
+
+
+def _live_update(want: Desired, have: Observed) -> Action | None:
+    """Mounts, resources or metadata differ from what is applied: change them in place."""
+    applied = have.applied or have.annotations.get(ANN_MANIFEST)
+    change = changes.classify(applied, want.container.model_dump(mode="json",
+                                                                  exclude_defaults=True))
+    ops = tuple(op for op in change.live if not op["path"].startswith("/spec/state"))
+    if not ops:
+        return None
+    parts = sorted(changes.live_parts(changes.Change(live=ops, recreate=())))
+    return Action(Kind.UPDATE, want.name, f"live change: {', '.join(parts)}", want, patch=ops)
 
 
 def _exited(want: Desired, hist: History) -> Action | None:

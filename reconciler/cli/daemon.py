@@ -14,10 +14,9 @@ import time
 from typing import Any
 
 import anyio
-import jsonpatch
 import yaml
 
-from reconciler import errors, planner
+from reconciler import changes, errors, planner
 from reconciler.backoff import Backoff
 from reconciler.daemon import desired as desired_mod
 from reconciler.daemon.source import ManifestSource
@@ -165,6 +164,14 @@ def cmd_describe(args: argparse.Namespace) -> int:
         how = (f"OOM-killed" if last["oomKilled"] else
                f"signal {last['signal']}" if last["signal"] else f"code {last['code']}")
         out.append(f"Last exit:     {how} at {_when(last.get('finishedAt'))}")
+    actual = c.get("actual") or {}
+    limits = actual.get("limits")
+    if limits:
+        out.append("Limits (cgroup): memory {memoryBytes} bytes, cpu quota {cpuQuotaUs}/"
+                   "{cpuPeriodUs} us, pids {pids}".format(**limits).replace("None", "max"))
+    for m in actual.get("mounts") or []:
+        out.append(f"Mount:         {m['destination']} {m['type']} {m['source']} "
+                   f"{'ro' if m['readOnly'] else 'rw'}")
     err = (c.get("history") or {}).get("last_error")
     if err:
         out.append(f"Last error:    {err}")
@@ -222,10 +229,12 @@ def cmd_diff(args: argparse.Namespace) -> int:
         print(f"source unavailable: {want.reason}", file=sys.stderr)  # noqa: T201
     for action in plan.actions:
         print(action)  # noqa: T201
-        if action.kind in (planner.Kind.RECREATE,) and action.desired is not None:
-            for line in _field_diff(observed[action.name].annotations.get(ANN_MANIFEST),
-                                    action.desired.container.model_dump(
-                                        mode="json", exclude_defaults=True)):
+        if action.kind in (planner.Kind.RECREATE, planner.Kind.UPDATE) and action.desired:
+            have = observed[action.name]
+            change = changes.classify(
+                have.applied or have.annotations.get(ANN_MANIFEST),
+                action.desired.container.model_dump(mode="json", exclude_defaults=True))
+            for line in change.lines():
                 print(f"    {line}")  # noqa: T201
     for note in plan.notes:
         print(f"note: {note}")  # noqa: T201
@@ -233,19 +242,3 @@ def cmd_diff(args: argparse.Namespace) -> int:
         print("converged: nothing to do")  # noqa: T201
         return 0
     return 1
-
-
-def _field_diff(applied: str | None, new: dict[str, Any]) -> list[str]:
-    try:
-        old = json.loads(applied) if applied else {}
-    except ValueError:
-        old = {}
-    lines = []
-    for op in jsonpatch.make_patch(old, new).patch:
-        path = op["path"].lstrip("/").replace("/", ".")
-        if op["op"] == "remove":
-            lines.append(f"- {path}")
-        else:
-            lines.append(f"{'~' if op['op'] == 'replace' else '+'} {path}: "
-                         f"{json.dumps(op.get('value'))}")
-    return lines

@@ -13,6 +13,7 @@ relist every resync period catches drift made by hand. The only caller of the ru
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -23,14 +24,14 @@ import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from reconciler import errors, planner
+from reconciler import changes, errors, planner
 from reconciler.backoff import Backoff
 from reconciler.daemon import desired as desired_mod
 from reconciler.daemon.source import Snapshot
 from reconciler.daemon.status import Store, history_from_json, history_to_json
-from reconciler.manifest.model import RunState
+from reconciler.manifest.model import Container, Resources, RunState
 from reconciler.planner import Action, History, Kind
-from reconciler.runtime.types import Observed, Runtime, Status
+from reconciler.runtime.types import ANN_MANIFEST, Limits, Observed, Runtime, Status
 
 log = logging.getLogger("reconciler")
 
@@ -64,6 +65,7 @@ class Controller:
         self.ready = anyio.Event()  # the first full pass is done
         self.last_pass_at: float | None = None
         self.phase_since: dict[str, tuple[str, float]] = {}
+        self.actual: dict[str, dict[str, Any]] = {}  # limits and mounts read back
         self._kick = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
         self._started = self.clock()
@@ -174,6 +176,7 @@ class Controller:
                 if old is not None and old.pid != obs.pid:
                     self._stop_watch(name)
                 self._watch(name)
+                await self._readback(name, _applied_container(obs))
                 if name not in self.history or self.history[name].started_at is None:
                     self.history[name] = replace(self.history.get(name, History()),
                                                  spec_hash=obs.spec_hash,
@@ -253,6 +256,7 @@ class Controller:
             await self._remove(name, graceful=True)
             self.observed.pop(name, None)
             self.history.pop(name, None)
+            self.actual.pop(name, None)
             self._event(name, "Deleted", action.reason)
             return
         assert want is not None
@@ -266,6 +270,14 @@ class Controller:
                                                  by_us=True, backoff=self.backoff)
             self._event(name, "Stopped", action.reason)
             return
+        if kind is Kind.UPDATE:
+            try:
+                await self._update_live(action, want)
+                return
+            except errors.LiveUpdateImpossible as exc:
+                self._event(name, "LiveUpdateImpossible", f"{exc}; recreating instead",
+                            warning=True)
+                kind = Kind.RECREATE
         if kind is Kind.PAUSE:
             await self.runtime.pause(name)
             self.observed[name] = await self.runtime.state(name)
@@ -287,12 +299,56 @@ class Controller:
                                                 want.spec_hash, self.clock(),
                                                 restart=kind is Kind.RESTART)
         self._watch(name)
+        await self._readback(name, want.container)
         if spec.state is RunState.PAUSED:
             await self.runtime.pause(name)
             self.observed[name] = replace(obs, status=Status.PAUSED)
         reason = {Kind.CREATE: "Created", Kind.RECREATE: "Recreated",
                   Kind.RESTART: "Restarted", Kind.START: "Started"}[kind]
         self._event(name, reason, action.reason)
+
+    async def _update_live(self, action: Action, want: desired_mod.Desired) -> None:
+        """Mounts and resources in place: same container, same init PID."""
+        name = action.name
+        obs = self.observed[name]
+        old = _applied_container(obs)
+        parts = changes.live_parts(changes.Change(live=action.patch, recreate=()))
+        new_spec = want.container.spec
+        if "mounts" in parts:
+            if old is None:
+                raise errors.LiveUpdateImpossible("the applied mounts are unknown",
+                                                  container=name)
+            for said in await self.runtime.update_mounts(name, old.spec.mounts,
+                                                         new_spec.mounts):
+                reason, _, dest = said.partition(" ")
+                self._event(name, reason, dest)
+        if "resources" in parts:
+            limits = await self.runtime.update_resources(name, new_spec.resources)
+            before = old.spec.resources if old is not None else None
+            self._event(name, "ResourcesUpdated", _resources_text(before, new_spec.resources,
+                                                                  limits))
+        await self.runtime.set_applied(name, want.container)
+        if "metadata" in parts:
+            self._event(name, "MetadataUpdated", "labels/annotations")
+        self.observed[name] = await self.runtime.state(name)
+        await self._readback(name, want.container)
+
+    async def _readback(self, name: str, container: Container | None) -> None:
+        """What the kernel enforces now: cgroup limits, and the manifest's mounts as seen
+        from inside the container (``get``/``describe`` show these, not the request)."""
+        try:
+            limits = await self.runtime.limits(name)
+            mounts = await self.runtime.mounts(name)
+        except errors.RuntimeFailure:
+            self.actual.pop(name, None)
+            return
+        wanted = {m.destination for m in container.spec.mounts} if container else set()
+        self.actual[name] = {
+            "limits": {"memoryBytes": limits.memory_bytes, "cpuQuotaUs": limits.cpu_quota_us,
+                       "cpuPeriodUs": limits.cpu_period_us, "pids": limits.pids},
+            "mounts": [{"destination": m.destination, "type": m.fstype, "source": m.source,
+                        "readOnly": m.read_only} for m in mounts if m.destination in wanted],
+        }
 
     async def _remove(self, name: str, *, graceful: bool, keep_logs: bool = False) -> None:
         self._stop_watch(name)
@@ -332,3 +388,27 @@ class Controller:
 
     def history_json(self, name: str) -> dict[str, Any]:
         return history_to_json(self.history.get(name, History()))
+
+
+def _applied_container(obs: Observed) -> Container | None:
+    text = obs.applied or obs.annotations.get(ANN_MANIFEST)
+    if not text:
+        return None
+    try:
+        return Container.model_validate(json.loads(text))
+    except ValueError:
+        return None
+
+
+def _resources_text(before: Resources | None, after: Resources, limits: Limits) -> str:
+    """``memory 64Mi→128Mi, pids 64→128`` (what changed), read back from the cgroup."""
+    parts = []
+    for field_name in ("memory", "cpu", "pids"):
+        old = getattr(before, field_name, None) if before is not None else None
+        new = getattr(after, field_name)
+        if old != new:
+            parts.append(f"{field_name} {old if old is not None else 'unlimited'}\u2192"
+                         f"{new if new is not None else 'unlimited'}")
+    got = (f"cgroup now: memory {limits.memory_bytes or 'max'}, cpu quota "
+           f"{limits.cpu_quota_us or 'max'}/{limits.cpu_period_us}, pids {limits.pids or 'max'}")
+    return f"{', '.join(parts) or 'unchanged'} ({got})"

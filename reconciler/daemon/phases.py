@@ -108,6 +108,7 @@ def status_document(ctl: Controller) -> dict[str, Any]:
             "since": ph_since,
             "created": obs.created if obs else None,
             "history": ctl.history_json(name),
+            "actual": ctl.actual.get(name),
         }
     return {
         "daemon": {

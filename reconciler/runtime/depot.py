@@ -8,6 +8,7 @@
             conmon.pid        the monitor's PID
             exits/<name>      written by conmon when init exits: the exit code
             oom               conmon's marker: the container saw an OOM kill
+        applied.json          the manifest in force now, live changes included
         layer/upper, layer/work   the container's own writable layer
         logs/current.log      conmon's size-capped log (Kubernetes log format)
         logs/previous.log     the log of the previous run, kept across a restart
@@ -46,6 +47,10 @@ class Depot:
     @property
     def rootfs(self) -> Path:
         return self.bundle / "rootfs"
+
+    @property
+    def applied(self) -> Path:
+        return self.root / "applied.json"
 
     @property
     def upper(self) -> Path:

@@ -24,13 +24,14 @@ from reconciler.runtime.types import (
     ExecResult,
     ExitStatus,
     Limits,
+    MountInfo,
     Observed,
     Stats,
     Status,
 )
 
 if TYPE_CHECKING:
-    from reconciler.manifest.model import Container, Resources
+    from reconciler.manifest.model import Container, Mount, Resources
 
 
 class FakeRuntime:
@@ -38,6 +39,7 @@ class FakeRuntime:
         self.containers: dict[str, Observed] = {}
         self.exits: dict[str, ExitStatus] = {}
         self.limits_: dict[str, Limits] = {}
+        self.mounts_: dict[str, list[MountInfo]] = {}
         self.calls: list[tuple[str, str]] = []
         self.clock = clock
         self._next_pid = 100
@@ -84,6 +86,7 @@ class FakeRuntime:
             spec_hash=spec_hash, source=source, created=self.clock,
             annotations={ANN_MANAGED_BY: MANAGED_BY, ANN_SOURCE: source,
                          ANN_SPEC_HASH: spec_hash, ANN_MANIFEST: manifest},
+            applied=manifest,
         )
         self.containers[container.name] = obs
         self.exits.pop(container.name, None)
@@ -132,6 +135,28 @@ class FakeRuntime:
         self._get(name)
         self.limits_[name] = Limits(resources.memory_bytes, None, None, resources.pids)
         return self.limits_[name]
+
+    async def update_mounts(self, name: str, old: Sequence[Mount], new: Sequence[Mount]
+                            ) -> list[str]:
+        self._op("update_mounts", name)
+        self._get(name)
+        before = {m.destination: m for m in old}
+        after = {m.destination: m for m in new}
+        said = [f"MountRemoved {d}" for d in sorted(before.keys() - after.keys())]
+        said += [f"{'MountChanged' if d in before else 'MountAdded'} {d}"
+                 for d in sorted(after) if before.get(d) != after[d]]
+        self.mounts_[name] = [MountInfo(m.destination, m.type, getattr(m, "source", "tmpfs"),
+                                        m.read_only) for m in new]
+        return said
+
+    async def mounts(self, name: str) -> list[MountInfo]:
+        self._get(name)
+        return list(self.mounts_.get(name, []))
+
+    async def set_applied(self, name: str, container: Container) -> None:
+        manifest = json.dumps(container.model_dump(mode="json", exclude_defaults=True),
+                              sort_keys=True, separators=(",", ":"))
+        self.containers[name] = replace(self._get(name), applied=manifest)
 
     async def limits(self, name: str) -> Limits:
         self._get(name)

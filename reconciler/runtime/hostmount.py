@@ -47,7 +47,7 @@ def is_mountpoint(target: Path) -> bool:
     try:
         with open("/proc/self/mountinfo", "rb") as f:
             for line in f:
-                if _unescape(line.split()[4]) == want:
+                if unescape_bytes(line.split()[4]) == want:
                     return True
     except OSError:
         return False
@@ -61,7 +61,7 @@ def _escape(path: Path) -> str:
     return text
 
 
-def _unescape(field: bytes) -> bytes:
+def unescape_bytes(field: bytes) -> bytes:
     # mountinfo escapes space, tab, newline and backslash as octal \ooo
     out = bytearray()
     i = 0
@@ -73,3 +73,8 @@ def _unescape(field: bytes) -> bytes:
             out.append(field[i])
             i += 1
     return bytes(out)
+
+
+def unescape(field: str) -> str:
+    """A mountinfo path field as text."""
+    return os.fsdecode(unescape_bytes(os.fsencode(field)))

@@ -16,8 +16,10 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from reconciler import errors
+from reconciler.manifest import quantity
 from reconciler.runtime import cgroups, depot, hostmount, oci, proc
 from reconciler.runtime.types import (
     ANN_MANAGED_BY,
@@ -35,13 +38,14 @@ from reconciler.runtime.types import (
     ExecResult,
     ExitStatus,
     Limits,
+    MountInfo,
     Observed,
     Stats,
     Status,
 )
 
 if TYPE_CHECKING:
-    from reconciler.manifest.model import Container, Resources
+    from reconciler.manifest.model import Container, Mount, Resources
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +118,7 @@ class RuncRuntime:
                 os.replace(d.log, d.previous_log)
             hostmount.mount_overlay(lower=lower, upper=d.upper, work=d.work, target=d.rootfs)
             depot.write_json_atomic(d.config, config)
+            d.applied.write_text(annotations[ANN_MANIFEST])
             pid = await self._conmon_create(name, d)
             await self._call("start", name, name=name)
         except BaseException:
@@ -121,7 +126,8 @@ class RuncRuntime:
                 await self._teardown(name, keep_logs=True)
             raise
         return Observed(name=name, status=Status.RUNNING, pid=pid, spec_hash=spec_hash,
-                        source=source, created=time.time(), annotations=annotations)
+                        source=source, created=time.time(), annotations=annotations,
+                        applied=annotations[ANN_MANIFEST])
 
     async def _conmon_create(self, name: str, d: depot.Depot) -> int:
         """conmon runs ``runc create``; its sync pipe answers with the PID or runc's error."""
@@ -184,12 +190,73 @@ class RuncRuntime:
             annotations = entry.get("annotations") or {}
             if annotations.get(ANN_MANAGED_BY) != MANAGED_BY:
                 continue
-            result.append(_observed(entry))
+            result.append(self._with_applied(_observed(entry)))
         return sorted(result, key=lambda o: o.name)
 
     async def state(self, name: str) -> Observed:
         out = await self._call("state", name, name=name)
-        return _observed(json.loads(out))
+        return self._with_applied(_observed(json.loads(out)))
+
+    def _with_applied(self, obs: Observed) -> Observed:
+        try:
+            return replace(obs, applied=self.depot(obs.name).applied.read_text())
+        except OSError:
+            return replace(obs, applied=obs.annotations.get(ANN_MANIFEST))
+
+    async def set_applied(self, name: str, container: Container) -> None:
+        d = self.depot(name)
+        text = json.dumps(container.model_dump(mode="json", exclude_defaults=True),
+                          sort_keys=True, separators=(",", ":"))
+        tmp = d.applied.with_name(".applied.json.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, d.applied)
+
+    async def mounts(self, name: str) -> list[MountInfo]:
+        obs = await self.state(name)
+        if obs.pid is None:
+            return []
+        try:
+            with open(f"/proc/{obs.pid}/mountinfo") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            return []
+        found = []
+        for line in lines:
+            left, _, right = line.partition(" - ")
+            fields, tail = left.split(), right.split()
+            found.append(MountInfo(
+                destination=hostmount.unescape(fields[4]), fstype=tail[0],
+                source=hostmount.unescape(fields[3]) if tail[0] != "tmpfs" else "tmpfs",
+                read_only="ro" in fields[5].split(",")))
+        return found
+
+    async def update_mounts(self, name: str, old: Sequence[Mount], new: Sequence[Mount]
+                            ) -> list[str]:
+        """Swap mounts in place through the single-threaded ``livemount`` helper."""
+        ops, said = _mount_ops(old, new)
+        if not ops:
+            return []
+        obs = await self.state(name)
+        if obs.status not in (Status.RUNNING, Status.PAUSED) or obs.pid is None:
+            raise errors.LiveUpdateImpossible(
+                f"cannot change mounts of a {obs.status.value} container", container=name)
+        d = self.depot(name)
+        for op in ops:
+            if op["op"] == "add":
+                _make_mountpoint(d.rootfs, op)
+        request = json.dumps({"pid": obs.pid, "ops": ops}).encode()
+        result = await proc.run([sys.executable, "-m", "reconciler.runtime.livemount"],
+                                timeout=self.timeout, container=name, input=request,
+                                check=False)
+        if result.returncode != 0:
+            detail = result.stderr.decode(errors="replace").strip() or "live mount failed"
+            if result.returncode == 3 or "does not exist in the container" in detail:
+                raise errors.LiveUpdateImpossible(detail, container=name)
+            raise errors.MountError(detail, container=name)
+        with contextlib.suppress(FileNotFoundError):
+            config = json.loads(d.config.read_text())
+            depot.write_json_atomic(d.config, oci.update_mounts(config, new))
+        return said
 
     async def pids(self, name: str) -> list[int]:
         out = await self._call("ps", "--format", "json", name, name=name)
@@ -302,6 +369,8 @@ class RuncRuntime:
         if keep_logs:
             shutil.rmtree(d.bundle, ignore_errors=True)
             shutil.rmtree(d.root / "layer", ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                d.applied.unlink()
         else:
             shutil.rmtree(d.root, ignore_errors=True)
         if d.bundle.exists() and hostmount.is_mountpoint(d.rootfs):
@@ -343,18 +412,62 @@ class RuncRuntime:
 
 
 def _update_args(resources: Resources) -> list[str]:
-    """``runc update`` flags for the limits a manifest sets (swap equal to memory)."""
-    args: list[str] = []
-    if resources.memory_bytes is not None:
-        args += ["--memory", str(resources.memory_bytes)]
-        if cgroups.swap_accounting():
-            args += ["--memory-swap", str(resources.memory_bytes)]
-    if resources.cpu_millicores is not None:
-        args += ["--cpu-period", "100000",
-                 "--cpu-quota", str(max(1000, resources.cpu_millicores * 100))]
-    if resources.pids is not None:
-        args += ["--pids-limit", str(resources.pids)]
+    """``runc update`` flags setting every limit: the manifest's, or unlimited (-1)."""
+    memory = str(resources.memory_bytes) if resources.memory_bytes is not None else "-1"
+    args = ["--memory", memory]
+    if cgroups.swap_accounting():
+        args += ["--memory-swap", memory]
+    quota = (str(max(1000, resources.cpu_millicores * 100))
+             if resources.cpu_millicores is not None else "-1")
+    args += ["--cpu-period", "100000", "--cpu-quota", quota]
+    args += ["--pids-limit", str(resources.pids) if resources.pids is not None else "-1"]
     return args
+
+
+def _mount_key(m: Mount) -> tuple[Any, ...]:
+    return (m.type, getattr(m, "source", None), m.read_only, getattr(m, "size_limit", None))
+
+
+def _mount_ops(old: Sequence[Mount], new: Sequence[Mount]) -> tuple[list[dict[str, Any]],
+                                                                    list[str]]:
+    """The helper's operations, and the same in words for events (``MountAdded /data``)."""
+    before = {m.destination: m for m in old}
+    after = {m.destination: m for m in new}
+    ops: list[dict[str, Any]] = []
+    said: list[str] = []
+    for dest in sorted(before.keys() - after.keys()):
+        ops.append({"op": "remove", "destination": dest})
+        said.append(f"MountRemoved {dest}")
+    for dest in sorted(after):
+        m = after[dest]
+        if dest in before and _mount_key(before[dest]) == _mount_key(m):
+            continue
+        op: dict[str, Any] = {"op": "add", "type": m.type, "destination": dest,
+                              "readOnly": m.read_only, "replace": dest in before}
+        if m.type == "bind":
+            op["source"] = m.source  # type: ignore[union-attr]
+        elif m.size_limit is not None:  # type: ignore[union-attr]
+            op["size"] = quantity.to_bytes(m.size_limit)  # type: ignore[union-attr]
+        ops.append(op)
+        said.append(f"{'MountChanged' if dest in before else 'MountAdded'} {dest}")
+    return ops, said
+
+
+def _make_mountpoint(rootfs: Path, op: Mapping[str, Any]) -> None:
+    """Create a missing mountpoint in the container's writable layer, from the host side."""
+    path = rootfs / op["destination"].lstrip("/")
+    if os.path.lexists(path):
+        return
+    is_file = op["type"] == "bind" and not os.path.isdir(op["source"])
+    try:
+        if is_file:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise errors.LiveUpdateImpossible(
+            f"cannot create mountpoint {op['destination']}: {exc.strerror}") from exc
 
 
 def _root_source(container: Container) -> tuple[Path, dict[str, Any] | None]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from reconciler.manifest.model import Container, Resources
+    from reconciler.manifest.model import Container, Mount, Resources
 
 # Annotations written into every config.json we generate.
 ANN_MANAGED_BY = "io.reconciler.managed-by"
@@ -43,6 +43,7 @@ class Observed:
     source: str | None
     created: float  # unix time the container was created
     annotations: Mapping[str, str] = field(default_factory=dict)
+    applied: str | None = None  # the manifest as applied now (JSON), live changes included
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,16 @@ class Stats:
 
 
 @dataclass(frozen=True)
+class MountInfo:
+    """A mount as the container sees it (read back from /proc/PID/mountinfo)."""
+
+    destination: str
+    fstype: str
+    source: str
+    read_only: bool
+
+
+@dataclass(frozen=True)
 class Limits:
     """Resource limits read back from the container's cgroup (None: unlimited)."""
 
@@ -118,6 +129,17 @@ class Runtime(Protocol):
     async def resume(self, name: str) -> None: ...
 
     async def update_resources(self, name: str, resources: Resources) -> Limits: ...
+
+    async def update_mounts(
+        self, name: str, old: Sequence[Mount], new: Sequence[Mount]
+    ) -> list[str]:
+        """Change mounts of a running container in place; the changes made, in words.
+        Raises ``errors.LiveUpdateImpossible`` when only a recreate can do it."""
+
+    async def mounts(self, name: str) -> list[MountInfo]: ...
+
+    async def set_applied(self, name: str, container: Container) -> None:
+        """Record the manifest now in force (after a live change)."""
 
     async def limits(self, name: str) -> Limits: ...
 
