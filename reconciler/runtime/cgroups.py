@@ -15,8 +15,10 @@ from pathlib import Path
 from reconciler.runtime.types import Limits, Stats
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+# v1 hierarchies runc may create a container's dir in; "unified" is the v2 tree of a hybrid host
 _V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "freezer", "blkio", "cpuset", "devices",
-                   "net_cls", "net_prio", "perf_event", "hugetlb", "systemd", "rdma", "misc")
+                   "net_cls", "net_prio", "perf_event", "hugetlb", "systemd", "rdma", "misc",
+                   "unified")
 
 
 def unified() -> bool:

@@ -135,6 +135,8 @@ async def test_delete_leaves_nothing(rt: RuncRuntime, busybox_rootfs: Path) -> N
     assert not d.root.exists()
     assert not hostmount.is_mountpoint(d.rootfs)
     assert not cg.exists()
+    leftover = list(Path("/sys/fs/cgroup").glob(f"*/{cg.path.strip('/')}"))
+    assert leftover == []  # every hierarchy, the hybrid host's unified one included
     assert not (rt.runc_root / "d").exists()
     with pytest.raises(errors.ContainerNotFound):
         await rt.state("d")
