@@ -8,7 +8,7 @@ STATE := $(CURDIR)/.state
 SYS_PKGS := runc conmon busybox-static umoci skopeo golang-github-containers-common vim git
 ROOTFS := $(STATE)/rootfs/busybox
 
-.PHONY: deps sysdeps venv rootfs test run bench lint clean
+.PHONY: deps sysdeps venv rootfs test run down bench lint clean
 
 deps: sysdeps venv
 
@@ -39,6 +39,13 @@ run: deps rootfs
 	mkdir -p $(STATE)/lib
 	$(VENV)/bin/reconciler run --manifests manifests --state-dir $(STATE)/lib \
 	  --runc-root $(STATE)/runc
+
+# Remove the demo's containers (the daemon leaves them running when it stops, by design).
+down: venv
+	$(PY) -c 'import anyio, sys; from reconciler.runtime.runc import RuncRuntime; \
+	rt = RuncRuntime(state_dir="$(STATE)/lib", runc_root="$(STATE)/runc"); \
+	names = [o.name for o in anyio.run(rt.list)]; \
+	[anyio.run(rt.delete, n) for n in names]; print("removed:", *names or ["nothing"])'
 
 bench: deps rootfs
 	$(PY) bench/run.py --rootfs $(ROOTFS)
