@@ -1,0 +1,1 @@
+"""The daemon package: source → desired → planner → executor."""

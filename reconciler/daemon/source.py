@@ -1,0 +1,604 @@
+"""The manifests directory as a stream of snapshots: the first stage of the daemon.
+
+    source (this module) → desired → planner → executor
+
+File events only say "look again": every snapshot comes from a full scan of the directory
+the configured path resolves to at that moment. Between looks the source keeps a cache of
+what it read, keyed by ``(dev, ino, size, mtime_ns)`` (an unchanged file is not read
+again), and holds back two kinds of change:
+
+- a file being written (a create or modify event, no close yet) keeps its previous content,
+  or stays out if it is new, until it is closed or has been quiet for ``settle`` seconds;
+- a file gone from the scan keeps its previous content until it has stayed away for
+  ``settle`` seconds (vim's save renames it away for a moment; ``rm`` and restore), unless
+  the same bytes turned up under another name: that is a rename, taken at once.
+
+A look whose content equals the last snapshot's (``touch``, ``chmod``, the same bytes
+rewritten, a symlink swap that changes no manifest) yields no snapshot.
+
+Watching, with watchdog's inotify observer (see the notes on watching directories):
+
+- a recursive watch on the *resolved* directory, and a flat one on the configured path's
+  parent, which sees a symlink renamed over the path (git-sync ``--link``) and the
+  directory removed, recreated or renamed away; every look resolves the path again and
+  re-arms a watch whose target changed (by device and inode) or whose emitter died;
+- a burst of events is one look, once no event came for ``QUIET`` seconds (at most
+  ``BATCH_MAX`` after the first); content events on names that are no manifest (a vim
+  swap file, ``sed``'s temporary file) are dropped on the observer thread;
+- a look also happens every ``resync`` seconds, at once on ``rescan()`` (SIGHUP), when
+  events were lost (the bridge into the loop was full, or inotify's own queue overflowed,
+  which watchdog only logs), and every ``HEALTH_EVERY`` seconds while a watch is not armed
+  (the directory is missing, or inotify refuses more watches). After lost events a changed
+  file is taken only once its stat held still for ``settle``, as in polling mode.
+
+``poll=True`` uses no inotify (NFS, SMB, FUSE): a look every ``settle`` seconds, and a
+changed file is taken once its stat held still for one interval.
+
+Limits, on purpose: a subdirectory that cannot be read makes the whole source unavailable
+(its files are not "gone"); a symlink to somewhere outside the directory is read but not
+watched, so a change there shows at the next resync (ConfigMap links into ``..data`` are
+inside, and ``..data`` itself is watched).
+
+Threads meet the loop at one point: the observer's handler forwards each event with
+``anyio.from_thread.run_sync(send_nowait)`` and never blocks; when the bridge is full it
+sets a flag instead. Scans run in a worker thread, one at a time; the observer is stopped
+and joined, shielded, when ``run`` ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import stat
+import threading
+import time
+import types
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import anyio
+import anyio.abc
+import anyio.from_thread
+import anyio.lowlevel
+import anyio.to_thread
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from watchdog import events as fs
+from watchdog.observers.api import ObservedWatch
+from watchdog.observers.inotify import InotifyObserver
+
+from reconciler.manifest import files, loader
+
+log = logging.getLogger(__name__)
+
+QUIET = 0.03  # a burst of events is over when none came for this long
+BATCH_MAX = 0.5  # ... or this long after its first event, whichever comes first
+HEALTH_EVERY = 1.0  # how often a missing or dead watch is retried
+_BRIDGE_SIZE = 4096
+_ATTEMPTS = 3  # scans of a directory that keeps being swapped before settling for one
+
+_TREE_EVENTS: list[type[fs.FileSystemEvent]] = [
+    fs.FileCreatedEvent, fs.FileModifiedEvent, fs.FileClosedEvent, fs.FileDeletedEvent,
+    fs.FileMovedEvent, fs.DirCreatedEvent, fs.DirDeletedEvent, fs.DirMovedEvent,
+]
+_PARENT_EVENTS: list[type[fs.FileSystemEvent]] = [
+    fs.FileCreatedEvent, fs.FileDeletedEvent, fs.FileMovedEvent,
+    fs.DirCreatedEvent, fs.DirDeletedEvent, fs.DirMovedEvent,
+]
+_CONTENT_EVENTS = (fs.FileCreatedEvent, fs.FileModifiedEvent, fs.FileClosedEvent)
+
+Signature = tuple[int, int, int, int]  # dev, ino, size, mtime_ns
+_Item = fs.FileSystemEvent | None  # None: "look again", from rescan() or lost events
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The manifests directory at one moment, after the settle rules.
+
+    ``files`` is keyed by each file's path under the configured directory
+    (``directory/relpath``), so keys stay the same across symlink swaps; ``resolved`` is
+    the directory that was scanned. Unavailable: ``files`` is empty and ``reason`` says why.
+    """
+
+    available: bool
+    reason: str | None
+    directory: str
+    resolved: str | None
+    files: Mapping[str, loader.FileResult]
+    generation: int
+    taken_at: float
+
+
+class ManifestSource:
+    """Snapshots of one manifests directory: once (``scan_once``) or as they change (``run``)."""
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        settle: float = 1.0,
+        resync: float = 30.0,
+        max_size: int = loader.MAX_SIZE,
+        poll: bool = False,
+    ) -> None:
+        self.directory = os.path.abspath(os.fspath(directory))
+        self._settle = settle
+        self._resync = resync
+        self._max_size = max_size
+        self._poll = poll
+        self._tracker = _Tracker(self.directory, settle=settle, max_size=max_size)
+        self._rescan = threading.Event()
+        self._lost = threading.Event()
+        self._bridge: _Bridge | None = None
+        self._last: Snapshot | None = None
+        self._looked_at = -math.inf
+        self._due = math.inf
+
+    def scan_once(self) -> Snapshot:
+        """The directory as it is now, every file read; no settle rules (generation 0)."""
+        tracker = _Tracker(self.directory, settle=self._settle, max_size=self._max_size)
+        return self._snapshot(_look(tracker, None, distrust=False), generation=0)
+
+    def rescan(self) -> None:
+        """Ask ``run`` for a full look now: from any thread, or a task such as a SIGHUP receiver."""
+        self._rescan.set()
+        bridge = self._bridge
+        if bridge is not None:
+            bridge.send(None)
+
+    async def run(
+        self,
+        send: MemoryObjectSendStream[Snapshot],
+        *,
+        task_status: anyio.abc.TaskStatus[Snapshot] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Send the first snapshot (also given to ``task_status.started``), then each change."""
+        bridge_send, bridge_receive = anyio.create_memory_object_stream[_Item](_BRIDGE_SIZE)
+        self._bridge = _Bridge(bridge_send, anyio.lowlevel.current_token(), self._lost)
+        watches = None if self._poll else _Watches(self.directory, self._bridge)
+        try:
+            with bridge_send, bridge_receive:
+                first = await self._next(watches)
+                assert first is not None  # the first look always makes a snapshot
+                task_status.started(first)
+                await send.send(first)
+                while True:
+                    await self._wait(bridge_receive, watches)
+                    snapshot = await self._next(watches)
+                    if snapshot is not None:
+                        await send.send(snapshot)
+        finally:
+            self._bridge = None
+            if watches is not None:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(watches.close)
+
+    async def _next(self, watches: _Watches | None) -> Snapshot | None:
+        """Look at the directory; a new snapshot if what it holds changed."""
+        self._rescan.clear()
+        distrust = self._poll or self._lost.is_set()
+        self._lost.clear()
+        look = await anyio.to_thread.run_sync(_look, self._tracker, watches, distrust)
+        self._looked_at, self._due = time.monotonic(), look.due
+        last = self._last
+        if last is not None and (last.available, last.reason, last.files) == (
+            look.target is not None, look.reason, look.files
+        ):
+            return None
+        self._last = self._snapshot(look, generation=last.generation + 1 if last else 1)
+        return self._last
+
+    async def _wait(
+        self, events: MemoryObjectReceiveStream[_Item], watches: _Watches | None
+    ) -> None:
+        """Return when a look is due: a burst went quiet, a deadline passed, or one was asked."""
+        every = self._settle if self._poll else self._resync
+        while not (self._rescan.is_set() or self._lost.is_set()):
+            now = time.monotonic()
+            due = min(self._due, self._looked_at + every)
+            if watches is not None and not watches.healthy():
+                due = min(due, self._looked_at + HEALTH_EVERY)
+            if now >= due:
+                return
+            wake = due if watches is None else min(due, now + HEALTH_EVERY)
+            if await self._burst(events, until=wake):
+                return
+
+    async def _burst(self, events: MemoryObjectReceiveStream[_Item], *, until: float) -> bool:
+        """Wait until ``until`` for an event, then take events until they pause; True if any."""
+        received = False
+        with anyio.move_on_after(until - time.monotonic()):
+            self._note(await events.receive())
+            received = True
+        if not received:
+            return False
+        give_up = time.monotonic() + BATCH_MAX
+        while (left := give_up - time.monotonic()) > 0:
+            with anyio.move_on_after(min(QUIET, left)) as pause:
+                self._note(await events.receive())
+            if pause.cancelled_caught:
+                break
+        return True
+
+    def _note(self, item: _Item) -> None:
+        if item is not None:
+            self._tracker.note(item, time.monotonic())
+
+    def _snapshot(self, look: _Look, *, generation: int) -> Snapshot:
+        return Snapshot(
+            available=look.target is not None,
+            reason=look.reason,
+            directory=self.directory,
+            resolved=look.target.path if look.target is not None else None,
+            files=types.MappingProxyType(dict(sorted(look.files.items()))),
+            generation=generation,
+            taken_at=time.monotonic(),
+        )
+
+
+# --- one look: resolve, arm, scan ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Target:
+    """A directory by path and identity: the same path may name a new directory."""
+
+    path: str
+    dev: int
+    ino: int
+
+
+@dataclass(frozen=True)
+class _Look:
+    target: _Target | None  # None: unavailable, and ``reason`` says why
+    reason: str | None
+    files: Mapping[str, loader.FileResult]
+    due: float  # when a held-back change is to be looked at again (inf: none)
+
+
+def _resolve(path: str) -> tuple[_Target | None, str | None]:
+    """The directory ``path`` names now, or why there is none to read."""
+    real = os.path.realpath(path)
+    try:
+        info = os.stat(real)
+    except FileNotFoundError:
+        return None, f"manifests directory {path} does not exist"
+    except OSError as exc:
+        return None, f"cannot read manifests directory {path}: {exc.strerror or exc}"
+    if not stat.S_ISDIR(info.st_mode):
+        return None, f"manifests directory {path} is not a directory"
+    if not os.access(real, os.R_OK | os.X_OK):
+        return None, f"cannot read manifests directory {path}: permission denied"
+    return _Target(real, info.st_dev, info.st_ino), None
+
+
+def _look(tracker: _Tracker, watches: _Watches | None, distrust: bool) -> _Look:
+    """Resolve, re-arm the watches, scan; again if the path was swapped during the scan.
+
+    Runs in a worker thread. Watches are armed before the scan, so that a change during
+    the scan makes an event and so another look.
+    """
+    look = _Look(None, f"manifests directory {tracker.directory} could not be read", {}, math.inf)
+    for _ in range(_ATTEMPTS):
+        target, reason = _resolve(tracker.directory)
+        if watches is not None:
+            watches.arm(target)
+        try:
+            look = tracker.look(target, reason, time.monotonic(), distrust=distrust)
+        except OSError as exc:  # removed or made unreadable during the scan
+            why = f"cannot read manifests directory {tracker.directory}: {exc.strerror or exc}"
+            look = _Look(None, why, {}, math.inf)
+            continue
+        if target is None or _resolve(tracker.directory)[0] == target:
+            break
+    return look
+
+
+@dataclass(frozen=True)
+class _Seen:
+    signature: Signature | None  # None: could not stat; read again on every look
+    result: loader.FileResult
+
+
+class _Tracker:
+    """What the source knows between looks; used by one thread at a time.
+
+    Keys are paths under the configured directory; event paths, which are under the
+    resolved target, are mapped onto them.
+    """
+
+    def __init__(self, directory: str, *, settle: float, max_size: int) -> None:
+        self.directory = directory
+        self.settle = settle
+        self.max_size = max_size
+        self.seen: dict[str, _Seen] = {}  # what the last look applied
+        self.observed: dict[str, Signature | None] = {}  # what it saw, applied or not
+        self.writing: dict[str, float] = {}  # last sign of a write not yet closed
+        self.created: dict[str, float] = {}  # created, not yet written to or closed
+        self.absent_since: dict[str, float] = {}
+        self.target: _Target | None = None
+        self.looked = False
+
+    def note(self, event: fs.FileSystemEvent, now: float) -> None:
+        """Follow writes: a create or modify opens one, a close, move or delete ends it.
+
+        A create alone holds a file back only while it is empty: watchdog also reports
+        files it finds in a directory just created (``tar -x``), whose writes and close
+        it never saw.
+        """
+        if isinstance(event, fs.FileMovedEvent):
+            self._ended(event.src_path)
+            self._ended(event.dest_path)
+        elif isinstance(event, fs.FileCreatedEvent | fs.FileModifiedEvent):
+            key = self._key(event.src_path)
+            if key is not None:
+                kind = self.created if isinstance(event, fs.FileCreatedEvent) else self.writing
+                kind[key] = now
+        elif isinstance(event, fs.FileClosedEvent | fs.FileDeletedEvent):
+            self._ended(event.src_path)
+
+    def look(
+        self, target: _Target | None, reason: str | None, now: float, *, distrust: bool
+    ) -> _Look:
+        """One full scan with the settle rules; raises OSError if the directory fails."""
+        if target is None:  # keep everything for when it is back
+            return _Look(None, reason, {}, math.inf)
+        if target != self.target:
+            self.target, self.writing, self.created = target, {}, {}
+        present: dict[str, _Seen] = {}
+        found: set[str] = set()
+        due = math.inf
+        for path in files.scan(target.path):
+            key = self._key(os.fspath(path))
+            if key is None:
+                continue
+            try:
+                signature: Signature | None = _signature(key)
+            except FileNotFoundError:  # gone since the scan listed it: an absence
+                continue
+            except OSError:
+                signature = None  # the loader will say what is wrong with it
+            found.add(key)
+            held_until = self._held_until(key, signature, now, distrust=distrust)
+            if held_until is None:
+                present[key] = self._read(key, signature)
+            else:
+                due = min(due, held_until)
+                if key in self.seen:
+                    present[key] = self.seen[key]
+        due = min(due, self._keep_absent(present, found, now))
+        self._forget(found, now)
+        self.seen, self.looked = present, True
+        return _Look(target, None, {k: s.result for k, s in present.items()}, due)
+
+    def _held_until(
+        self, key: str, signature: Signature | None, now: float, *, distrust: bool
+    ) -> float | None:
+        """When a file still being written may be read; None if it may be read now."""
+        if distrust and self.looked and self.observed.get(key, ()) != signature:
+            self.writing[key] = now  # no events to tell: wait until its stat holds still
+        self.observed[key] = signature
+        since = self.writing.get(key)
+        if since is None and signature is not None and signature[2] == 0:
+            since = self.created.get(key)
+        if since is None:
+            return None
+        if now - since >= self.settle:
+            self.writing.pop(key, None)
+            self.created.pop(key, None)
+            return None
+        return since + self.settle
+
+    def _read(self, key: str, signature: Signature | None) -> _Seen:
+        old = self.seen.get(key)
+        if old is not None and signature is not None and old.signature == signature:
+            return old
+        # Read through the configured path: relative host paths in the manifest then
+        # resolve under it, and stay the same when a symlinked directory is swapped.
+        return _Seen(signature, loader.load_file(key, max_size=self.max_size))
+
+    def _keep_absent(self, present: dict[str, _Seen], found: set[str], now: float) -> float:
+        """Keep files that left the scan until they stayed away for ``settle``; the next due."""
+        due = math.inf
+        here = {present[k].result.digest for k in found if k in present}
+        for key, old in self.seen.items():
+            if key in found:
+                continue
+            since = self.absent_since.setdefault(key, now)
+            renamed = bool(old.result.digest) and old.result.digest in here
+            if now - since < self.settle and not renamed:
+                present[key] = old
+                due = min(due, since + self.settle)
+        self.absent_since = {
+            k: t for k, t in self.absent_since.items() if k in present and k not in found
+        }
+        return due
+
+    def _forget(self, found: set[str], now: float) -> None:
+        self.observed = {k: s for k, s in self.observed.items() if k in found}
+        self.writing, self.created = (
+            {k: t for k, t in kind.items() if k in found or now - t < self.settle}
+            for kind in (self.writing, self.created)
+        )
+
+    def _ended(self, path: bytes | str) -> None:
+        key = self._key(path)
+        if key is not None:
+            self.writing.pop(key, None)
+            self.created.pop(key, None)
+
+    def _key(self, path: bytes | str) -> str | None:
+        """``path`` under the target as a key under the configured directory."""
+        text = os.fsdecode(path)
+        if self.target is None or not text.startswith(self.target.path + os.sep):
+            return None
+        return os.path.join(self.directory, text[len(self.target.path) + 1 :])
+
+
+def _signature(path: str) -> Signature:
+    info = os.stat(path)
+    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
+
+
+# --- the watches and the bridge into the loop -----------------------------------------
+
+
+class _Bridge:
+    """Where watchdog's threads hand over to the loop: never blocks, never raises."""
+
+    def __init__(
+        self,
+        send: MemoryObjectSendStream[_Item],
+        token: anyio.lowlevel.EventLoopToken,
+        lost: threading.Event,
+    ) -> None:
+        self._send = send
+        self._token = token
+        self._lost = lost
+        self._loop_thread = threading.get_ident()
+
+    def send(self, item: _Item) -> None:
+        try:
+            if threading.get_ident() == self._loop_thread:
+                self._send.send_nowait(item)
+            else:
+                anyio.from_thread.run_sync(self._send.send_nowait, item, token=self._token)
+        except anyio.WouldBlock:  # the loop is behind; it wakes up to a full stream anyway
+            if item is not None:
+                self._lost.set()
+        except (anyio.RunFinishedError, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass  # shutting down
+
+    def lose(self) -> None:
+        """Events were lost elsewhere: ask for a distrustful look."""
+        self._lost.set()
+        self.send(None)
+
+
+class _Forward(fs.FileSystemEventHandler):
+    """The observer thread's whole job: filter by name, hand over."""
+
+    def __init__(self, bridge: _Bridge, relevant: Callable[[fs.FileSystemEvent], bool]) -> None:
+        self._bridge = bridge
+        self._relevant = relevant
+
+    def dispatch(self, event: fs.FileSystemEvent) -> None:
+        if self._relevant(event):
+            self._bridge.send(event)
+
+
+def _in_tree(event: fs.FileSystemEvent) -> bool:
+    """Writes to names that are no manifest (swap files, temporaries) never matter;
+    structural events always may (``..data`` renamed in a ConfigMap)."""
+    if isinstance(event, _CONTENT_EVENTS):
+        return files.is_manifest_name(os.path.basename(os.fsdecode(event.src_path)))
+    return True
+
+
+class _OverflowAlarm(logging.Handler):
+    """watchdog 7 only logs an inotify queue overflow; this turns that log into a rescan."""
+
+    def __init__(self, bridge: _Bridge) -> None:
+        super().__init__(logging.WARNING)
+        self._bridge = bridge
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage():
+            self._bridge.lose()
+
+
+_Armed = tuple[_Target, ObservedWatch]
+
+
+class _Watches:
+    """The recursive watch on the target and the flat one on the configured path's parent.
+
+    ``arm`` runs at every look, in its worker thread; ``healthy`` in the loop between looks.
+    """
+
+    _LOGGER = "watchdog.observers"
+
+    def __init__(self, directory: str, bridge: _Bridge) -> None:
+        self._directory = directory
+        self._name = os.path.basename(directory)
+        self._bridge = bridge
+        self._observer: InotifyObserver | None = None
+        self._tree: _Armed | None = None
+        self._parent: _Armed | None = None
+        self._alarm = _OverflowAlarm(bridge)
+        logging.getLogger(self._LOGGER).addHandler(self._alarm)
+
+    def arm(self, target: _Target | None) -> None:
+        if self._observer is None or not self._observer.is_alive():
+            self._restart()
+        parent, _ = _resolve(os.path.dirname(self._directory))
+        self._parent = self._rearm(self._parent, parent, recursive=False)
+        self._tree = self._rearm(self._tree, target, recursive=True)
+
+    def healthy(self) -> bool:
+        observer = self._observer
+        return (
+            observer is not None
+            and observer.is_alive()
+            and all(w is not None and self._alive(w[1]) for w in (self._tree, self._parent))
+        )
+
+    def close(self) -> None:
+        logging.getLogger(self._LOGGER).removeHandler(self._alarm)
+        if self._observer is not None:
+            _stop(self._observer)
+            self._observer = None
+
+    def _restart(self) -> None:
+        if self._observer is not None:
+            log.warning("the file watcher thread died; starting a new one")
+            _stop(self._observer)
+        self._observer = None
+        self._tree = self._parent = None
+        try:
+            observer = InotifyObserver(generate_full_events=True)
+            observer.start()
+        except OSError as exc:
+            log.warning("cannot watch for changes (%s); looking every %ss", exc, HEALTH_EVERY)
+            return
+        self._observer = observer
+
+    def _rearm(
+        self, current: _Armed | None, target: _Target | None, *, recursive: bool
+    ) -> _Armed | None:
+        observer = self._observer
+        if observer is None:
+            return None
+        if current is not None and (current[0] != target or not self._alive(current[1])):
+            with contextlib.suppress(KeyError):
+                observer.unschedule(current[1])
+            current = None
+        if current is not None or target is None:
+            return current
+        relevant = _in_tree if recursive else self._names_us
+        handler = _Forward(self._bridge, relevant)
+        kinds = _TREE_EVENTS if recursive else _PARENT_EVENTS
+        try:
+            watch = observer.schedule(handler, target.path, recursive=recursive, event_filter=kinds)
+        except OSError as exc:
+            log.warning("cannot watch %s (%s); looking every %ss", target.path, exc, HEALTH_EVERY)
+            return None
+        return target, watch
+
+    def _alive(self, watch: ObservedWatch) -> bool:
+        observer = self._observer
+        return observer is not None and any(
+            e.watch == watch and e.is_alive() and not e.stopped_event.is_set()
+            for e in list(observer.emitters)
+        )
+
+    def _names_us(self, event: fs.FileSystemEvent) -> bool:
+        paths = (event.src_path, event.dest_path)
+        return any(os.path.basename(os.fsdecode(p)) == self._name for p in paths if p)
+
+
+def _stop(observer: InotifyObserver) -> None:
+    observer.stop()
+    if observer.ident is not None:  # join() refuses a thread that never started
+        observer.join()
