@@ -352,6 +352,31 @@ class RuncRuntime:
         return ExecResult(exit_code=result.returncode, stdout=result.stdout,
                           stderr=result.stderr)
 
+    async def exec_attached(self, name: str, argv: Sequence[str], *, tty: bool = False) -> int:
+        """Run a command in the container with this process's stdin/stdout/stderr (and a
+        terminal with ``tty``); its exit code. For ``reconciler exec``: no deadline."""
+        obs = await self.state(name)
+        if obs.status is not Status.RUNNING:
+            raise errors.RuncError(f"cannot exec in a {obs.status.value} container",
+                                   container=name)
+        args = self._runc("exec", *(["--tty"] if tty else []), name, *argv)
+        process = await anyio.open_process(args, stdin=None, stdout=None, stderr=None)
+        try:
+            return await process.wait()
+        finally:
+            with anyio.CancelScope(shield=True):
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+
+    def config(self, name: str) -> dict[str, Any]:
+        """The effective OCI config.json the container runs with."""
+        try:
+            data: dict[str, Any] = json.loads(self.depot(name).config.read_text())
+        except FileNotFoundError:
+            raise errors.ContainerNotFound("container does not exist", container=name) from None
+        return data
+
     async def delete(self, name: str, *, keep_logs: bool = False) -> None:
         """Stop hard and remove everything: runc state, cgroup, overlay, depot dir."""
         await self._teardown(name, keep_logs=keep_logs)
