@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -27,11 +27,15 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from reconciler import changes, errors, planner
 from reconciler.backoff import Backoff
 from reconciler.daemon import desired as desired_mod
+from reconciler.daemon import phases
 from reconciler.daemon.source import Snapshot
 from reconciler.daemon.status import Store, history_from_json, history_to_json
 from reconciler.manifest.model import Container, Resources, RunState
 from reconciler.planner import Action, History, Kind
-from reconciler.runtime.types import ANN_MANIFEST, Limits, Observed, Runtime, Status
+from reconciler.runtime.types import ANN_MANIFEST, Limits, Observed, Runtime, Stats, Status
+
+if TYPE_CHECKING:
+    from reconciler.daemon.metrics import DaemonMetrics
 
 log = logging.getLogger("reconciler")
 
@@ -47,6 +51,8 @@ class Controller:
         allow_empty: bool = False,
         resync: float = 30.0,
         clock: Callable[[], float] = time.time,
+        metrics: DaemonMetrics | None = None,
+        stats_reader: Callable[[str], tuple[Stats, Limits] | None] | None = None,
     ) -> None:
         self.runtime = runtime
         self.store = store
@@ -55,6 +61,8 @@ class Controller:
         self.resync = resync
         self.clock = clock
         self.limiter = anyio.CapacityLimiter(max(1, concurrency))
+        self.metrics = metrics
+        self._stats_reader = stats_reader
         self.desired: desired_mod.DesiredState | None = None
         self.observed: dict[str, Observed] = {}
         self.history: dict[str, History] = {}
@@ -121,9 +129,14 @@ class Controller:
                 continue
             wake_at = self._pass()
 
+    def cgroup_stats(self, name: str) -> tuple[Stats, Limits] | None:
+        """Usage and limits of one container, read synchronously (for metrics scrapes)."""
+        return self._stats_reader(name) if self._stats_reader is not None else None
+
     def _pass(self) -> float | None:
         assert self.desired is not None
         now = self.clock()
+        started = time.perf_counter()
         plan = planner.plan(self.desired, self._idle_observed(), self.history, now,
                             allow_empty=self.allow_empty, backoff=self.backoff)
         self.last_plan = plan
@@ -142,6 +155,9 @@ class Controller:
         if not self.busy:
             self.ready.set()
         self.write_status()
+        if self.metrics is not None:
+            self.metrics.passes.inc()
+            self.metrics.pass_seconds.observe(time.perf_counter() - started)
         return plan.wake_at
 
     _last_notes: tuple[str, ...] | None = None
@@ -227,10 +243,13 @@ class Controller:
 
     async def _execute(self, action: Action) -> None:
         name = action.name
+        outcome = "error"
+        started = time.perf_counter()
         try:
             async with self.limiter:
                 log.info("%s %s: %s", action.kind.value, name, action.reason)
                 await self._apply(action)
+            outcome = "success"
         except errors.RuntimeFailure as exc:
             self._failed(action, exc)
         except Exception as exc:  # a bug must not take the other containers down
@@ -238,6 +257,10 @@ class Controller:
             self._failed(action, exc)
         finally:
             self.busy.pop(name, None)
+            if self.metrics is not None:
+                self.metrics.actions.labels(action.kind.value, outcome).inc()
+                self.metrics.action_seconds.labels(action.kind.value).observe(
+                    time.perf_counter() - started)
             self.kick()
 
     def _failed(self, action: Action, exc: Exception) -> None:
@@ -365,7 +388,10 @@ class Controller:
     # -- status ----------------------------------------------------------------------------
 
     def _event(self, name: str | None, reason: str, message: str, *, warning: bool = False) -> None:
-        self.store.event(name, reason, message, warning=warning, now=self.clock())
+        try:
+            self.store.event(name, reason, message, warning=warning, now=self.clock())
+        except OSError as exc:  # a full disk must not stop the loop: containers come first
+            self._disk_trouble("events", exc)
 
     def _report_problems(self, before: desired_mod.DesiredState | None) -> None:
         assert self.desired is not None
@@ -375,16 +401,32 @@ class Controller:
                 log.warning("manifest error: %s", finding)
                 self._event(None, "ManifestError", str(finding), warning=True)
 
+    def _disk_trouble(self, what: str, exc: OSError) -> None:
+        if not self._disk_warned:
+            log.warning("cannot write %s in %s: %s (carrying on without)", what,
+                        self.store.dir, exc.strerror or exc)
+            self._disk_warned = True
+
+    _disk_warned = False
+
     def _load_history(self) -> None:
-        data = self.store.read_status().get("containers", {})
+        try:
+            data = self.store.read_status().get("containers", {})
+        except errors.ReconcilerError as exc:
+            log.warning("ignoring the saved status: %s (restart counts start again; the "
+                        "containers themselves are read from runc and the depot)", exc)
+            return
         for name, record in data.items():
             with contextlib.suppress(TypeError, ValueError):
                 self.history[name] = history_from_json(record.get("history", {}))
 
     def write_status(self) -> None:
-        from reconciler.daemon import phases
-
-        self.store.write_status(phases.status_document(self))
+        try:
+            self.store.write_status(phases.status_document(self))
+        except OSError as exc:
+            self._disk_trouble("status", exc)
+            return
+        self._disk_warned = False
 
     def history_json(self, name: str) -> dict[str, Any]:
         return history_to_json(self.history.get(name, History()))

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,9 +21,12 @@ import anyio.abc
 
 from reconciler.backoff import Backoff
 from reconciler.daemon.controller import Controller
+from reconciler.daemon.metrics import DaemonMetrics, MetricsServer, health
+from reconciler.daemon.notify import Notifier
 from reconciler.daemon.source import ManifestSource, Snapshot
 from reconciler.daemon.status import Store
 from reconciler.runtime.runc import RuncRuntime
+from reconciler.runtime.types import Limits, Stats
 
 log = logging.getLogger("reconciler")
 
@@ -39,6 +43,7 @@ class Options:
     allow_empty: bool = False
     poll: bool = False
     backoff: Backoff = field(default_factory=Backoff)
+    metrics_addr: str | None = None
 
 
 async def serve(
@@ -46,6 +51,7 @@ async def serve(
     *,
     task_status: anyio.abc.TaskStatus[Controller] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
+    notifier = Notifier()  # first: it takes systemd's variables out of our environment
     store = Store(opts.state_dir)
     store.lock()
     try:
@@ -55,18 +61,54 @@ async def serve(
             log.info("cleared leftovers of %s (no runc container owned them)", name)
         source = ManifestSource(opts.manifests, settle=opts.settle, resync=opts.resync,
                                 poll=opts.poll)
+        metrics = DaemonMetrics()
         ctl = Controller(runtime, store, concurrency=opts.concurrency, backoff=opts.backoff,
-                         allow_empty=opts.allow_empty, resync=opts.resync)
+                         allow_empty=opts.allow_empty, resync=opts.resync, metrics=metrics,
+                         stats_reader=lambda n: _cgroup_stats(runtime, n))
+        metrics.attach(ctl)
+        server = MetricsServer(opts.metrics_addr, ctl, metrics) if opts.metrics_addr else None
         send, receive = anyio.create_memory_object_stream[Snapshot](64)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_signals, tg.cancel_scope, source)
-            await tg.start(ctl.run, receive)
-            await tg.start(source.run, send)
-            log.info("watching %s (state %s, runc root %s)", opts.manifests, opts.state_dir,
-                     opts.runc_root)
-            task_status.started(ctl)
+        try:
+            if server is not None:
+                server.start()
+                log.info("metrics on http://%s/metrics", opts.metrics_addr)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_signals, tg.cancel_scope, source)
+                await tg.start(ctl.run, receive)
+                await tg.start(source.run, send)
+                log.info("watching %s (state %s, runc root %s)", opts.manifests,
+                         opts.state_dir, opts.runc_root)
+                tg.start_soon(_tell_systemd, ctl, notifier)
+                task_status.started(ctl)
+        finally:
+            notifier.send("STOPPING=1")
+            if server is not None:
+                server.close()
     finally:
         store.unlock()
+
+
+def _cgroup_stats(runtime: RuncRuntime, name: str) -> tuple[Stats, Limits] | None:
+    cg = runtime.cgroup(name)
+    if not cg.exists():
+        return None
+    return cg.stats(), cg.limits()
+
+
+async def _tell_systemd(ctl: Controller, notifier: Notifier) -> None:
+    """READY=1 once the first full pass is done; then WATCHDOG=1 while the loop is healthy."""
+    await ctl.ready.wait()
+    notifier.send("READY=1", f"STATUS=converged after {ctl.passes} passes")
+    log.info("ready: first full pass done")
+    if notifier.watchdog_interval is None:
+        return
+    while True:
+        await anyio.sleep(notifier.watchdog_interval)
+        ok, why = health(ctl, time.time())
+        if ok:
+            notifier.send("WATCHDOG=1")
+        else:
+            log.warning("not telling the watchdog: %s", why)
 
 
 async def _signals(scope: anyio.CancelScope, source: ManifestSource) -> None:

@@ -61,8 +61,13 @@ class Store:
     def write_status(self, status: Mapping[str, Any]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.status_path.with_name(f".status.json.{os.getpid()}")
-        tmp.write_text(json.dumps(status, indent=1, sort_keys=True, default=str))
-        os.replace(tmp, self.status_path)
+        try:
+            tmp.write_text(json.dumps(status, indent=1, sort_keys=True, default=str))
+            os.replace(tmp, self.status_path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
 
     def read_status(self) -> dict[str, Any]:
         try:

@@ -7,6 +7,7 @@ logfmt stderr (``level=error msg="..."``) is reduced to runc's own words.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from collections.abc import Sequence
@@ -17,6 +18,15 @@ from reconciler import errors
 
 _MSG_RE = re.compile(r'msg="((?:[^"\\]|\\.)*)"')
 _NOT_FOUND = ("does not exist", "container not found", "not exist")
+# systemd's variables are the daemon's, never runc's: with NOTIFY_SOCKET set, runc would try
+# to relay the container's own sd_notify and fail to create it.
+_SERVICE_ONLY = frozenset({"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS",
+                           "LISTEN_PID", "LISTEN_FDNAMES"})
+
+
+def child_env() -> dict[str, str]:
+    """The environment for runc, conmon and helpers: ours, less systemd's service variables."""
+    return {k: v for k, v in os.environ.items() if k not in _SERVICE_ONLY}
 
 
 def runc_message(stderr: bytes) -> str:
@@ -40,7 +50,8 @@ async def run(
 ) -> subprocess.CompletedProcess[bytes]:
     try:
         with anyio.fail_after(timeout):
-            result = await anyio.run_process(list(argv), input=input, check=False)
+            result = await anyio.run_process(list(argv), input=input, check=False,
+                                             env=child_env())
     except TimeoutError as exc:
         raise errors.RuntimeTimeout(
             f"{' '.join(_short(argv))} did not finish within {timeout:g}s and was killed",

@@ -360,7 +360,8 @@ class RuncRuntime:
             raise errors.RuncError(f"cannot exec in a {obs.status.value} container",
                                    container=name)
         args = self._runc("exec", *(["--tty"] if tty else []), name, *argv)
-        process = await anyio.open_process(args, stdin=None, stdout=None, stderr=None)
+        process = await anyio.open_process(args, stdin=None, stdout=None, stderr=None,
+                                           env=proc.child_env())
         try:
             return await process.wait()
         finally:

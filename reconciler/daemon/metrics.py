@@ -1,0 +1,176 @@
+"""Prometheus metrics, /healthz and /readyz for the daemon (``run --metrics-addr``).
+
+The daemon's counters live here and the controller bumps them; per-container gauges are
+collected at scrape time from the controller's view and the cgroup files, so a scrape
+never waits on the event loop. Served by the standard library's WSGI server in one
+thread: it only reads the controller's state.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from reconciler import errors
+
+if TYPE_CHECKING:
+    from reconciler.daemon.controller import Controller
+
+Metric = GaugeMetricFamily
+
+
+class DaemonMetrics:
+    """The daemon's own series, in a registry of their own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.passes = Counter("reconciler_reconcile_passes", "Planning passes run.",
+                              registry=self.registry)
+        self.pass_seconds = Histogram(
+            "reconciler_reconcile_pass_duration_seconds", "Time to plan and dispatch a pass.",
+            registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0))
+        self.actions = Counter("reconciler_actions", "Actions executed, by kind and outcome.",
+                               ["kind", "outcome"], registry=self.registry)
+        self.action_seconds = Histogram(
+            "reconciler_action_duration_seconds", "Time to execute an action, by kind.",
+            ["kind"], registry=self.registry,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
+
+    def attach(self, ctl: Controller) -> None:
+        self.registry.register(_StateCollector(ctl))
+
+
+class _StateCollector(Collector):
+    def __init__(self, ctl: Controller) -> None:
+        self.ctl = ctl
+
+    def collect(self) -> Iterator[Metric]:
+        ctl = self.ctl
+        desired = ctl.desired
+        yield _gauge("reconciler_source_available", "1 when the manifests directory is readable.",
+                     [([], 1.0 if desired is None or desired.available else 0.0)])
+        yield _gauge("reconciler_manifest_errors", "Manifest problems found in the last scan.",
+                     [([], float(len(desired.problems) if desired else 0))])
+        waiting = len(ctl.last_plan.waiting) if ctl.last_plan else 0
+        yield _gauge("reconciler_queue_depth", "Actions running plus retries waiting.",
+                     [([], float(len(ctl.busy) + waiting))])
+        yield _gauge("reconciler_ready", "1 once the first full pass is done.",
+                     [([], 1.0 if ctl.ready.is_set() else 0.0)])
+        rows: dict[str, list[tuple[list[str], float]]] = {
+            k: [] for k in ("up", "restarts", "exit", "cpu", "mem", "memlimit", "cpulimit",
+                            "pids", "pidslimit")}
+        for name, obs in sorted(dict(ctl.observed).items()):
+            hist = ctl.history.get(name)
+            rows["up"].append(([name], 1.0 if obs.status.value == "running" else 0.0))
+            rows["restarts"].append(([name], float(hist.restarts if hist else 0)))
+            if hist is not None and hist.last_exit is not None:
+                rows["exit"].append(([name], float(hist.last_exit.exit_code)))
+            try:
+                stats = ctl.cgroup_stats(name)
+            except (OSError, errors.ReconcilerError):
+                continue
+            if stats is None:
+                continue
+            st, limits = stats
+            rows["cpu"].append(([name], st.cpu_usage_ns / 1e9))
+            rows["mem"].append(([name], float(st.memory_usage)))
+            rows["pids"].append(([name], float(st.pids_current)))
+            if limits.memory_bytes is not None:
+                rows["memlimit"].append(([name], float(limits.memory_bytes)))
+            if limits.cpu_quota_us is not None and limits.cpu_period_us:
+                rows["cpulimit"].append(([name], limits.cpu_quota_us / limits.cpu_period_us))
+            if limits.pids is not None:
+                rows["pidslimit"].append(([name], float(limits.pids)))
+        label = ["name"]
+        yield _gauge("reconciler_container_up", "1 when the container is running.",
+                     rows["up"], label)
+        yield _gauge("reconciler_container_restarts", "Restarts since it was defined.",
+                     rows["restarts"], label)
+        yield _gauge("reconciler_container_last_exit_code", "Exit code of the last run.",
+                     rows["exit"], label)
+        yield _gauge("reconciler_container_cpu_seconds", "CPU time used (cgroup).",
+                     rows["cpu"], label)
+        yield _gauge("reconciler_container_memory_bytes", "Memory in use (cgroup).",
+                     rows["mem"], label)
+        yield _gauge("reconciler_container_memory_limit_bytes", "Memory limit (cgroup).",
+                     rows["memlimit"], label)
+        yield _gauge("reconciler_container_cpu_limit_cores", "CPU quota in cores (cgroup).",
+                     rows["cpulimit"], label)
+        yield _gauge("reconciler_container_pids", "Processes in the container.",
+                     rows["pids"], label)
+        yield _gauge("reconciler_container_pids_limit", "Process limit (cgroup).",
+                     rows["pidslimit"], label)
+
+
+def _gauge(name: str, doc: str, rows: Iterable[tuple[list[str], float]],
+           labels: list[str] | None = None) -> Metric:
+    g = GaugeMetricFamily(name, doc, labels=labels or [])
+    for values, value in rows:
+        g.add_metric(values, value)
+    return g
+
+
+def health(ctl: Controller, now: float) -> tuple[bool, str]:
+    """Alive: a pass finished within two resync periods (the loop is not stuck)."""
+    if ctl.last_pass_at is None:
+        return False, "no pass yet"
+    age = now - ctl.last_pass_at
+    limit = 2 * ctl.resync + 10
+    return (age <= limit), f"last pass {age:.1f}s ago (limit {limit:.0f}s)"
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        return
+
+
+class MetricsServer:
+    """/metrics, /healthz, /readyz on HOST:PORT in one daemon thread."""
+
+    def __init__(self, addr: str, ctl: Controller, metrics: DaemonMetrics,
+                 clock: Callable[[], float] = time.time) -> None:
+        host, _, port = addr.rpartition(":")
+        if not host or not port.isdigit():
+            raise errors.UsageError(f"--metrics-addr must be HOST:PORT, got {addr!r}")
+        prom = make_wsgi_app(metrics.registry)
+
+        def app(environ: dict[str, Any], start: Callable[..., Any]) -> Iterable[bytes]:
+            path = environ.get("PATH_INFO", "/")
+            if path in ("/healthz", "/readyz"):
+                if path == "/healthz":
+                    ok, why = health(ctl, clock())
+                else:
+                    ok = ctl.ready.is_set()
+                    why = "first full pass done" if ok else "first full pass not done"
+                start("200 OK" if ok else "503 Service Unavailable",
+                      [("Content-Type", "text/plain; charset=utf-8")])
+                return [f"{'ok' if ok else 'not ok'}: {why}\n".encode()]
+            return prom(environ, start)  # type: ignore[no-any-return]
+
+        try:
+            self.server: WSGIServer = make_server(host.strip("[]"), int(port), app,
+                                                  handler_class=_Quiet)
+        except OSError as exc:
+            raise errors.UsageError(f"cannot listen on {addr}: {exc.strerror}") from exc
+        self.thread = threading.Thread(target=self.server.serve_forever, name="metrics",
+                                       daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
