@@ -1,0 +1,121 @@
+"""End-to-end fixtures: one ``E2E`` world per test (see ``harness``), measurements.
+
+Every daemon a test starts is stopped (SIGTERM, then SIGKILL after a bound) before the
+sandbox fixture removes what the test left on the host; a failed test gets the daemons'
+logs and the event log in its report. Measured latencies are collected with the
+``record`` fixture and printed in the terminal summary, so a plain ``pytest tests/e2e``
+shows them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .harness import CGROUP_ROOT, SLEEP_LOOP, E2E
+
+# -- fixtures ------------------------------------------------------------------------------
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+@pytest.fixture(autouse=True)
+def _unified_cgroup_sweep(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Remove the cgroup v2 (``unified``) dirs runc makes on a hybrid host under the sandbox's
+    parent, which the shared clean-up misses (it only walks the v1 controllers)."""
+    yield
+    box = request.node.funcargs.get("sandbox")
+    if box is None:
+        return
+    base = CGROUP_ROOT / "unified" / box.cgroup_parent.strip("/")
+    if base.is_dir():
+        for sub in sorted(base.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            if sub.is_dir():
+                with contextlib.suppress(OSError):
+                    sub.rmdir()
+        with contextlib.suppress(OSError):
+            base.rmdir()
+
+
+@pytest.fixture
+def e2e(request: pytest.FixtureRequest, sandbox: Any, busybox_rootfs: Path,
+        tmp_path: Path) -> Iterator[E2E]:
+    """The world of one test; every daemon it started is stopped before the sandbox cleans."""
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    world = E2E(sandbox=sandbox, rootfs=busybox_rootfs, tmp=tmp_path, manifests=manifests)
+    try:
+        yield world
+    finally:
+        for d in world.daemons:
+            d.stop()
+        failed = any(getattr(request.node, f"rep_{w}", None) is not None
+                     and getattr(request.node, f"rep_{w}").failed for w in ("setup", "call"))
+        if failed:
+            for i, d in enumerate(world.daemons):
+                request.node.add_report_section("teardown", f"daemon-{i} log", d.log())
+            request.node.add_report_section(
+                "teardown", "events", "\n".join(json.dumps(e) for e in world.events()))
+
+
+_MEASURED: list[tuple[str, str]] = []
+
+
+@pytest.fixture
+def record(request: pytest.FixtureRequest) -> Callable[[str, float], None]:
+    """``record(what, seconds)``: a measurement shown in the terminal summary."""
+    def add(what: str, seconds: float) -> None:
+        _MEASURED.append((request.node.name, f"{what}: {seconds * 1000:.0f} ms"))
+    return add
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _MEASURED:
+        terminalreporter.section("e2e measurements")
+        for test, line in _MEASURED:
+            terminalreporter.write_line(f"{test}: {line}")
+
+
+@pytest.fixture
+def foreign_runc(tmp_path: Path, sandbox: Any, busybox_rootfs: Path) -> Iterator[Callable[[str], Path]]:
+    """``start(name)``: a container of another runc root, made with bare ``runc run -d``;
+    the root dir is returned. Removed at teardown."""
+    roots: list[tuple[Path, str]] = []
+
+    def start(name: str) -> Path:
+        root = tmp_path / "foreign-runc"
+        bundle = tmp_path / f"foreign-bundle-{name}"
+        bundle.mkdir()
+        subprocess.run(["runc", "spec", "--bundle", str(bundle)], check=True)
+        config = json.loads((bundle / "config.json").read_text())
+        config["root"] = {"path": str(busybox_rootfs), "readonly": True}
+        config["process"]["terminal"] = False
+        config["process"]["args"] = ["/bin/sh", "-c", SLEEP_LOOP]
+        config["linux"]["cgroupsPath"] = f"{sandbox.cgroup_parent}/foreign-{name}"
+        # looks like ours on purpose: only the runc root tells it apart
+        config["annotations"] = {"io.reconciler.managed-by": "reconciler",
+                                 "io.reconciler.spec-hash": "v1-foreign"}
+        (bundle / "config.json").write_text(json.dumps(config))
+        roots.append((root, name))
+        subprocess.run(["runc", f"--root={root}", "run", "-d", "--bundle", str(bundle), name],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, check=True, timeout=30)
+        return root
+
+    try:
+        yield start
+    finally:
+        for root, name in roots:
+            subprocess.run(["runc", f"--root={root}", "delete", "-f", name],
+                           capture_output=True, check=False)

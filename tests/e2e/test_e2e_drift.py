@@ -1,0 +1,110 @@
+"""End to end: changes made by hand with runc behind the daemon's back are repaired.
+
+A kill is seen at once (the daemon waits on the init process); a deletion or a pause
+made by hand is found by the relist every ``--resync`` seconds.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from .harness import E2E, RESYNC, PidSampler, hold, mounts_under, pid_alive, wait_until
+
+pytestmark = pytest.mark.runc
+
+Record = Callable[[str, float], None]
+
+
+def ppid(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def runc(e2e: E2E, *args: str) -> None:
+    subprocess.run(["runc", f"--root={e2e.runc_root}", *args], check=True,
+                   capture_output=True, timeout=30)
+
+
+def test_runc_kill_is_restarted(e2e: E2E, record: Record) -> None:
+    e2e.write("a.yaml", e2e.manifest("a"))
+    e2e.start()
+    pid = e2e.wait_running("a")
+    t0 = time.monotonic()
+    runc(e2e, "kill", "a", "KILL")
+    pid2 = e2e.wait_running("a", not_pid=pid, interval=0.01)
+    record("runc kill KILL -> running again", time.monotonic() - t0)
+    assert not pid_alive(pid)
+    c = wait_until(lambda: (c := e2e.get("a")) and c["pid"] == pid2 and c, 5, what="get a")
+    assert (c["phase"], c["restarts"], c["lastExitCode"]) == ("Running", 1, 137)
+    assert c["lastExit"]["signal"] == 9
+
+
+def test_runc_delete_is_recreated_eventually(e2e: E2E, record: Record) -> None:
+    e2e.write("keep.yaml", e2e.manifest("keep"))
+    e2e.write("a.yaml", e2e.manifest("a"))
+    e2e.start()
+    keep = e2e.wait_running("keep")
+    pid = e2e.wait_running("a")
+    with PidSampler(e2e, "a") as sampler:
+        t0 = time.monotonic()
+        runc(e2e, "delete", "-f", "a")
+        e2e.wait_running("a", not_pid=pid, timeout=RESYNC + 5, interval=0.01)
+
+        # one container, one monitor, one process tree: no orphan left of a race with
+        # runc's own delete (`runc delete -f` kills, polls 100 ms, then destroys the name)
+        def single() -> int | None:
+            pid = e2e.running_pid("a")
+            procs = e2e.cgroup_procs("a")
+            ok = pid and len(e2e.monitors("a")) == 1 and pid in procs and all(
+                p == pid or ppid(p) == pid for p in procs)
+            return pid if ok else None
+        pid2 = wait_until(single, RESYNC + 5, what="exactly one a: one conmon, one tree")
+        hold(lambda: e2e.running_pid("a") == pid2, 0.5, what="a stays")
+    raced = " (after a race with runc's own delete)" if len(sampler.pids()) > 2 else ""
+    record(f"runc delete -f -> running again{raced}", sampler.first_seen("running", pid2) - t0)
+    assert not pid_alive(pid)
+    assert len(mounts_under(e2e.depot("a"))) == 1
+    assert e2e.wait_phase("a", "Running")["pid"] == pid2
+    assert e2e.running_pid("keep") == keep
+
+
+def test_runc_pause_is_resumed_at_resync(e2e: E2E, record: Record) -> None:
+    e2e.write("a.yaml", e2e.manifest("a"))
+    e2e.start()
+    pid = e2e.wait_running("a")
+    t0 = time.monotonic()
+    runc(e2e, "pause", "a")
+    assert e2e.freezer("a") == "FROZEN"
+    wait_until(lambda: e2e.running_pid("a"), RESYNC + 3, what="a resumed", interval=0.02)
+    elapsed = time.monotonic() - t0
+    record("runc pause -> resumed", elapsed)
+    assert elapsed < RESYNC + 1.5
+    assert e2e.running_pid("a") == pid  # resumed, not recreated
+    assert e2e.freezer("a") == "THAWED"
+    assert e2e.wait_phase("a", "Running")["restarts"] == 0
+    assert "Resumed" in e2e.reasons("a")
+
+
+@pytest.mark.skip(reason="bug: the restart after `runc delete -f` races runc's own delete, "
+                  "which then destroys the new container's runc state; an orphan runs until "
+                  "the next relist (--resync) plus conmon's 2 s wait")
+def test_runc_delete_is_recreated_once(e2e: E2E) -> None:
+    e2e.write("keep.yaml", e2e.manifest("keep"))
+    e2e.write("a.yaml", e2e.manifest("a"))
+    e2e.start(resync=10)
+    pid = e2e.wait_running("a")
+    for _ in range(3):  # a race: it shows in most rounds here, not in all
+        with PidSampler(e2e, "a") as sampler:
+            runc(e2e, "delete", "-f", "a")
+            pid2 = e2e.wait_running("a", not_pid=pid, timeout=15)
+            hold(lambda pid2=pid2: e2e.running_pid("a") == pid2, 1.0, what="the new a stays")
+        assert sampler.pids() == [pid, pid2], sampler.seen
+        pid = pid2
+    assert "Vanished" not in e2e.reasons("a")
