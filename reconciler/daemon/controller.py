@@ -337,20 +337,25 @@ class Controller:
         old = _applied_container(obs)
         parts = changes.live_parts(changes.Change(live=action.patch, recreate=()))
         new_spec = want.container.spec
+        said: list[str] = []
+        limits = None
         if "mounts" in parts:
             if old is None:
                 raise errors.LiveUpdateImpossible("the applied mounts are unknown",
                                                   container=name)
-            for said in await self.runtime.update_mounts(name, old.spec.mounts,
-                                                         new_spec.mounts):
-                reason, _, dest = said.partition(" ")
-                self._event(name, reason, dest)
+            said = await self.runtime.update_mounts(name, old.spec.mounts, new_spec.mounts)
         if "resources" in parts:
             limits = await self.runtime.update_resources(name, new_spec.resources)
+        # Recorded before anything is told: a crash in between makes the next daemon
+        # re-apply the change, which is idempotent (a mount is swapped for the same one).
+        await self.runtime.set_applied(name, want.container)
+        for line in said:
+            reason, _, dest = line.partition(" ")
+            self._event(name, reason, dest)
+        if limits is not None:
             before = old.spec.resources if old is not None else None
             self._event(name, "ResourcesUpdated", _resources_text(before, new_spec.resources,
                                                                   limits))
-        await self.runtime.set_applied(name, want.container)
         if "metadata" in parts:
             self._event(name, "MetadataUpdated", "labels/annotations")
         self.observed[name] = await self.runtime.state(name)

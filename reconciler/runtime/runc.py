@@ -468,8 +468,10 @@ def _mount_ops(old: Sequence[Mount], new: Sequence[Mount]) -> tuple[list[dict[st
         m = after[dest]
         if dest in before and _mount_key(before[dest]) == _mount_key(m):
             continue
+        # "replace" always: whatever an earlier (possibly interrupted) change left at the
+        # destination is detached first, so applying the same change twice is harmless.
         op: dict[str, Any] = {"op": "add", "type": m.type, "destination": dest,
-                              "readOnly": m.read_only, "replace": dest in before}
+                              "readOnly": m.read_only, "replace": True}
         if m.type == "bind":
             op["source"] = m.source  # type: ignore[union-attr]
         elif m.size_limit is not None:  # type: ignore[union-attr]

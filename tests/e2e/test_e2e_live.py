@@ -140,6 +140,7 @@ def test_live_updated_container_adopted_after_daemon_restart(e2e: E2E, tmp_path:
     e2e.write("k.yaml", e2e.manifest("k", mounts=[{"type": "bind", "source": str(tmp_path),
                                                    "destination": "/data"}]))
     wait_until(lambda: inside(e2e, "k", "cat /data/f") == (0, "kept"), 2)
+    wait_until(lambda: "MountAdded" in e2e.reasons("k"), 2)  # the change is recorded
     d.kill()
     t0 = time.time()
     e2e.start()

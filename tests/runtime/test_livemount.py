@@ -48,6 +48,9 @@ async def test_bind_mount_add_readonly_change_remove(
     c1 = manifest(busybox_rootfs, [{"type": "bind", "source": str(a), "destination": "/data"}])
     said = await rt.update_mounts("live", c0.spec.mounts, c1.spec.mounts)
     assert said == ["MountAdded /data"]
+    # a daemon killed before it recorded the change applies it again: still one mount
+    await rt.update_mounts("live", c0.spec.mounts, c1.spec.mounts)
+    assert len([m for m in await rt.mounts("live") if m.destination == "/data"]) == 1
     assert await sh(rt, "cat /data/f") == (0, "from a\n")
     assert await sh(rt, "echo w > /data/new && echo ok") == (0, "ok\n")
     assert (a / "new").read_text() == "w\n"
