@@ -1,0 +1,332 @@
+"""Subcommands that look into one container: logs, exec, stats, inspect, top.
+
+Where it sits: the CLI layer, beside ``cli/daemon.py``. These talk to the runtime adapter
+and the depot directly, not to the daemon, so they work whether or not a daemon runs.
+Log parsing and following live in ``reconciler.logs``; this module only prints. All take
+``--state-dir`` and ``--runc-root`` with the daemon's defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pwd
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
+
+import anyio
+
+from reconciler import errors, logs
+from reconciler.cli import daemon as daemon_cli
+from reconciler.runtime import runc
+from reconciler.runtime.types import Stats, Status
+
+POLL_SECONDS = 0.1  # how often ``logs -f`` looks at the file
+STATS_SECONDS = 1.0  # the CPU sample window, and the refresh period of ``stats``
+_CLEAR = "\x1b[2J\x1b[H"  # erase the screen, cursor home
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("logs", help="print a container's output (stdout and stderr)")
+    daemon_cli._common(p)
+    p.add_argument("name")
+    p.add_argument("-f", "--follow", action="store_true",
+                   help="keep printing new output, across restarts of the container")
+    p.add_argument("--tail", type=_count, metavar="N", help="only the last N lines")
+    p.add_argument("--since", type=_duration, metavar="DURATION",
+                   help="only lines newer than this, e.g. 10s, 5m, 1h")
+    p.add_argument("--timestamps", action="store_true", help="prefix each line with its time")
+    p.add_argument("-p", "--previous", action="store_true",
+                   help="the output of the previous run, before the last restart")
+    p.set_defaults(func=cmd_logs)
+
+    p = sub.add_parser("exec", help="run a command in a running container")
+    _exec_options(p)
+    p.add_argument("name")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ...")
+    p.set_defaults(func=cmd_exec)
+
+    p = sub.add_parser("stats", help="CPU, memory and PIDs of containers, like docker stats")
+    daemon_cli._common(p)
+    p.add_argument("name", nargs="?")
+    p.add_argument("--no-stream", action="store_true", help="print once and exit")
+    p.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("inspect", help="the effective OCI config.json a container runs with")
+    daemon_cli._common(p)
+    p.add_argument("name")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("top", help="the processes of a container")
+    daemon_cli._common(p)
+    p.add_argument("name")
+    p.set_defaults(func=cmd_top)
+
+
+def _exec_options(p: argparse.ArgumentParser) -> None:
+    daemon_cli._common(p)
+    p.add_argument("-t", "--tty", action="store_true", help="give the command a terminal")
+
+
+def _runtime(args: argparse.Namespace) -> runc.RuncRuntime:
+    return runc.RuncRuntime(state_dir=args.state_dir, runc_root=args.runc_root)
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number of lines >= 0, got {text!r}")
+    return value
+
+
+def _duration(text: str) -> timedelta:
+    try:
+        return logs.parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+# -- logs ------------------------------------------------------------------------------------
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    if args.follow and args.previous:
+        raise errors.UsageError("--follow and --previous do not go together: "
+                                "the previous run has ended")
+    d = _runtime(args).depot(args.name)
+    if not d.root.is_dir():
+        raise errors.ContainerNotFound("container does not exist", container=args.name)
+    since = datetime.now(UTC) - args.since if args.since is not None else None
+
+    def chosen(lines: Sequence[logs.Line]) -> list[logs.Line]:
+        return logs.select(lines, tail=args.tail, since=since)
+
+    try:
+        if args.previous:
+            if not d.previous_log.exists():
+                raise errors.ContainerNotFound("has no previous run (it never restarted)",
+                                               container=args.name)
+            _emit(chosen(logs.parse(d.previous_log.read_bytes())), args.timestamps)
+        elif not args.follow:
+            try:
+                data = d.log.read_bytes()
+            except FileNotFoundError:
+                data = b""
+            _emit(chosen(logs.parse(data)), args.timestamps)
+        else:
+            with logs.Follower(d.log) as follower:
+                _emit(chosen(follower.poll()), args.timestamps)
+                while not follower.gone:
+                    time.sleep(POLL_SECONDS)
+                    _emit(follower.poll(), args.timestamps)
+    except BrokenPipeError:  # `reconciler logs web | head`: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+def _emit(lines: Sequence[logs.Line], timestamps: bool) -> None:
+    """stdout lines to our stdout, stderr lines to our stderr, in the order written."""
+    for line in lines:
+        out = sys.stdout if line.stream == "stdout" else sys.stderr
+        out.flush()
+        out.buffer.write(logs.render(line, timestamps=timestamps))
+        out.buffer.flush()
+
+
+# -- exec ------------------------------------------------------------------------------------
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    argv: list[str] = args.command
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
+    elif argv[:1] and argv[0].startswith("-"):
+        # options after NAME (`exec web --state-dir X -- sh`): a command never starts
+        # with a dash, so everything up to `--` is ours
+        if "--" not in argv:
+            raise errors.UsageError("end the options with --: reconciler exec NAME -- CMD")
+        cut = argv.index("--")
+        options = argparse.ArgumentParser(prog="reconciler exec", add_help=False)
+        _exec_options(options)
+        options.parse_args(argv[:cut], namespace=args)
+        argv = argv[cut + 1:]
+    if not argv:
+        raise errors.UsageError("exec needs a command: reconciler exec NAME -- CMD [ARG...]")
+    if args.tty and not sys.stdin.isatty():
+        raise errors.UsageError("-t needs a terminal, and stdin is not one")
+    rt = _runtime(args)
+    code = anyio.run(lambda: rt.exec_attached(args.name, argv, tty=args.tty))
+    return code if code >= 0 else 128 - code  # killed by a signal: the shell's convention
+
+
+# -- stats -----------------------------------------------------------------------------------
+
+
+class _Sample(NamedTuple):
+    """One container's counters at one moment (``time.monotonic()``)."""
+
+    stats: Stats
+    when: float
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    stream = not args.no_stream and args.output == "table" and sys.stdout.isatty()
+    anyio.run(_stats, args, stream)
+    return 0
+
+
+async def _stats(args: argparse.Namespace, stream: bool) -> None:
+    before = await _sample_all(args)
+    while True:
+        await anyio.sleep(STATS_SECONDS)
+        after = await _sample_all(args)
+        rows = [_row(name, before.get(name), s) for name, s in after.items()]
+        if args.output == "json":
+            print(json.dumps(rows, indent=2))  # noqa: T201
+            return
+        print((_CLEAR if stream else "") + _stats_table(rows), flush=True)  # noqa: T201
+        if not stream:
+            return
+        before = after
+
+
+async def _sample_all(args: argparse.Namespace) -> dict[str, _Sample]:
+    """Counters of the named container, or of every running or paused one."""
+    rt = _runtime(args)
+    if args.name:
+        found = [await rt.state(args.name)]
+    else:
+        found = [o for o in await rt.list() if o.status in (Status.RUNNING, Status.PAUSED)]
+    out: dict[str, _Sample] = {}
+    for o in found:
+        if o.status is Status.STOPPED:  # named, and stopped: nothing runs, nothing is used
+            stats = Stats(cpu_usage_ns=0, memory_usage=0, memory_limit=None,
+                          memory_max_usage=None, pids_current=0, pids_limit=None)
+        else:
+            try:
+                stats = await _cgroup_runtime(rt, o.name).stats(o.name)
+            except errors.ContainerNotFound:
+                if args.name:
+                    raise
+                continue  # removed between the list and the read
+        out[o.name] = _Sample(stats, time.monotonic())
+    return out
+
+
+def _cgroup_runtime(rt: runc.RuncRuntime, name: str) -> runc.RuncRuntime:
+    """A runtime whose cgroup parent is the one this container runs under: its config's
+    ``cgroupsPath``, whatever ``--cgroup-parent`` the daemon was given."""
+    path = str((rt.config(name).get("linux") or {}).get("cgroupsPath") or "")
+    parent = path.rsplit("/", 1)[0] if path.endswith(f"/{name}") else rt.cgroup_parent
+    return runc.RuncRuntime(state_dir=rt.state_dir, runc_root=rt.runc_root,
+                            cgroup_parent=parent or "/")
+
+
+def _row(name: str, before: _Sample | None, after: _Sample) -> dict[str, Any]:
+    s = after.stats
+    cpu = 0.0
+    if before is not None and after.when > before.when:
+        used = max(0, s.cpu_usage_ns - before.stats.cpu_usage_ns)
+        cpu = used / ((after.when - before.when) * 1e9) * 100  # one busy core is 100 %
+    limit = s.memory_limit or _host_memory()
+    return {
+        "name": name,
+        "cpuPercent": round(cpu, 2),
+        "cpuUsageNs": s.cpu_usage_ns,
+        "memoryUsage": s.memory_usage,
+        "memoryLimit": s.memory_limit,
+        "memoryMaxUsage": s.memory_max_usage,
+        "memoryPercent": round(s.memory_usage / limit * 100, 2) if limit else 0.0,
+        "pids": s.pids_current,
+        "pidsLimit": s.pids_limit,
+    }
+
+
+def _stats_table(rows: Sequence[dict[str, Any]]) -> str:
+    table = [["NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "PIDS"]]
+    for r in rows:
+        limit = r["memoryLimit"] or _host_memory()
+        table.append([r["name"], f"{r['cpuPercent']:.2f}%",
+                      f"{_size(r['memoryUsage'])} / {_size(limit)}",
+                      f"{r['memoryPercent']:.2f}%", str(r["pids"])])
+    return daemon_cli._table(table)
+
+
+def _host_memory() -> int:
+    """Total RAM: the limit of a container without one, as docker shows it."""
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.2f}{unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+# -- inspect / top ---------------------------------------------------------------------------
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    print(json.dumps(_runtime(args).config(args.name), indent=2, sort_keys=True))  # noqa: T201
+    return 0
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    rt = _runtime(args)
+    rows = [["PID", "USER", "TIME", "CMD"]]
+    pids: Sequence[int] = anyio.run(rt.pids, args.name)
+    for pid in sorted(pids):
+        row = _proc_row(pid)
+        if row is not None:  # None: it exited since runc listed it
+            rows.append(row)
+    print(daemon_cli._table(rows))  # noqa: T201
+    return 0
+
+
+def _proc_row(pid: int) -> list[str] | None:
+    """PID, USER, TIME, CMD of a host PID, as ``ps -o pid,user,time,args`` shows them."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+        with open(f"/proc/{pid}/status") as f:
+            status = f.read()
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    comm = stat[stat.index("(") + 1:stat.rindex(")")]
+    fields = stat[stat.rindex(")") + 2:].split()  # fields[0] is the state, field 3 of stat
+    ticks = int(fields[11]) + int(fields[12])  # utime + stime
+    uid = next(int(ln.split()[2]) for ln in status.splitlines() if ln.startswith("Uid:"))
+    args = cmdline.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+    return [str(pid), _user(uid), _cpu_time(ticks / os.sysconf("SC_CLK_TCK")),
+            args or f"[{comm}]"]
+
+
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _cpu_time(seconds: float) -> str:
+    s = int(seconds)
+    days, s = divmod(s, 86400)
+    text = f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+    return f"{days}-{text}" if days else text
