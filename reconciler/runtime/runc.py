@@ -82,7 +82,13 @@ class RuncRuntime:
         return depot.Depot.of(self.state_dir, name)
 
     def cgroup(self, name: str) -> cgroups.Cgroup:
-        return cgroups.Cgroup(f"{self.cgroup_parent}/{name}")
+        """The container's cgroup: as its config.json says (a daemon started with another
+        ``--cgroup-parent`` made it), else where this runtime would put it."""
+        try:
+            path = json.loads(self.depot(name).config.read_text())["linux"]["cgroupsPath"]
+        except (OSError, ValueError, KeyError, TypeError):
+            path = f"{self.cgroup_parent}/{name}"
+        return cgroups.Cgroup(str(path))
 
     def _runc(self, *args: str) -> list[str]:
         return [self.runc, f"--root={self.runc_root}", *args]
