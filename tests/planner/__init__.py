@@ -1,0 +1,1 @@
+"""Planner, property and controller tests (a package, so their module names stay unique)."""
