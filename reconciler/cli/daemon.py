@@ -13,18 +13,12 @@ import sys
 import time
 from typing import Any
 
-import anyio
-import yaml
+from reconciler import errors
+from reconciler.daemon.status import Store
+from reconciler.paths import DEFAULT_MANIFESTS, DEFAULT_RUNC_ROOT, DEFAULT_STATE_DIR
 
-from reconciler import changes, errors, planner
-from reconciler.backoff import Backoff
-from reconciler.daemon import desired as desired_mod
-from reconciler.daemon.source import ManifestSource
-from reconciler.daemon.status import Store, history_from_json
-from reconciler.runtime.runc import DEFAULT_RUNC_ROOT, DEFAULT_STATE_DIR, RuncRuntime
-from reconciler.runtime.types import ANN_MANIFEST
-
-DEFAULT_MANIFESTS = "/etc/reconciler/manifests"
+# The runtime, the planner and pydantic are imported by the commands that need them, so
+# `get`, `describe` and `events` start fast.
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -84,6 +78,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import anyio
+
+    from reconciler.backoff import Backoff
     from reconciler.daemon.run import Options, serve, setup_logging
 
     if args.concurrency < 1 or args.settle < 0 or args.resync <= 0:
@@ -136,6 +133,8 @@ def cmd_get(args: argparse.Namespace) -> int:
         print(json.dumps(items, indent=2, sort_keys=True))  # noqa: T201
         return 0
     if args.output == "yaml":
+        import yaml
+
         print(yaml.safe_dump(items, sort_keys=True), end="")  # noqa: T201
         return 0
     head = ["NAME", "STATUS", "DESIRED", "RESTARTS", "AGE", "SOURCE", "MESSAGE"]
@@ -218,6 +217,16 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
+    import anyio
+
+    from reconciler import changes, planner
+    from reconciler.backoff import Backoff
+    from reconciler.daemon import desired as desired_mod
+    from reconciler.daemon.source import ManifestSource
+    from reconciler.daemon.status import history_from_json
+    from reconciler.runtime.runc import RuncRuntime
+    from reconciler.runtime.types import ANN_MANIFEST
+
     snap = ManifestSource(args.manifests).scan_once()
     want = desired_mod.build(snap, None)
     rt = RuncRuntime(state_dir=args.state_dir, runc_root=args.runc_root)

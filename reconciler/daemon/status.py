@@ -17,11 +17,12 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler import errors
-from reconciler.planner import History
-from reconciler.runtime.types import ExitStatus
+
+if TYPE_CHECKING:
+    from reconciler.planner import History
 
 EVENTS_MAX_BYTES = 4 << 20
 
@@ -115,6 +116,9 @@ def history_to_json(hist: History) -> dict[str, Any]:
 
 
 def history_from_json(data: Mapping[str, Any]) -> History:
+    from reconciler.planner import History
+    from reconciler.runtime.types import ExitStatus
+
     fields = {k: v for k, v in data.items() if k in History.__dataclass_fields__}
     exit_ = fields.get("last_exit")
     if isinstance(exit_, Mapping):

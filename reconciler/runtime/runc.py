@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from reconciler import errors
+from reconciler.paths import DEFAULT_CGROUP_PARENT, DEFAULT_RUNC_ROOT, DEFAULT_STATE_DIR
 from reconciler.manifest import quantity
 from reconciler.runtime import cgroups, depot, hostmount, oci, proc
 from reconciler.runtime.types import (
@@ -49,9 +50,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RUNC_ROOT = "/run/reconciler/runc"
-DEFAULT_STATE_DIR = "/var/lib/reconciler"
-DEFAULT_CGROUP_PARENT = "/reconciler"
 
 
 class RuncRuntime:
