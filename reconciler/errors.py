@@ -7,11 +7,16 @@ host, pydantic's ValidationError) are translated where they enter, with ``raise 
     ├── UsageError              bad command line or options (CLI exit 2)
     ├── ManifestError           a manifest file cannot be read, parsed or validated
     ├── StateDirLocked          another daemon owns this state dir
+    ├── ImageInUse              ``image rm`` refused: containers use the image (not --force)
     └── RuntimeFailure          something on the host went wrong for one container
         ├── RuncError           runc (or conmon) said no; carries runc's own words
         │   └── ContainerNotFound
         ├── RuntimeTimeout      an external command did not finish in time (killed)
         ├── RootfsError         the root source is missing or unusable
+        │   └── ImageError      an image cannot be used (bad reference, config or unpack)
+        │       ├── ImageNotFound     not in the store (pull policy Never) or the source
+        │       ├── ImagePullFailed   skopeo could not copy it (network, auth, registry)
+        │       └── ImageCorrupt      the store's index, a manifest, a config or a blob is bad
         └── MountError          an overlay or live mount could not be made or removed
             └── LiveUpdateImpossible   only a recreate can make this change
 
@@ -103,3 +108,28 @@ class LiveUpdateImpossible(MountError):
     """A live change cannot be made here (old kernel, mountpoint under another mount...)."""
 
     retryable = False
+
+
+class ImageError(RootfsError):
+    """An image cannot be used: a bad reference, an unusable config, a failed unpack."""
+
+
+class ImageNotFound(ImageError):
+    """The image is not in the local store (and may not be pulled), or not at its source."""
+
+
+class ImagePullFailed(ImageError):
+    """skopeo could not copy the image in: network, TLS, auth, or the source said no."""
+
+
+class ImageCorrupt(ImageError):
+    """The store's index.json, a manifest, a config or a layer blob is missing or wrong."""
+
+
+class ImageInUse(ReconcilerError):
+    """``image rm`` without ``--force`` on an image that containers (any state) still use."""
+
+    def __init__(self, message: str, *, ref: str, containers: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.ref = ref
+        self.containers = containers
