@@ -150,19 +150,19 @@ def _converge(want: Desired, have: Observed | None, hist: History) -> Action | N
         if state is RunState.STOPPED:
             return None
         return Action(Kind.CREATE, want.name, "in the manifests, not on the host", want)
+    if state is RunState.STOPPED:  # never start anything: a changed or half-made one is
+        if have.status is Status.STOPPED:  # recreated when it is started again
+            return None
+        return Action(Kind.STOP, want.name, "desired state Stopped", want)
     if have.status in (Status.CREATING, Status.CREATED):
         return Action(Kind.RECREATE, want.name, f"found half-made ({have.status.value})", want)
     if have.spec_hash != want.spec_hash:
-        if state is RunState.STOPPED and have.status is Status.STOPPED:
-            return None  # recreated when it is started again
         return Action(Kind.RECREATE, want.name, _changed(want, have), want)
     if have.status is Status.STOPPED:
         return _exited(want, hist)
     update = _live_update(want, have)
     if update is not None:
         return update
-    if state is RunState.STOPPED:
-        return Action(Kind.STOP, want.name, "desired state Stopped", want)
     if state is RunState.PAUSED and have.status is Status.RUNNING:
         return Action(Kind.PAUSE, want.name, "desired state Paused", want)
     if state is RunState.RUNNING and have.status is Status.PAUSED:
@@ -256,6 +256,7 @@ def on_exit(hist: History, exit_: ExitStatus, *, by_us: bool, backoff: Backoff) 
 
 def on_failure(hist: History, spec_hash: str, error: str, now: float) -> History:
     """An action failed; a failure of another revision does not count against this one."""
-    failures = hist.failures + 1 if hist.spec_hash == spec_hash else 1
-    return replace(hist, spec_hash=spec_hash, failures=failures, failed_at=now,
+    fresh = hist.spec_hash != spec_hash
+    return replace(hist, spec_hash=spec_hash, crashes=0 if fresh else hist.crashes,
+                   failures=1 if fresh else hist.failures + 1, failed_at=now,
                    last_error=error)

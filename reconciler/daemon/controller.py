@@ -231,11 +231,11 @@ class Controller:
             return
         if self.watchers.get(name) is scope:
             del self.watchers[name]
-        if name in self.busy:
-            return  # the worker on this name saw it happen
         obs = self.observed.get(name)
-        if obs is not None:
+        if obs is not None and name not in self.busy:  # a busy worker reads the state back
             self.observed[name] = replace(obs, status=Status.STOPPED, pid=None)
+        # The exit code, always: stop, delete and the create-like actions cancel this
+        # watcher first, so only pause/resume/update can be running on the name now.
         await self._record_exit(name, by_us=False, known=exit_)
         self.kick()
 
@@ -296,11 +296,18 @@ class Controller:
         if kind is Kind.UPDATE:
             try:
                 await self._update_live(action, want)
-                return
             except errors.LiveUpdateImpossible as exc:
                 self._event(name, "LiveUpdateImpossible", f"{exc}; recreating instead",
                             warning=True)
                 kind = Kind.RECREATE
+            else:  # and the run state with it, so that one plan is enough
+                status = self.observed[name].status
+                if spec.state is RunState.PAUSED and status is Status.RUNNING:
+                    kind = Kind.PAUSE
+                elif spec.state is RunState.RUNNING and status is Status.PAUSED:
+                    kind = Kind.RESUME
+                else:
+                    return
         if kind is Kind.PAUSE:
             await self.runtime.pause(name)
             self.observed[name] = await self.runtime.state(name)

@@ -179,6 +179,7 @@ class FakeRuntime:
         return self.exits.get(name)
 
     async def wait_exit(self, name: str) -> ExitStatus:
+        self._get(name)  # like runc: a container that is gone fails at once
         event = self._exited.setdefault(name, anyio.Event())
         await event.wait()
         if name not in self.exits:

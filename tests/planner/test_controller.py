@@ -14,7 +14,6 @@ of a second, and every wait is bounded (``until``) so a bug fails a test, never 
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -38,10 +37,6 @@ from reconciler.runtime.types import Observed, Status
 pytestmark = pytest.mark.anyio
 
 
-def known_bug(what: str) -> pytest.MarkDecorator:
-    """Skipped until fixed; ``RECONCILER_KNOWN_BUGS=1`` runs them (and they fail)."""
-    return pytest.mark.skipif(os.environ.get("RECONCILER_KNOWN_BUGS") != "1",
-                              reason=f"bug: {what}")
 
 
 AT_ONCE = 0.25  # generous bound for "at once" (backoffs below are longer)
@@ -330,8 +325,6 @@ async def test_a_spec_change_supersedes_a_pending_restart_and_resets_the_backoff
         assert await crash_until_restarted(d, "web") < AT_ONCE
 
 
-@known_bug("on_failure records the new revision's hash, so when its first create failed "
-           "the new revision inherits the old one's crash count")
 async def test_a_spec_change_resets_the_backoff_even_if_its_first_create_fails(
     tmp_path: Path,
 ) -> None:
@@ -351,8 +344,6 @@ async def test_a_spec_change_resets_the_backoff_even_if_its_first_create_fails(
         assert await crash_until_restarted(d, "web") < AT_ONCE
 
 
-@known_bug("a container desired Stopped whose spec changed is recreated, so started, "
-           "and stopped only on the next pass")
 async def test_a_changed_spec_desired_stopped_is_never_started(tmp_path: Path) -> None:
     async with daemon(tmp_path) as d:
         d.write("web")
@@ -401,8 +392,6 @@ async def test_never_leaves_an_exited_container_reported_as_exited(tmp_path: Pat
         assert record["message"] == "exited with code 1 (restartPolicy Never)"
 
 
-@known_bug("an exit seen by the watcher while a pause/resume/update worker is busy on "
-           "that name is dropped: its exit code is never recorded")
 async def test_an_exit_during_a_resume_keeps_its_exit_code(tmp_path: Path) -> None:
     """OnFailure, and the job exits 0 right after it was resumed (before the worker read
     its state back): it must stay exited with code 0, not be restarted as "unknown"."""

@@ -14,7 +14,6 @@ crash loop with them the way the controller does.
 from __future__ import annotations
 
 import json
-import os
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -40,10 +39,6 @@ NOW = 1000.0
 ROOTFS = "/nonexistent/rootfs"
 
 
-def known_bug(what: str) -> pytest.MarkDecorator:
-    """Skipped until fixed; ``RECONCILER_KNOWN_BUGS=1`` runs them (and they fail)."""
-    return pytest.mark.skipif(os.environ.get("RECONCILER_KNOWN_BUGS") != "1",
-                              reason=f"bug: {what}")
 
 
 # -- building values ---------------------------------------------------------------------
@@ -366,11 +361,9 @@ def test_action_str_carries_the_reason() -> None:
     assert [str(a) for a in got.actions] == ["create web: in the manifests, not on the host"]
 
 
-# -- known bugs ----------------------------------------------------------------------------
+# -- fixed bugs ----------------------------------------------------------------------------
 
 
-@known_bug("desired Stopped with a changed or half-made container recreates it running "
-           "(a second pass stops it)")
 @pytest.mark.parametrize("status", [Status.RUNNING, Status.PAUSED, Status.CREATED])
 def test_desired_stopped_with_a_changed_or_half_made_container_is_stopped(
     status: Status,
@@ -515,8 +508,6 @@ def test_history_transition(step: Step) -> None:
     assert step.apply(step.before) == step.after
 
 
-@known_bug("on_failure records the new revision's hash, so on_started of that revision "
-           "no longer sees it as fresh and keeps the old revision's crashes")
 def test_spec_change_resets_crashes_even_after_a_failed_first_attempt() -> None:
     """v1 crash-looped (5 crashes); v2's first create fails, its retry succeeds: v2 must
     start with no crashes, so its first crash restarts at once, not after 16 s."""

@@ -19,7 +19,6 @@ daemon settles with the host as the manifests say.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import types
 from collections.abc import Mapping
@@ -28,7 +27,7 @@ from typing import Any
 
 import anyio
 import pytest
-from hypothesis import HealthCheck, assume, event, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from reconciler import planner
@@ -192,30 +191,15 @@ def check_host(fake: FakeRuntime, want: DesiredState, world: World,
         assert got.status.value == spec.state.value.lower(), (name, got.status)
 
 
-# -- known bugs: worlds that need a second pass, left out until fixed -----------------------
-
-RUN_KNOWN_BUGS = os.environ.get("RECONCILER_KNOWN_BUGS") == "1"
+# -- worlds worth a name -------------------------------------------------------------------
 
 
 def _same_hash(w: Want, h: Host) -> bool:
     return w.command == h.command and w.policy == h.policy
 
 
-def stopped_but_started(world: World) -> bool:
-    """Bug: desired Stopped, and the container on the host is half-made, or runs with
-    another spec: it is recreated (so running), and the next pass stops it."""
-    for name, w in world.desired.items():
-        h = world.host.get(name)
-        if w.state == "Stopped" and h is not None and (
-                h.status is Status.CREATED
-                or (h.status is not Status.STOPPED and not _same_hash(w, h))):
-            return True
-    return False
-
-
 def live_change_and_state_change(world: World) -> bool:
-    """Bug: a live change and a run-state change at once: UPDATE now, pause/resume/stop
-    on the next pass."""
+    """A live change and a run-state change at once (one plan must do both)."""
     for name, w in world.desired.items():
         h = world.host.get(name)
         if (h is not None and h.status in (Status.RUNNING, Status.PAUSED)
@@ -223,11 +207,6 @@ def live_change_and_state_change(world: World) -> bool:
                 and h.status.value != w.state.lower()):
             return True
     return False
-
-
-def known_bug(world: World) -> bool:
-    return not RUN_KNOWN_BUGS and (stopped_but_started(world)
-                                   or live_change_and_state_change(world))
 
 
 # -- one plan, applied by the executor, then planned again ----------------------------------
@@ -271,7 +250,6 @@ def apply_and_replan(world: World) -> planner.Plan:
           suppress_health_check=[HealthCheck.too_slow])
 @given(worlds())
 def test_planning_after_applying_a_plan_yields_nothing(world: World) -> None:
-    assume(not known_bug(world))
     first = apply_and_replan(world)
     for kind in sorted({a.kind.value for a in first.actions}):
         event(kind)  # --hypothesis-show-statistics: every kind is exercised
@@ -367,8 +345,6 @@ async def _host(world: World) -> tuple[dict[str, Observed], dict[str, History]]:
     return {o.name: o for o in await fake.list()}, history
 
 
-@pytest.mark.skipif(not RUN_KNOWN_BUGS, reason="bug: a live change and a run-state change "
-                    "at once take two plans (UPDATE, then pause/resume)")
 @pytest.mark.parametrize(("host", "state"), [(Status.RUNNING, "Paused"),
                                              (Status.PAUSED, "Running")])
 def test_a_live_change_and_a_state_change_take_one_plan(host: Status, state: str) -> None:
