@@ -9,7 +9,6 @@ shows them.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 from collections.abc import Callable, Iterator
@@ -18,9 +17,7 @@ from typing import Any
 
 import pytest
 
-from .harness import CGROUP_ROOT, SLEEP_LOOP, E2E
-
-# -- fixtures ------------------------------------------------------------------------------
+from .harness import E2E, SLEEP_LOOP
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -28,24 +25,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
-
-
-@pytest.fixture(autouse=True)
-def _unified_cgroup_sweep(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Remove the cgroup v2 (``unified``) dirs runc makes on a hybrid host under the sandbox's
-    parent, which the shared clean-up misses (it only walks the v1 controllers)."""
-    yield
-    box = request.node.funcargs.get("sandbox")
-    if box is None:
-        return
-    base = CGROUP_ROOT / "unified" / box.cgroup_parent.strip("/")
-    if base.is_dir():
-        for sub in sorted(base.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-            if sub.is_dir():
-                with contextlib.suppress(OSError):
-                    sub.rmdir()
-        with contextlib.suppress(OSError):
-            base.rmdir()
 
 
 @pytest.fixture
@@ -60,9 +39,8 @@ def e2e(request: pytest.FixtureRequest, sandbox: Any, busybox_rootfs: Path,
     finally:
         for d in world.daemons:
             d.stop()
-        failed = any(getattr(request.node, f"rep_{w}", None) is not None
-                     and getattr(request.node, f"rep_{w}").failed for w in ("setup", "call"))
-        if failed:
+        reports = [getattr(request.node, f"rep_{when}", None) for when in ("setup", "call")]
+        if any(r is not None and r.failed for r in reports):
             for i, d in enumerate(world.daemons):
                 request.node.add_report_section("teardown", f"daemon-{i} log", d.log())
             request.node.add_report_section(
@@ -88,7 +66,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 
 @pytest.fixture
-def foreign_runc(tmp_path: Path, sandbox: Any, busybox_rootfs: Path) -> Iterator[Callable[[str], Path]]:
+def foreign_runc(
+    tmp_path: Path, sandbox: Any, busybox_rootfs: Path
+) -> Iterator[Callable[[str], Path]]:
     """``start(name)``: a container of another runc root, made with bare ``runc run -d``;
     the root dir is returned. Removed at teardown."""
     roots: list[tuple[Path, str]] = []

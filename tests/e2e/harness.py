@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,7 +31,8 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 # sh as PID 1 ignores SIGTERM unless it traps it; the trap makes every stop prompt.
 SLEEP_LOOP = "trap 'exit 0' TERM; while true; do sleep 0.1; done"
 SETTLE = 0.3
-RESYNC = 2.0
+RESYNC = 1.0  # holds "through a resync" stay short
+SLOW_RESYNC = 10.0  # for tests that prove a reaction is event-driven, not a relist
 
 T = TypeVar("T")
 
@@ -40,11 +41,11 @@ T = TypeVar("T")
 
 
 def wait_until(
-    predicate: Callable[[], T], timeout: float, *, what: str = "", interval: float = 0.05
+    predicate: Callable[[], T | None], timeout: float, *, what: str = "",
+    interval: float = 0.05,
 ) -> T:
     """Poll ``predicate`` every ``interval`` s until it returns something truthy; return that."""
     deadline = time.monotonic() + timeout
-    last: Any = None
     while True:
         last = predicate()
         if last:
@@ -301,6 +302,16 @@ class E2E:
         return wait_until(check, timeout, what=f"{name} running (not pid {not_pid})",
                           interval=interval)
 
+    def wait_gone(self, name: str, timeout: float = 10) -> None:
+        """Until nothing is left of ``name`` on the host (see ``gone_from_host``)."""
+        wait_until(lambda: not self.gone_from_host(name), timeout,
+                   what=f"nothing left of {name} on the host")
+
+    def keeps(self, pids: dict[str, int], duration: float, *, why: str = "") -> None:
+        """Assert each container keeps running with its PID for ``duration`` seconds."""
+        hold(lambda: {n: self.running_pid(n) for n in pids} == pids, duration,
+             what=f"{', '.join(pids)} keep their PIDs{' ' + why if why else ''}")
+
     def wait_phase(self, name: str, phase: str, timeout: float = 10) -> dict[str, Any]:
         def check() -> dict[str, Any] | None:
             c = self.get(name)
@@ -318,7 +329,7 @@ class E2E:
         if self.depot(name).exists():
             left.append(f"depot {self.depot(name)}")
         left += [f"mount {m}" for m in mounts_under(self.depot(name))]
-        for controller in ("memory", "pids", "freezer", "cpu"):
+        for controller in ("memory", "pids", "freezer", "cpu", "unified"):
             cg = CGROUP_ROOT / controller / self.sandbox.cgroup_parent.strip("/") / name
             if cg.exists():
                 left.append(f"cgroup {cg}")
@@ -349,7 +360,7 @@ class E2E:
 
     def freezer(self, name: str) -> str:
         path = CGROUP_ROOT / "freezer" / self.sandbox.cgroup_parent.strip("/") / name
-        return (path / "freezer.state").read_text().strip()
+        return str((path / "freezer.state").read_text().strip())
 
 
 class PidSampler:
@@ -367,8 +378,15 @@ class PidSampler:
         self.times: list[float] = []  # time.monotonic() of each entry of ``seen``
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self._error: BaseException | None = None
 
     def _run(self) -> None:
+        try:
+            self._sample()
+        except BaseException as exc:  # re-raised in the test's thread by __exit__
+            self._error = exc
+
+    def _sample(self) -> None:
         while not self._stop.is_set():
             st = self.e2e.runc(self.name)
             item = ("absent", None) if st is None else (str(st["status"]), st.get("pid") or None)
@@ -379,13 +397,15 @@ class PidSampler:
 
     def __enter__(self) -> PidSampler:
         self._thread.start()
-        while not self.seen:
+        while not self.seen and self._thread.is_alive():
             time.sleep(0.005)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(5)
+        if self._error is not None:
+            raise AssertionError(f"sampling {self.name} failed") from self._error
 
     def first_seen(self, status: str, pid: int | None) -> float:
         return self.times[self.seen.index((status, pid))]

@@ -52,7 +52,7 @@ def test_adoption_after_sigkill(e2e: E2E, record: Record) -> None:
     e2e.start()
     pb = e2e.wait_running("b", not_pid=pids["b"])
     assert "sleep 0.2" in cmdline(pb)[-1]
-    wait_until(lambda: not e2e.gone_from_host("c"), 10, what="c deleted")
+    e2e.wait_gone("c")
     assert not pid_alive(pids["c"])
     hold(lambda: e2e.running_pid("a") == pids["a"], SETTLE, what="a untouched")
     assert e2e.reasons("a") == ["Created"]

@@ -21,6 +21,7 @@ from .harness import (
     E2E,
     RESYNC,
     SETTLE,
+    SLOW_RESYNC,
     PidSampler,
     cmdline,
     environ,
@@ -39,7 +40,7 @@ Record = Callable[[str, float], None]
 def test_drop_edit_delete(e2e: E2E, record: Record) -> None:
     # a second container keeps the directory from becoming empty (that is refused)
     e2e.write("keep.yaml", e2e.manifest("keep"))
-    e2e.start()
+    e2e.start(resync=SLOW_RESYNC)  # every reaction below comes from inotify
     keep = e2e.wait_running("keep")
     t0 = time.monotonic()
     path = e2e.write("a.yaml", e2e.manifest("a"))
@@ -68,7 +69,7 @@ def test_drop_edit_delete(e2e: E2E, record: Record) -> None:
     record("rm -> deleted", elapsed)
     assert elapsed >= SETTLE * 0.9, "deleted before the settle time was over"
     assert not pid_alive(pid2)
-    wait_until(lambda: not e2e.gone_from_host("a"), 5, what="nothing left of a on the host")
+    e2e.wait_gone("a", 5)
     wait_until(lambda: e2e.get("a") is None, 5, what="a gone from get")
     assert e2e.reasons("a")[-1] == "Deleted"
     assert e2e.running_pid("keep") == keep
@@ -79,7 +80,7 @@ def test_drop_edit_delete(e2e: E2E, record: Record) -> None:
 def test_vim_save_recreates_once(e2e: E2E, record: Record, backup: str) -> None:
     e2e.write("keep.yaml", e2e.manifest("keep"))  # a wrong delete of `a` would not be refused
     path = e2e.write("a.yaml", e2e.manifest("a"))
-    e2e.start()
+    e2e.start(resync=SLOW_RESYNC)
     keep = e2e.wait_running("keep")
     pid1 = e2e.wait_running("a")
     inode = path.stat().st_ino
@@ -157,7 +158,7 @@ def test_tar_extract_twenty(e2e: E2E, record: Record, subdir: bool) -> None:
     with tarfile.open(archive, "w") as tar:
         for p in sorted(src.rglob("*.yaml")):
             tar.add(p, arcname=str(p.relative_to(src)))
-    e2e.start()
+    e2e.start(resync=SLOW_RESYNC)
     t0 = time.monotonic()
     subprocess.run(["tar", "-xf", str(archive), "-C", str(e2e.manifests)], check=True)
 
@@ -196,11 +197,33 @@ def test_partial_write_is_never_applied(e2e: E2E) -> None:
     assert c["specHash"] == c["desiredSpecHash"]
 
 
+@pytest.mark.skip(reason="bug: a close ends the settle hold at once, so a file written in two "
+                  "steps (`> f`, then `>> f` less than --settle later) is applied half-written "
+                  "and then recreated")
+def test_partial_write_closed_in_between_is_never_applied(e2e: E2E) -> None:
+    text = e2e.manifest("p", env=[{"name": "STAGE", "value": "full"}], restartPolicy="Never")
+    half, rest = text.split("  env:\n")
+    e2e.write("keep.yaml", e2e.manifest("keep"))
+    e2e.start()
+    e2e.wait_running("keep")
+    path = e2e.manifests / "p.yaml"
+    with PidSampler(e2e, "p") as sampler:
+        path.write_text(half)  # as `printf ... > p.yaml` would
+        time.sleep(SETTLE * 0.6)
+        with open(path, "a") as f:  # `printf ... >> p.yaml`
+            f.write("  env:\n" + rest)
+        pid = e2e.wait_running("p")
+        hold(lambda: e2e.running_pid("p") == pid, SETTLE + 0.5, what="p keeps its PID")
+    assert sampler.pids() == [pid], sampler.seen
+    assert e2e.reasons("p") == ["Created"]
+
+
 def test_directory_removed_and_recreated(e2e: E2E) -> None:
     texts = {f"{n}.yaml": e2e.manifest(n) for n in ("a", "b")}
     for fname, text in texts.items():
         e2e.write(fname, text)
-    e2e.start()
+    resync = 2.5  # longer than it takes to see a new file, short enough to hold through
+    e2e.start(resync=resync)
     pids = [e2e.wait_running("a"), e2e.wait_running("b")]
 
     def same() -> bool:
@@ -212,17 +235,17 @@ def test_directory_removed_and_recreated(e2e: E2E) -> None:
     for fname, text in texts.items():
         e2e.write(fname, text)
     hold(same, SETTLE + 0.7, what="a and b keep their PIDs")
-    # the new directory is watched: a new file there is picked up (well before a resync)
+    # the new directory is watched: a new file there is picked up before any resync
     t0 = time.monotonic()
     e2e.write("c.yaml", e2e.manifest("c"))
-    e2e.wait_running("c", timeout=RESYNC * 0.75)
-    assert time.monotonic() - t0 < RESYNC * 0.75
+    e2e.wait_running("c", timeout=5)
+    assert time.monotonic() - t0 < 1.5
     pids.append(e2e.running_pid("c"))  # type: ignore[arg-type]
 
     # missing: the source is unavailable, which deletes nothing, through resyncs
     shutil.rmtree(e2e.manifests)
     wait_until(lambda: "SourceUnavailable" in e2e.reasons(), 5, what="SourceUnavailable")
-    hold(lambda: [e2e.running_pid(n) for n in "abc"] == pids, RESYNC + SETTLE + 0.5,
+    hold(lambda: [e2e.running_pid(n) for n in "abc"] == pids, resync + SETTLE,
          what="a, b, c keep running")
     assert e2e.status()["daemon"]["source"]["available"] is False
     assert {c["phase"] for c in e2e.get_all().values()} == {"Running"}
@@ -267,17 +290,27 @@ def test_broken_edit_keeps_last_good_spec(e2e: E2E) -> None:
     wait_until(lambda: not e2e.status()["daemon"]["problems"], 5, what="problems cleared")
 
 
-@pytest.mark.skip(reason="bug: `get` shows a container whose manifest is broken as plain "
-                  "Running with an empty message; only `describe` names the file:line")
-def test_broken_edit_shows_in_get_message(e2e: E2E) -> None:
+@pytest.mark.skip(reason="bug: `get` shows a container whose manifest is broken, or whose "
+                  "name two files define, as plain Running with an empty message; `describe` "
+                  "names a broken file:line but says nothing of a conflict")
+@pytest.mark.parametrize("problem", ["broken", "conflict"])
+def test_manifest_problem_shows_in_get_and_describe(e2e: E2E, problem: str) -> None:
     e2e.write("keep.yaml", e2e.manifest("keep"))
     path = e2e.write("a.yaml", e2e.manifest("a"))
     e2e.start()
     e2e.wait_running("a")
-    path.write_text(e2e.manifest("a").replace("kind: Container", "kind: Container: oops"))
+    if problem == "broken":
+        path.write_text(e2e.manifest("a").replace("kind: Container", "kind: Container: oops"))
+        expected = [f"{path}:2"]
+    else:
+        other = e2e.write("b.yaml", e2e.manifest("a", "sleep 100"))
+        expected = [str(path), str(other)]
     wait_until(lambda: e2e.status()["daemon"]["problems"], 5, what="a problem reported")
     c = e2e.get("a")
-    assert c is not None and f"{path}:2" in c["message"]
+    assert c is not None
+    assert all(e in c["message"] for e in expected), c["message"]
+    described = e2e.cli("describe", "a").stdout
+    assert all(e in described for e in expected), described
 
 
 def test_name_defined_in_two_files(e2e: E2E) -> None:
@@ -310,7 +343,7 @@ def test_directory_emptied(e2e: E2E, allow_empty: bool) -> None:
         p.unlink()
     if allow_empty:
         for n in ("a", "b"):
-            wait_until(lambda n=n: not e2e.gone_from_host(n), 10, what=f"{n} deleted")
+            e2e.wait_gone(n)
         assert all(not pid_alive(p) for p in pids)
         wait_until(lambda: not e2e.get_all(), 5, what="get lists nothing")
         return
