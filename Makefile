@@ -5,10 +5,11 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STATE := $(CURDIR)/.state
-SYS_PKGS := runc conmon busybox-static umoci skopeo golang-github-containers-common vim git
+SYS_PKGS := runc conmon busybox-static umoci skopeo golang-github-containers-common \
+            docker-registry vim git
 ROOTFS := $(STATE)/rootfs/busybox
 
-.PHONY: deps sysdeps venv rootfs test run down bench lint clean
+.PHONY: deps sysdeps venv rootfs image test run down bench lint clean
 
 deps: sysdeps venv
 
@@ -32,10 +33,16 @@ rootfs: $(ROOTFS)/bin/busybox
 $(ROOTFS)/bin/busybox: | sysdeps
 	deploy/mkrootfs-busybox.sh $(ROOTFS)
 
+# The demo image: busybox:latest built offline from busybox-static (reproducible, so the
+# same digest every time: importing it again changes nothing), imported into the store.
+image: deps
+	deploy/mkimage-busybox.sh $(STATE)/oci >/dev/null
+	$(VENV)/bin/reconciler image import --state-dir $(STATE)/lib oci:$(STATE)/oci:busybox:latest
+
 test: deps
 	$(PY) -m pytest
 
-run: deps rootfs
+run: deps rootfs image
 	mkdir -p $(STATE)/lib
 	$(VENV)/bin/reconciler run --manifests manifests --state-dir $(STATE)/lib \
 	  --runc-root $(STATE)/runc

@@ -46,6 +46,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--backoff-reset", type=float, default=600.0, metavar="SECONDS",
                    help="a run this long forgets earlier crashes (default: %(default)s)")
     p.add_argument("--log-format", choices=("text", "json"), default="text")
+    p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
+                   help="pull from this registry without TLS verification (loopback always)")
     p.add_argument("--metrics-addr", metavar="HOST:PORT",
                    help="serve /metrics, /healthz, /readyz (off by default; e.g. 127.0.0.1:9477)")
     p.set_defaults(func=cmd_run)
@@ -93,6 +95,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         backoff=Backoff(initial=args.backoff_initial, cap=args.backoff_max,
                         reset_after=args.backoff_reset),
         metrics_addr=args.metrics_addr,
+        insecure_registries=tuple(args.insecure_registry),
     )
     anyio.run(serve, opts)
     return 0

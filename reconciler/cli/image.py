@@ -21,12 +21,11 @@ import anyio
 from reconciler import errors, paths
 from reconciler.images import store
 from reconciler.runtime import runc
+from reconciler.runtime.types import ANN_IMAGE_DIGEST  # written on image containers
 
 if TYPE_CHECKING:
     _Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
-# Written by the runtime on containers made from an image: the manifest digest.
-ANN_IMAGE_DIGEST = "io.reconciler.image-digest"
 _T = TypeVar("_T")
 
 

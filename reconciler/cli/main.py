@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from reconciler import __version__, errors
 
 # Subcommand modules, in help order. A module missing here is simply not offered.
-_MODULES = ("validate", "daemon", "inspect")
+_MODULES = ("validate", "daemon", "inspect", "image")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -25,6 +26,7 @@ from reconciler.daemon.metrics import DaemonMetrics, MetricsServer, health
 from reconciler.daemon.notify import Notifier
 from reconciler.daemon.source import ManifestSource, Snapshot
 from reconciler.daemon.status import Store
+from reconciler.images.store import ImageStore
 from reconciler.runtime.runc import RuncRuntime
 from reconciler.runtime.types import Limits, Stats
 
@@ -44,6 +46,7 @@ class Options:
     poll: bool = False
     backoff: Backoff = field(default_factory=Backoff)
     metrics_addr: str | None = None
+    insecure_registries: tuple[str, ...] = ()
 
 
 async def serve(
@@ -55,8 +58,10 @@ async def serve(
     store = Store(opts.state_dir)
     store.lock()
     try:
+        images = ImageStore(Path(opts.state_dir) / "images",
+                            insecure_registries=opts.insecure_registries)
         runtime = RuncRuntime(state_dir=opts.state_dir, runc_root=opts.runc_root,
-                              cgroup_parent=opts.cgroup_parent)
+                              cgroup_parent=opts.cgroup_parent, images=images)
         for name in await runtime.gc():
             log.info("cleared leftovers of %s (no runc container owned them)", name)
         source = ManifestSource(opts.manifests, settle=opts.settle, resync=opts.resync,
@@ -64,7 +69,7 @@ async def serve(
         metrics = DaemonMetrics()
         ctl = Controller(runtime, store, concurrency=opts.concurrency, backoff=opts.backoff,
                          allow_empty=opts.allow_empty, resync=opts.resync, metrics=metrics,
-                         stats_reader=lambda n: _cgroup_stats(runtime, n))
+                         stats_reader=lambda n: _cgroup_stats(runtime, n), images=images)
         metrics.attach(ctl)
         server = MetricsServer(opts.metrics_addr, ctl, metrics) if opts.metrics_addr else None
         send, receive = anyio.create_memory_object_stream[Snapshot](64)

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,13 +28,16 @@ import anyio
 
 from reconciler import errors
 from reconciler.paths import DEFAULT_CGROUP_PARENT, DEFAULT_RUNC_ROOT, DEFAULT_STATE_DIR
+from reconciler.images.apply import apply_image_config
 from reconciler.manifest import quantity
 from reconciler.runtime import cgroups, depot, hostmount, oci, proc
 from reconciler.runtime.types import (
     ANN_MANAGED_BY,
+    ANN_IMAGE_DIGEST,
     ANN_MANIFEST,
     ANN_SOURCE,
     ANN_SPEC_HASH,
+    ANN_STOP_SIGNAL,
     MANAGED_BY,
     ExecResult,
     ExitStatus,
@@ -46,6 +49,7 @@ from reconciler.runtime.types import (
 )
 
 if TYPE_CHECKING:
+    from reconciler.images.store import ImageStore
     from reconciler.manifest.model import Container, Mount, Resources
 
 log = logging.getLogger(__name__)
@@ -65,6 +69,7 @@ class RuncRuntime:
         conmon: str = "conmon",
         timeout: float = 30.0,
         log_size_max: int = 10 << 20,
+        images: ImageStore | None = None,
     ) -> None:
         self.state_dir = Path(state_dir).absolute()
         self.runc_root = Path(runc_root).absolute()
@@ -73,6 +78,7 @@ class RuncRuntime:
         self.conmon = shutil.which(conmon) or conmon
         self.timeout = timeout
         self.log_size_max = log_size_max
+        self.images = images
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -102,18 +108,22 @@ class RuncRuntime:
     async def create(self, container: Container, *, source: str, spec_hash: str) -> Observed:
         name = container.name
         d = self.depot(name)
-        lower, base = _root_source(container)
+        root = await _resolve_root(container, self.images)
         annotations = {
             ANN_MANAGED_BY: MANAGED_BY,
             ANN_SOURCE: source,
             ANN_SPEC_HASH: spec_hash,
             ANN_MANIFEST: json.dumps(container.model_dump(mode="json", exclude_defaults=True),
                                      sort_keys=True, separators=(",", ":")),
+            ANN_STOP_SIGNAL: root.effective.spec.stop_signal,
+            **root.annotations,
         }
         config = oci.build_config(
-            container, rootfs=str(d.rootfs), annotations=annotations,
-            cgroups_path=f"{self.cgroup_parent}/{name}", base=base,
+            root.effective, rootfs=str(d.rootfs), annotations=annotations,
+            cgroups_path=f"{self.cgroup_parent}/{name}", base=root.base,
+            entrypoint=root.entrypoint,
         )
+        lower = root.lower
         await self._clear_leftovers(name)
         try:
             d.exit_dir.mkdir(parents=True, exist_ok=True)
@@ -313,6 +323,7 @@ class RuncRuntime:
 
     async def stop(self, name: str, *, sig: str, grace: float) -> ExitStatus:
         obs = await self.state(name)
+        sig = obs.annotations.get(ANN_STOP_SIGNAL) or sig  # an image's StopSignal counts
         if obs.status is Status.STOPPED:
             return await self.wait_exit(name)
         if obs.status is Status.PAUSED:
@@ -502,14 +513,23 @@ def _make_mountpoint(rootfs: Path, op: Mapping[str, Any]) -> None:
             f"cannot create mountpoint {op['destination']}: {exc.strerror}") from exc
 
 
-def _root_source(container: Container) -> tuple[Path, dict[str, Any] | None]:
-    """The read-only lower dir of the overlay, and the base config of a ``bundle:``."""
+@dataclass(frozen=True)
+class _Root:
+    lower: Path  # the overlay's read-only lower dir
+    effective: Container  # the manifest with an image's defaults filled in
+    base: dict[str, Any] | None = None  # a bundle's config.json
+    entrypoint: tuple[str, ...] = ()  # an image's Entrypoint
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+async def _resolve_root(container: Container, images: ImageStore | None) -> _Root:
+    """Where the container's files come from: a rootfs dir, a bundle, or an image."""
     spec = container.spec
     if spec.rootfs is not None:
         lower = Path(spec.rootfs)
         if not lower.is_dir():
             raise errors.RootfsError(f"rootfs {lower} is not a directory", container=container.name)
-        return lower, None
+        return _Root(lower, container)
     if spec.bundle is not None:
         bundle = Path(spec.bundle)
         try:
@@ -522,9 +542,22 @@ def _root_source(container: Container) -> tuple[Path, dict[str, Any] | None]:
         if not lower.is_dir():
             raise errors.RootfsError(f"bundle {bundle}: root {lower} is not a directory",
                                      container=container.name)
-        return lower, base
-    raise errors.RootfsError(f"image {spec.image}: images are not supported yet",
-                             container=container.name)
+        return _Root(lower, container, base=base)
+    assert spec.image is not None
+    if images is None:
+        raise errors.RootfsError(f"image {spec.image}: this runtime has no image store",
+                                 container=container.name)
+    try:
+        # The daemon pulled it per imagePullPolicy just before; here it is only looked up.
+        image = await images.get(spec.image)
+        lower = await images.ensure_unpacked(image)
+        effective, entrypoint = apply_image_config(container, image.config, rootfs=lower)
+    except errors.RuntimeFailure as exc:
+        if exc.container is None:
+            raise type(exc)(exc.message, container=container.name) from exc
+        raise
+    return _Root(lower, effective, entrypoint=tuple(entrypoint),
+                 annotations={ANN_IMAGE_DIGEST: image.digest})
 
 
 def _observed(entry: Mapping[str, Any]) -> Observed:

@@ -19,6 +19,8 @@ ANN_MANAGED_BY = "io.reconciler.managed-by"
 ANN_SOURCE = "io.reconciler.source"
 ANN_SPEC_HASH = "io.reconciler.spec-hash"
 ANN_MANIFEST = "io.reconciler.manifest"  # the applied manifest, JSON (for live diffs)
+ANN_IMAGE_DIGEST = "io.reconciler.image-digest"  # manifest digest of an image: container
+ANN_STOP_SIGNAL = "io.reconciler.stop-signal"  # the effective one (an image may set it)
 MANAGED_BY = "reconciler"
 
 
