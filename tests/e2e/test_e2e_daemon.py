@@ -7,6 +7,7 @@ nothing on the host, and the next one adopts what it finds in its own runc root 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -22,41 +23,58 @@ Record = Callable[[str, float], None]
 
 
 def test_adoption_after_sigkill(e2e: E2E, record: Record) -> None:
-    for n in ("a", "b", "c"):
+    names = ("a", "b", "c", "d")
+    for n in names:
         e2e.write(f"{n}.yaml", e2e.manifest(n))
     d1 = e2e.start()
-    pids = {n: e2e.wait_running(n) for n in "abc"}
-    monitors = {n: e2e.monitors(n) for n in "abc"}
-    e2e.wait_phase("c", "Running")
+    pids = {n: e2e.wait_running(n) for n in names}
+    # a has a history worth keeping: one restart
+    runc(e2e, "kill", "a", "KILL")
+    pids["a"] = e2e.wait_running("a", not_pid=pids["a"])
+    wait_until(lambda: (c := e2e.get("a")) is not None and c["restarts"] == 1, 5,
+               what="a restarted once")
+    monitors = {n: e2e.monitors(n) for n in names}
     d1.kill()
-    assert {n: e2e.running_pid(n) for n in "abc"} == pids  # conmon keeps them
+    assert {n: e2e.running_pid(n) for n in names} == pids  # conmon keeps them
     seen = len(e2e.events())
 
     # nothing changed while it was down: the next daemon restarts nothing
     t0 = time.monotonic()
     d2 = e2e.start()
     record("daemon start -> first pass", time.monotonic() - t0)
-    hold(lambda: {n: e2e.running_pid(n) for n in "abc"} == pids, RESYNC + SETTLE,
-         what="same PIDs after the restart, through a resync")
+    e2e.keeps(pids, RESYNC + SETTLE, why="after the restart, through a resync")
     got = e2e.get_all()
     assert {n: (c["pid"], c["restarts"], c["phase"]) for n, c in got.items()} == {
-        n: (pids[n], 0, "Running") for n in "abc"}
-    assert {n: e2e.monitors(n) for n in "abc"} == monitors
+        n: (pids[n], 1 if n == "a" else 0, "Running") for n in names}
+    assert {n: e2e.monitors(n) for n in names} == monitors
     assert e2e.events()[seen:] == []
 
-    # changed and removed while it was down: applied as soon as it starts
+    # while it was down: b changed, c removed, d exited: applied as soon as it starts
     d2.kill()
     subprocess.run(["sed", "-i", "s/sleep 0.1/sleep 0.2/", str(e2e.manifests / "b.yaml")],
                    check=True)
     (e2e.manifests / "c.yaml").unlink()
+    runc(e2e, "kill", "d", "KILL")
+    wait_until(lambda: (st := e2e.runc("d")) is not None and st["status"] == "stopped", 5,
+               what="d stopped")
     e2e.start()
     pb = e2e.wait_running("b", not_pid=pids["b"])
     assert "sleep 0.2" in cmdline(pb)[-1]
     e2e.wait_gone("c")
     assert not pid_alive(pids["c"])
-    hold(lambda: e2e.running_pid("a") == pids["a"], SETTLE, what="a untouched")
-    assert e2e.reasons("a") == ["Created"]
-    assert sorted(e2e.get_all()) == ["a", "b"]
+    pd = e2e.wait_running("d", not_pid=pids["d"])
+    c = wait_until(lambda: (c := e2e.get("d")) is not None and c["pid"] == pd and c, 5,
+                   what="d restarted in get")
+    assert (c["restarts"], c["lastExitCode"]) == (1, 137)
+    e2e.keeps({"a": pids["a"]}, SETTLE, why="a untouched")
+    assert e2e.get("a")["restarts"] == 1  # type: ignore[index]
+    assert e2e.reasons("a") == ["Created", "Exited", "Restarted"]
+    assert sorted(e2e.get_all()) == ["a", "b", "d"]
+
+
+def runc(e2e: E2E, *args: str) -> None:
+    subprocess.run(["runc", f"--root={e2e.runc_root}", *args], check=True,
+                   capture_output=True, timeout=30)
 
 
 def test_other_runc_root_is_never_touched(e2e: E2E, foreign_runc: Callable[[str], object]
@@ -84,14 +102,15 @@ def test_other_runc_root_is_never_touched(e2e: E2E, foreign_runc: Callable[[str]
 def test_sigterm_stops_promptly_and_leaves_containers(e2e: E2E, record: Record) -> None:
     for n in ("a", "b"):
         e2e.write(f"{n}.yaml", e2e.manifest(n))
-    d = e2e.start()
+    d = e2e.start("--log-format", "json")
     pids = {n: e2e.wait_running(n) for n in "ab"}
     monitors = {n: e2e.monitors(n) for n in "ab"}
     elapsed = d.stop(timeout=5)
     record("SIGTERM -> daemon exited", elapsed)
     assert d.proc.returncode == 0, d.log()
     assert elapsed < 2
-    assert "containers keep running" in d.log()
+    logs = [json.loads(line) for line in d.log().splitlines()]  # every line is JSON
+    assert any("containers keep running" in rec["message"] for rec in logs), logs
     hold(lambda: {n: e2e.running_pid(n) for n in "ab"} == pids, 1.0, what="containers run")
     assert {n: e2e.monitors(n) for n in "ab"} == monitors
 
