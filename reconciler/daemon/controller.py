@@ -143,8 +143,11 @@ class Controller:
         changes the spec hash, so the planner recreates those containers."""
         if self.images is None or self.desired is None:
             return
-        refs = {d.container.spec.image: d.container.spec.image_pull_policy
-                for d in self.desired.specs.values() if d.container.spec.image}
+        refs: dict[str, PullPolicy] = {}
+        for d in self.desired.specs.values():
+            ref = d.container.spec.image
+            if ref and refs.get(ref) is not PullPolicy.ALWAYS:  # one Always is enough
+                refs[ref] = d.container.spec.image_pull_policy
         for ref, policy in sorted(refs.items()):
             try:
                 if pull and policy is PullPolicy.ALWAYS:

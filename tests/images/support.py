@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,3 +61,18 @@ class CountingUmoci:
 
     def unpacks(self) -> int:
         return len(self.log.read_text().splitlines()) if self.log.exists() else 0
+
+
+def push(built: Built, ref: str, dest: str) -> str:
+    """Push a session image to the registry; the digest the registry now serves."""
+    run("skopeo", "copy", "--quiet", "--dest-tls-verify=false", built.source(ref),
+        f"docker://{dest}")
+    return run("skopeo", "inspect", "--tls-verify=false", "--format", "{{.Digest}}",
+               f"docker://{dest}").strip()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port

@@ -10,8 +10,6 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -22,59 +20,9 @@ from reconciler.images import store
 from reconciler.manifest import model
 from reconciler.manifest.model import PullPolicy
 
-from .support import Built, need_tools, run
+from .support import Built, free_port, push
 
 pytestmark = pytest.mark.anyio
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``127.0.0.1:PORT`` of a running registry, gone after the module."""
-    need_tools("docker-registry", "skopeo", "umoci")
-    base = tmp_path_factory.mktemp("registry")
-    port = free_port()
-    config = base / "config.yml"
-    config.write_text(
-        "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {base / 'data'}\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n")
-    with (base / "registry.log").open("wb") as log:
-        server = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log,
-                                  stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1):
-                    break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    tail = (base / "registry.log").read_text()[-2000:]
-                    pytest.fail(f"docker-registry did not start: {tail}")
-                time.sleep(0.05)
-        yield f"127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=5)
-
-
-def push(built: Built, ref: str, dest: str) -> str:
-    """Push a session image to the registry; the digest the registry now serves."""
-    run("skopeo", "copy", "--quiet", "--dest-tls-verify=false", built.source(ref),
-        f"docker://{dest}")
-    return run("skopeo", "inspect", "--tls-verify=false", "--format", "{{.Digest}}",
-               f"docker://{dest}").strip()
 
 
 def manifest(image: str, policy: PullPolicy) -> model.Container:

@@ -1,0 +1,164 @@
+"""The daemon with image: manifests: pulled from a loopback registry, config applied,
+and a re-pushed tag recreating its container exactly once."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from .support import Built, push
+
+pytestmark = pytest.mark.runc
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 20) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+class World:
+    def __init__(self, sandbox: Any, tmp: Path) -> None:
+        self.sandbox = sandbox
+        self.manifests = tmp / "manifests"
+        self.manifests.mkdir()
+        self.log = tmp / "daemon.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "reconciler", "run", "--manifests", str(self.manifests),
+                 "--state-dir", str(self.sandbox.state_dir),
+                 "--runc-root", str(self.sandbox.runc_root),
+                 "--cgroup-parent", self.sandbox.cgroup_parent,
+                 "--settle", "0.2", "--resync", "1"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def drop(self, name: str, **spec: Any) -> None:
+        doc = {"apiVersion": "reconciler/v1", "kind": "Container", "metadata": {"name": name},
+               "spec": spec}
+        tmp = self.manifests / f".{name}.tmp"
+        tmp.write_text(yaml.safe_dump(doc))
+        tmp.rename(self.manifests / f"{name}.yaml")
+
+    def state(self, name: str) -> dict[str, Any] | None:
+        res = subprocess.run(["runc", f"--root={self.sandbox.runc_root}", "state", name],
+                             capture_output=True, text=True, check=False)
+        return json.loads(res.stdout) if res.returncode == 0 else None
+
+    def running_pid(self, name: str) -> int | None:
+        st = self.state(name)
+        return int(st["pid"]) if st and st["status"] == "running" else None
+
+    def reasons(self, name: str) -> list[str]:
+        path = Path(self.sandbox.state_dir) / "events.jsonl"
+        if not path.exists():
+            return []
+        return [e["reason"] for e in map(json.loads, path.read_text().splitlines())
+                if e.get("name") == name]
+
+    def digest(self, name: str) -> str | None:
+        st = self.state(name)
+        return None if st is None else st["annotations"].get("io.reconciler.image-digest")
+
+
+@pytest.fixture
+def world(sandbox: Any, tmp_path: Path) -> Iterator[World]:
+    w = World(sandbox, tmp_path)
+    try:
+        yield w
+    finally:
+        w.stop()
+
+
+SLEEP = ["/bin/sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"]
+
+
+def test_repushed_tag_recreates_always_once_and_not_ifnotpresent(
+    world: World, built: Built, registry: str
+) -> None:
+    always, ifnp = f"{registry}/daemon-always:1", f"{registry}/daemon-ifnp:1"
+    first = push(built, "busybox:latest", always)
+    assert push(built, "busybox:latest", ifnp) == first
+    world.start()
+    world.drop("always", image=always, imagePullPolicy="Always", command=SLEEP)
+    world.drop("ifnp", image=ifnp, imagePullPolicy="IfNotPresent", command=SLEEP)
+    a_pid = wait_for("always running", lambda: world.running_pid("always"))
+    i_pid = wait_for("ifnp running", lambda: world.running_pid("ifnp"))
+    assert world.digest("always") == first == world.digest("ifnp")
+    time.sleep(2.5)  # two resyncs re-pull an unchanged digest: nothing happens
+    assert world.running_pid("always") == a_pid and "Recreated" not in world.reasons("always")
+
+    second = push(built, "other:1", always)  # both tags now name a new digest
+    assert push(built, "other:1", ifnp) == second != first
+    new = wait_for("always recreated", lambda: (p := world.running_pid("always")) != a_pid
+                   and p)
+    assert world.digest("always") == second
+    time.sleep(2.5)
+    assert world.reasons("always").count("Recreated") == 1
+    assert world.running_pid("always") == new
+    # IfNotPresent never asks the registry again: the local digest still counts
+    assert world.running_pid("ifnp") == i_pid and world.digest("ifnp") == first
+
+
+def test_image_config_applied_inside_the_container(
+    world: World, built: Built, registry: str
+) -> None:
+    ref = f"{registry}/daemon-conf:1"
+    push(built, "conf:1", ref)
+    world.start()
+    world.drop("conf", image=ref, restartPolicy="Never", env=[{"name": "MODE",
+                                                               "value": "manifest"}])
+    log = Path(world.sandbox.state_dir) / "containers" / "conf" / "logs" / "current.log"
+    text = wait_for("the report", lambda: log.exists() and "path=" in log.read_text()
+                    and log.read_text())
+    lines = {ln.split(" F ", 1)[1].split("=", 1)[0]: ln.split(" F ", 1)[1]
+             for ln in text.splitlines() if " F " in ln}
+    assert lines["argv"] == "argv=from-cmd "  # Entrypoint sh -c REPORT, Cmd's 2nd word = $0
+    assert lines["uid"].startswith("uid=33 gid=33")  # www-data, from the image's /etc/passwd
+    assert lines["cwd"] == "cwd=/var/www"
+    assert lines["greeting"] == "greeting=hello mode=manifest"  # env merged, manifest wins
+    assert world.state("conf")["annotations"]["io.reconciler.stop-signal"] == "SIGQUIT"
+
+
+def test_missing_image_fails_one_container_only(world: World, built: Built,
+                                                registry: str) -> None:
+    push(built, "busybox:latest", f"{registry}/daemon-ok:1")
+    world.start()
+    world.drop("absent", image=f"{registry}/daemon-nowhere:1", command=SLEEP)
+    world.drop("never", image="not-imported:1", imagePullPolicy="Never", command=SLEEP)
+    world.drop("fine", image=f"{registry}/daemon-ok:1", command=SLEEP)
+    wait_for("fine running", lambda: world.running_pid("fine"))
+
+    def failed(name: str) -> bool:
+        return "Failed" in world.reasons(name)
+
+    wait_for("absent failed", lambda: failed("absent") and failed("never"))
+    status = json.loads((Path(world.sandbox.state_dir) / "status.json").read_text())
+    never = status["containers"]["never"]
+    assert never["phase"] in ("BackOff", "Failed")
+    assert "imagePullPolicy is Never" in never["message"]
+    assert status["containers"]["absent"]["phase"] in ("BackOff", "Failed")
