@@ -173,8 +173,9 @@ def _converge(want: Desired, have: Observed | None, hist: History) -> Action | N
 def _live_update(want: Desired, have: Observed) -> Action | None:
     """Mounts, resources or metadata differ from what is applied: change them in place."""
     applied = have.applied or have.annotations.get(ANN_MANIFEST)
-    change = changes.classify(applied, want.container.model_dump(mode="json",
-                                                                  exclude_defaults=True))
+    if applied == want.manifest_json:  # the common case, and cheap: nothing changed
+        return None
+    change = changes.classify(applied, json.loads(want.manifest_json))
     ops = tuple(op for op in change.live if not op["path"].startswith("/spec/state"))
     if not ops:
         return None

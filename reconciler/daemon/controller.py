@@ -87,6 +87,8 @@ class Controller:
         self.ready = anyio.Event()  # the first full pass is done
         self.last_pass_at: float | None = None
         self.phase_since: dict[str, tuple[str, float]] = {}
+        self._status_due = anyio.Event()
+        self.status_pass = -1  # the pass status.json was last written after
         self.actual: dict[str, dict[str, Any]] = {}  # limits and mounts read back
         self._kick = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
@@ -105,6 +107,7 @@ class Controller:
             self._tg = tg
             await self._relist()
             await self._gc_images()
+            tg.start_soon(self._status_writer)
             tg.start_soon(self._consume, snapshots)
             tg.start_soon(self._resync_loop)
             task_status.started()
@@ -112,6 +115,18 @@ class Controller:
 
     def kick(self) -> None:
         self._kick.set()
+
+    async def _status_writer(self) -> None:
+        """status.json after changes, at most every 50 ms: a burst of 100 creates writes it
+        a few dozen times, not after each of a hundred passes. A last write on the way out."""
+        try:
+            while True:
+                await self._status_due.wait()
+                self._status_due = anyio.Event()
+                self.write_status()
+                await anyio.sleep(0.05)
+        finally:
+            self.write_status()
 
     async def _consume(self, snapshots: MemoryObjectReceiveStream[Snapshot]) -> None:
         async with snapshots:
@@ -240,7 +255,7 @@ class Controller:
         self.last_pass_at = now
         if not self.busy:
             self.ready.set()
-        self.write_status()
+        self._status_due.set()
         if self.metrics is not None:
             self.metrics.passes.inc()
             self.metrics.pass_seconds.observe(time.perf_counter() - started)
@@ -275,7 +290,8 @@ class Controller:
                 if old is not None and old.pid != obs.pid:
                     self._stop_watch(name)
                 self._watch(name)
-                await self._readback(name, _applied_container(obs))
+                if old is None or old.pid != obs.pid or name not in self.actual:
+                    await self._readback(name, _applied_container(obs), pid=obs.pid)
                 if name not in self.history or self.history[name].started_at is None:
                     self.history[name] = replace(self.history.get(name, History()),
                                                  spec_hash=obs.spec_hash,
@@ -314,11 +330,14 @@ class Controller:
             return
         if self.watchers.get(name) is scope:
             del self.watchers[name]
+        # Stop, delete and the create-like actions cancel this watcher before they act, so a
+        # worker still busy on the name is a pause/resume/update, or the create that started
+        # this watch: let it finish, then the exit is ours to record.
+        while name in self.busy:
+            await anyio.sleep(0.005)
         obs = self.observed.get(name)
-        if obs is not None and name not in self.busy:  # a busy worker reads the state back
+        if obs is not None and obs.status is not Status.STOPPED:
             self.observed[name] = replace(obs, status=Status.STOPPED, pid=None)
-        # The exit code, always: stop, delete and the create-like actions cancel this
-        # watcher first, so only pause/resume/update can be running on the name now.
         await self._record_exit(name, by_us=False, known=exit_)
         self.kick()
 
@@ -394,13 +413,13 @@ class Controller:
                     return
         if kind is Kind.PAUSE:
             await self.runtime.pause(name)
-            self.observed[name] = await self.runtime.state(name)
             self._event(name, "Paused", action.reason)
+            await self._read_state(name)
             return
         if kind is Kind.RESUME:
             await self.runtime.resume(name)
-            self.observed[name] = await self.runtime.state(name)
             self._event(name, "Resumed", action.reason)
+            await self._read_state(name)
             return
         # create, recreate, restart, start: pull if need be, remove the old one, create
         spec_hash = await self._resolve_image(want)
@@ -414,7 +433,7 @@ class Controller:
                                                 spec_hash, self.clock(),
                                                 restart=kind is Kind.RESTART)
         self._watch(name)
-        await self._readback(name, want.container)
+        await self._readback(name, want.container, pid=obs.pid)
         if spec.state is RunState.PAUSED:
             await self.runtime.pause(name)
             self.observed[name] = replace(obs, status=Status.PAUSED)
@@ -450,15 +469,24 @@ class Controller:
                                                                   limits))
         if "metadata" in parts:
             self._event(name, "MetadataUpdated", "labels/annotations")
-        self.observed[name] = await self.runtime.state(name)
-        await self._readback(name, want.container)
+        obs = await self._read_state(name)
+        await self._readback(name, want.container, pid=obs.pid)
 
-    async def _readback(self, name: str, container: Container | None) -> None:
+    async def _read_state(self, name: str) -> Observed:
+        """The state after a pause/resume/update; an exit meanwhile is recorded now, so the
+        next pass cannot take it for an exit of unknown status."""
+        obs = self.observed[name] = await self.runtime.state(name)
+        if obs.status is Status.STOPPED:
+            await self._record_exit(name, by_us=False, known=None)
+        return obs
+
+    async def _readback(self, name: str, container: Container | None, *,
+                        pid: int | None = None) -> None:
         """What the kernel enforces now: cgroup limits, and the manifest's mounts as seen
         from inside the container (``get``/``describe`` show these, not the request)."""
         try:
             limits = await self.runtime.limits(name)
-            mounts = await self.runtime.mounts(name)
+            mounts = await self.runtime.mounts(name, pid=pid)
         except errors.RuntimeFailure:
             self.actual.pop(name, None)
             return
@@ -473,9 +501,10 @@ class Controller:
     async def _remove(self, name: str, *, graceful: bool, keep_logs: bool = False) -> None:
         self._stop_watch(name)
         obs = self.observed.get(name)
-        want = self.desired.specs.get(name) if self.desired else None
         if graceful and obs is not None and obs.status in (Status.RUNNING, Status.PAUSED):
-            spec = want.container.spec if want is not None else None
+            # the manifest it runs with: a deleted one is no longer among the desired
+            applied = _applied_container(obs)
+            spec = applied.spec if applied is not None else None
             with contextlib.suppress(errors.ContainerNotFound):
                 await self.runtime.stop(
                     name, sig=spec.stop_signal if spec else "SIGTERM",
@@ -518,6 +547,7 @@ class Controller:
                 self.history[name] = history_from_json(record.get("history", {}))
 
     def write_status(self) -> None:
+        self.status_pass = self.passes
         try:
             self.store.write_status(phases.status_document(self))
         except OSError as exc:

@@ -23,6 +23,8 @@ fields of ``container``), never by comparing whole states.
 
 from __future__ import annotations
 
+import functools
+import json
 import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -42,6 +44,13 @@ class Desired:
     container: model.Container
     source: str
     spec_hash: str
+
+    @functools.cached_property
+    def manifest_json(self) -> str:
+        """The manifest as the runtime records it (``applied.json``): compact JSON, defaults
+        left out, keys sorted. Equal text means nothing to change live."""
+        return json.dumps(self.container.model_dump(mode="json", exclude_defaults=True),
+                          sort_keys=True, separators=(",", ":"))
 
 
 @dataclass(frozen=True)

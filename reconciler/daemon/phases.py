@@ -14,7 +14,7 @@ from reconciler.runtime.types import Status
 
 if TYPE_CHECKING:
     from reconciler.daemon.controller import Controller
-    from reconciler.daemon.desired import Desired
+    from reconciler.daemon.desired import Desired, DesiredState
     from reconciler.runtime.types import Observed
 
 PHASES = ("Pending", "Creating", "Running", "Paused", "Stopped", "Exited", "BackOff",
@@ -57,6 +57,22 @@ def phase(
     return "Creating", obs.status.value
 
 
+def _manifest_trouble(desired: DesiredState | None, name: str, want: Desired | None,
+                      obs: Observed | None) -> str | None:
+    """Why the manifest is not applied: a broken file or a contested name comes first in
+    `get`, since the container then runs on its last good spec."""
+    if desired is None:
+        return None
+    if name in desired.conflicts:
+        return (f"defined in several files: {', '.join(desired.conflicts[name])}; neither"
+                " applied, running its last good spec")
+    source = want.source if want is not None else (obs.source if obs else None)
+    if source is not None and source in desired.broken_sources:
+        first = next((str(p) for p in desired.problems if p.file == source), source)
+        return f"manifest has errors, running its last good spec: {first}"
+    return None
+
+
 def _exit_text(hist: History) -> str:
     e = hist.last_exit
     if e is None:
@@ -83,6 +99,7 @@ def status_document(ctl: Controller) -> dict[str, Any]:
         hist = ctl.history.get(name, History())
         ph, message = phase(want, obs, hist, busy=ctl.busy.get(name),
                             waiting=waiting.get(name), now=now)
+        message = _manifest_trouble(desired, name, want, obs) or message
         if want is None:
             message = message or "not in any manifest (kept)"
         if name in since and since[name][0] == ph:

@@ -103,6 +103,7 @@ def _cgroup_stats(runtime: RuncRuntime, name: str) -> tuple[Stats, Limits] | Non
 async def _tell_systemd(ctl: Controller, notifier: Notifier) -> None:
     """READY=1 once the first full pass is done; then WATCHDOG=1 while the loop is healthy."""
     await ctl.ready.wait()
+    ctl.write_status()  # what `reconciler get` reads is as ready as systemd is told
     notifier.send("READY=1", f"STATUS=converged after {ctl.passes} passes")
     log.info("ready: first full pass done")
     if notifier.watchdog_interval is None:

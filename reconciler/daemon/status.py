@@ -63,7 +63,8 @@ class Store:
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.status_path.with_name(f".status.json.{os.getpid()}")
         try:
-            tmp.write_text(json.dumps(status, indent=1, sort_keys=True, default=str))
+            tmp.write_text(json.dumps(status, sort_keys=True, separators=(",", ":"),
+                                      default=str))
             os.replace(tmp, self.status_path)
         except OSError:
             with contextlib.suppress(OSError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,6 +120,19 @@ class Cgroup:
             return None if text is None else text == "1"
         text = self._read("freezer", "freezer.state")
         return None if text is None else text == "FROZEN"
+
+    def procs(self) -> list[int]:
+        """PIDs in the container's cgroup (the pids controller's view; the v2 tree on v2)."""
+        text = self._read("pids", "cgroup.procs") or ""
+        return [int(p) for p in text.split()]
+
+    def kill_all(self) -> int:
+        """SIGKILL every process left in this cgroup (one runc no longer knows); how many."""
+        pids = self.procs()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return len(pids)
 
     def exists(self) -> bool:
         return self._file("memory", "").exists() or self._file("pids", "").exists()

@@ -149,7 +149,7 @@ class FakeRuntime:
                                         m.read_only) for m in new]
         return said
 
-    async def mounts(self, name: str) -> list[MountInfo]:
+    async def mounts(self, name: str, *, pid: int | None = None) -> list[MountInfo]:
         self._get(name)
         return list(self.mounts_.get(name, []))
 

@@ -225,12 +225,14 @@ class RuncRuntime:
         tmp.write_text(text)
         os.replace(tmp, d.applied)
 
-    async def mounts(self, name: str) -> list[MountInfo]:
-        obs = await self.state(name)
-        if obs.pid is None:
+    async def mounts(self, name: str, *, pid: int | None = None) -> list[MountInfo]:
+        """The container's mounts from its init's mountinfo (``pid``: already known)."""
+        if pid is None:
+            pid = (await self.state(name)).pid
+        if pid is None:
             return []
         try:
-            with open(f"/proc/{obs.pid}/mountinfo") as f:
+            with open(f"/proc/{pid}/mountinfo") as f:
                 lines = f.read().splitlines()
         except OSError:
             return []
@@ -399,11 +401,16 @@ class RuncRuntime:
 
     async def _teardown(self, name: str, *, keep_logs: bool) -> None:
         d = self.depot(name)
-        with contextlib.suppress(errors.ContainerNotFound):
+        try:
             obs = await self.state(name)
             if obs.status is Status.PAUSED:
                 await self.resume(name)
             await self._call("delete", "--force", name, name=name)
+        except errors.ContainerNotFound:
+            # runc forgot it (its state removed by hand, or by a racing `runc delete`) but
+            # its processes may live on in our cgroup: they go, or conmon never exits.
+            if self.cgroup(name).kill_all():
+                log.warning("container %s: killed processes runc no longer knew", name)
         await self._wait_monitor(d)
         hostmount.unmount(d.rootfs)
         self.cgroup(name).remove()
@@ -431,13 +438,11 @@ class RuncRuntime:
     async def _clear_leftovers(self, name: str) -> None:
         """A depot with no runc container is a leftover of a crash: clear it, keep logs."""
         d = self.depot(name)
-        try:
-            await self.state(name)
-        except errors.ContainerNotFound:
-            if d.bundle.exists() or (d.root / "layer").exists():
-                await self._teardown(name, keep_logs=True)
-            return
-        raise errors.RuncError("a container with this name already exists", container=name)
+        if (self.runc_root / name / "state.json").exists():  # runc's own record: no spawn
+            raise errors.RuncError("a container with this name already exists",
+                                   container=name)
+        if d.bundle.exists() or (d.root / "layer").exists():
+            await self._teardown(name, keep_logs=True)
 
     async def gc(self) -> list[str]:
         """Remove depots that no runc container of ours owns (crash leftovers)."""

@@ -138,7 +138,7 @@ class Runtime(Protocol):
         """Change mounts of a running container in place; the changes made, in words.
         Raises ``errors.LiveUpdateImpossible`` when only a recreate can do it."""
 
-    async def mounts(self, name: str) -> list[MountInfo]: ...
+    async def mounts(self, name: str, *, pid: int | None = None) -> list[MountInfo]: ...
 
     async def set_applied(self, name: str, container: Container) -> None:
         """Record the manifest now in force (after a live change)."""

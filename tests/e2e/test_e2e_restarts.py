@@ -99,9 +99,6 @@ def test_crash_loop_backs_off(e2e: E2E, record: Record) -> None:
     assert c is not None and c["restarts"] >= 4 and c["lastExitCode"] == 1
 
 
-@pytest.mark.skip(reason="bug: an exit while the create that started the container is still "
-                  "unwinding is dropped by Controller._watcher (`if name in self.busy: "
-                  "return`), so it is only seen at the next relist (--resync, 30 s default)")
 def test_immediate_exit_is_seen_at_once(e2e: E2E) -> None:
     e2e.write("keep.yaml", e2e.manifest("keep"))
     e2e.write("bad.yaml", e2e.manifest("bad", "exit 1", restartPolicy="Always"))

@@ -174,7 +174,8 @@ class Daemon:
         before = self.ctl.passes
         self.ctl.kick()
         await until(lambda: self.ctl.passes > before and not self.ctl.busy
-                    and self.ctl.last_plan is not None and not self.ctl.last_plan.actions)
+                    and self.ctl.last_plan is not None and not self.ctl.last_plan.actions
+                    and self.ctl.status_pass == self.ctl.passes)  # status.json written
 
 
 async def until(check: Callable[[], object], *, within: float = 3.0) -> None:

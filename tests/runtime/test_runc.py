@@ -275,3 +275,20 @@ async def test_gc_clears_crash_leftovers(rt: RuncRuntime, busybox_rootfs: Path) 
     assert not hostmount.is_mountpoint(rt.depot("left").rootfs)
     assert not rt.depot("left").bundle.exists()
     assert not cgroups.Cgroup(f"{rt.cgroup_parent}/left").exists()
+
+
+async def test_gc_kills_processes_runc_forgot(rt: RuncRuntime, busybox_rootfs: Path) -> None:
+    obs = await rt.create(manifest("orphan", busybox_rootfs, *SLEEPER), source="s",
+                          spec_hash="h")
+    # runc's record removed under it (a racing `runc delete`): the processes live on
+    subprocess.run(["rm", "-rf", str(rt.runc_root / "orphan")], check=True)
+    assert Path(f"/proc/{obs.pid}").exists()
+    t0 = time.monotonic()
+    assert await rt.gc() == ["orphan"]
+    assert time.monotonic() - t0 < 1.5  # no waiting out conmon
+    for _ in range(100):
+        if not Path(f"/proc/{obs.pid}").exists():
+            break
+        await anyio.sleep(0.01)
+    assert not Path(f"/proc/{obs.pid}").exists()
+    assert not rt.cgroup("orphan").exists() and not rt.depot("orphan").bundle.exists()
