@@ -72,7 +72,7 @@ from reconciler.manifest import files, loader
 
 log = logging.getLogger(__name__)
 
-QUIET = 0.03  # a burst of events is over when none came for this long
+QUIET = 0.01  # a burst of events is over when none came for this long (tar: < 1 ms apart)
 BATCH_MAX = 0.5  # ... or this long after its first event, whichever comes first
 HEALTH_EVERY = 1.0  # how often a missing or dead watch is retried
 _BRIDGE_SIZE = 4096
