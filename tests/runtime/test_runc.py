@@ -292,3 +292,31 @@ async def test_gc_kills_processes_runc_forgot(rt: RuncRuntime, busybox_rootfs: P
         await anyio.sleep(0.01)
     assert not Path(f"/proc/{obs.pid}").exists()
     assert not rt.cgroup("orphan").exists() and not rt.depot("orphan").bundle.exists()
+
+
+async def test_bundle_source_is_the_base_and_the_manifest_overrides(
+    rt: RuncRuntime, busybox_rootfs: Path, tmp_path: Path
+) -> None:
+    """Dobby's start-from-bundle: the bundle's config.json is the base; its rootfs gets
+    the same overlay treatment (never written); manifest fields win."""
+    bundle = tmp_path / "bundle"
+    (bundle / "rootfs").mkdir(parents=True)
+    subprocess.run(["cp", "-a", f"{busybox_rootfs}/.", str(bundle / "rootfs")], check=True)
+    subprocess.run(["runc", "spec", "--bundle", str(bundle)], check=True)
+    base = json.loads((bundle / "config.json").read_text())
+    base["process"]["env"].append("FROM_BUNDLE=yes")
+    base["process"]["args"] = ["/bin/sh", "-c", "echo from the bundle"]
+    base["root"]["readonly"] = False  # runc spec's is read-only, and the bundle's wins
+    (bundle / "config.json").write_text(json.dumps(base))
+    doc = {"apiVersion": "reconciler/v1", "kind": "Container", "metadata": {"name": "b"},
+           "spec": {"bundle": str(bundle), "command": list(SLEEPER),
+                    "env": [{"name": "FROM_MANIFEST", "value": "yes"}]}}
+    await rt.create(Container.model_validate(doc), source="s", spec_hash="h")
+    res = await rt.exec("b", ["/bin/sh", "-c", "echo $FROM_BUNDLE $FROM_MANIFEST; "
+                                              "touch /written-inside"])
+    assert (res.exit_code, res.stdout) == (0, b"yes yes\n")
+    config = rt.config("b")
+    assert config["process"]["args"] == list(SLEEPER)  # the manifest's command wins
+    assert config["root"]["path"] == str(rt.depot("b").rootfs)
+    assert not (bundle / "rootfs" / "written-inside").exists()  # the bundle is never written
+    assert (rt.depot("b").upper / "written-inside").exists()
