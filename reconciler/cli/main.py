@@ -15,16 +15,28 @@ from reconciler import __version__, errors
 
 # Subcommand modules, in help order. A module missing here is simply not offered.
 _MODULES = ("validate", "daemon", "inspect", "image")
+# Which module defines each command: `reconciler get` imports only cli/daemon.py (and so
+# neither pydantic nor the runtime), which keeps the readers quick to start.
+_OWNER = {"validate": "validate", "schema": "validate", "run": "daemon", "get": "daemon",
+          "describe": "daemon", "events": "daemon", "diff": "daemon", "logs": "inspect",
+          "exec": "inspect", "stats": "inspect", "inspect": "inspect", "top": "inspect",
+          "image": "image"}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _modules_for(argv: Sequence[str]) -> tuple[str, ...]:
+    command = next((a for a in argv if not a.startswith("-")), None)
+    owner = _OWNER.get(command or "")
+    return (owner,) if owner in _MODULES else _MODULES
+
+
+def build_parser(modules: Sequence[str] = _MODULES) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reconciler",
         description="Converge real runc containers to the YAML manifests in a directory.",
     )
     parser.add_argument("--version", action="version", version=f"reconciler {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in _MODULES:
+    for name in modules:
         try:
             module = importlib.import_module(f"reconciler.cli.{name}")
         except ModuleNotFoundError as exc:
@@ -36,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_modules_for(argv))
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)
