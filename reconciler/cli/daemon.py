@@ -166,7 +166,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
            f"Restarts:      {c['restarts']}", f"Spec hash:     {c.get('specHash')}"]
     last = c.get("lastExit")
     if last:
-        how = (f"OOM-killed" if last["oomKilled"] else
+        how = ("OOM-killed" if last["oomKilled"] else
                f"signal {last['signal']}" if last["signal"] else f"code {last['code']}")
         out.append(f"Last exit:     {how} at {_when(last.get('finishedAt'))}")
     actual = c.get("actual") or {}
@@ -174,18 +174,20 @@ def cmd_describe(args: argparse.Namespace) -> int:
     if limits:
         out.append("Limits (cgroup): memory {memoryBytes} bytes, cpu quota {cpuQuotaUs}/"
                    "{cpuPeriodUs} us, pids {pids}".format(**limits).replace("None", "max"))
-    for m in actual.get("mounts") or []:
-        out.append(f"Mount:         {m['destination']} {m['type']} {m['source']} "
-                   f"{'ro' if m['readOnly'] else 'rw'}")
+    out += [f"Mount:         {m['destination']} {m['type']} {m['source']} "
+            f"{'ro' if m['readOnly'] else 'rw'}" for m in actual.get("mounts") or []]
     err = (c.get("history") or {}).get("last_error")
     if err:
         out.append(f"Last error:    {err}")
     status = Store(args.state_dir).read_status().get("daemon", {})
-    for problem in status.get("problems", []):
-        if c.get("source") and problem.startswith(str(c["source"])):
-            out.append(f"Manifest error: {problem}")
+    source = c.get("source")
+    out += [f"Manifest error: {p}" for p in status.get("problems", [])
+            if source and p.startswith(str(source))]
+    conflict = (status.get("conflicts") or {}).get(c["name"])
+    if conflict:
+        out.append(f"Defined in:    {', '.join(conflict)} (neither applied)")
     out.append("Events:")
-    events = [e for e in Store(args.state_dir).events(c["name"])][-15:]
+    events = list(Store(args.state_dir).events(c["name"]))[-15:]
     out += [f"  {_when(e['time'])}  {e['type']:<7}  {e['reason']:<12}  {e['message']}"
             for e in events] or ["  <none>"]
     print("\n".join(out))  # noqa: T201

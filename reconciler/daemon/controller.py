@@ -16,7 +16,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -304,8 +304,7 @@ class Controller:
             return
         self.history[name] = planner.on_exit(hist, exit_, by_us=by_us, backoff=self.backoff)
         if not by_us:
-            what = f"OOM-killed (code {exit_.exit_code})" if exit_.oom_killed else (
-                f"killed by signal {exit_.signal}" if exit_.signal else f"exited with code {exit_.code}")
+            what = phases.exit_text(exit_)
             self._event(name, "Exited", what, warning=exit_.failed)
 
     def _watch(self, name: str) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -48,6 +48,20 @@ class DaemonMetrics:
         self.registry.register(_StateCollector(ctl))
 
 
+# (row key, metric name, help) of the per-container gauges, labelled by name
+_CONTAINER_GAUGES = (
+    ("up", "reconciler_container_up", "1 when the container is running."),
+    ("restarts", "reconciler_container_restarts", "Restarts since it was defined."),
+    ("exit", "reconciler_container_last_exit_code", "Exit code of the last run."),
+    ("cpu", "reconciler_container_cpu_seconds", "CPU time used (cgroup)."),
+    ("mem", "reconciler_container_memory_bytes", "Memory in use (cgroup)."),
+    ("memlimit", "reconciler_container_memory_limit_bytes", "Memory limit (cgroup)."),
+    ("cpulimit", "reconciler_container_cpu_limit_cores", "CPU quota in cores (cgroup)."),
+    ("pids", "reconciler_container_pids", "Processes in the container."),
+    ("pidslimit", "reconciler_container_pids_limit", "Process limit (cgroup)."),
+)
+
+
 class _StateCollector(Collector):
     def __init__(self, ctl: Controller) -> None:
         self.ctl = ctl
@@ -64,9 +78,8 @@ class _StateCollector(Collector):
                      [([], float(len(ctl.busy) + waiting))])
         yield _gauge("reconciler_ready", "1 once the first full pass is done.",
                      [([], 1.0 if ctl.ready.is_set() else 0.0)])
-        rows: dict[str, list[tuple[list[str], float]]] = {
-            k: [] for k in ("up", "restarts", "exit", "cpu", "mem", "memlimit", "cpulimit",
-                            "pids", "pidslimit")}
+        rows: dict[str, list[tuple[list[str], float]]] = {k: [] for k, _, _ in
+                                                          _CONTAINER_GAUGES}
         for name, obs in sorted(dict(ctl.observed).items()):
             hist = ctl.history.get(name)
             rows["up"].append(([name], 1.0 if obs.status.value == "running" else 0.0))
@@ -89,25 +102,8 @@ class _StateCollector(Collector):
                 rows["cpulimit"].append(([name], limits.cpu_quota_us / limits.cpu_period_us))
             if limits.pids is not None:
                 rows["pidslimit"].append(([name], float(limits.pids)))
-        label = ["name"]
-        yield _gauge("reconciler_container_up", "1 when the container is running.",
-                     rows["up"], label)
-        yield _gauge("reconciler_container_restarts", "Restarts since it was defined.",
-                     rows["restarts"], label)
-        yield _gauge("reconciler_container_last_exit_code", "Exit code of the last run.",
-                     rows["exit"], label)
-        yield _gauge("reconciler_container_cpu_seconds", "CPU time used (cgroup).",
-                     rows["cpu"], label)
-        yield _gauge("reconciler_container_memory_bytes", "Memory in use (cgroup).",
-                     rows["mem"], label)
-        yield _gauge("reconciler_container_memory_limit_bytes", "Memory limit (cgroup).",
-                     rows["memlimit"], label)
-        yield _gauge("reconciler_container_cpu_limit_cores", "CPU quota in cores (cgroup).",
-                     rows["cpulimit"], label)
-        yield _gauge("reconciler_container_pids", "Processes in the container.",
-                     rows["pids"], label)
-        yield _gauge("reconciler_container_pids_limit", "Process limit (cgroup).",
-                     rows["pidslimit"], label)
+        for key, name, doc in _CONTAINER_GAUGES:
+            yield _gauge(name, doc, rows[key], ["name"])
 
 
 def _gauge(name: str, doc: str, rows: Iterable[tuple[list[str], float]],

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler.manifest.model import RestartPolicy, RunState
 from reconciler.planner import History, Kind
-from reconciler.runtime.types import Status
+from reconciler.runtime.types import ExitStatus, Status
 
 if TYPE_CHECKING:
     from reconciler.daemon.controller import Controller
@@ -74,9 +74,11 @@ def _manifest_trouble(desired: DesiredState | None, name: str, want: Desired | N
 
 
 def _exit_text(hist: History) -> str:
-    e = hist.last_exit
-    if e is None:
-        return "exit"
+    return "exit" if hist.last_exit is None else exit_text(hist.last_exit)
+
+
+def exit_text(e: ExitStatus) -> str:
+    """``exited with code 3``, ``killed by signal 9 (code 137)``, ``OOM-killed (code 137)``."""
     if e.oom_killed:
         return f"OOM-killed (code {e.exit_code})"
     if e.signal:

@@ -19,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reconciler import errors
+from reconciler import atomic, errors
 
 if TYPE_CHECKING:
     from reconciler.planner import History
@@ -61,15 +61,8 @@ class Store:
 
     def write_status(self, status: Mapping[str, Any]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.status_path.with_name(f".status.json.{os.getpid()}")
-        try:
-            tmp.write_text(json.dumps(status, sort_keys=True, separators=(",", ":"),
-                                      default=str))
-            os.replace(tmp, self.status_path)
-        except OSError:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
+        data = json.dumps(status, sort_keys=True, separators=(",", ":"), default=str)
+        atomic.write(self.status_path, data.encode(), fsync=False)
 
     def read_status(self) -> dict[str, Any]:
         try:

@@ -57,7 +57,7 @@ from typing import Any
 
 import anyio
 
-from reconciler import errors
+from reconciler import atomic, errors
 from reconciler.images import apply
 from reconciler.manifest.model import PullPolicy
 from reconciler.runtime import proc
@@ -533,19 +533,8 @@ class ImageStore:
 
     def _write_index(self, manifests: list[dict[str, Any]]) -> None:
         self._ensure_layout()
-        path = self.layout / "index.json"
         data = json.dumps({"schemaVersion": 2, "manifests": manifests}, indent=1).encode()
-        fd, tmp = tempfile.mkstemp(prefix=".index-", dir=self.layout)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        atomic.write(self.layout / "index.json", data)
 
     # -- garbage collection ----------------------------------------------------------------
 

@@ -291,7 +291,8 @@ LIVE_SPEC_FIELDS = frozenset({"mounts", "resources", "state"})
 
 def identity(container: Container) -> dict[str, Any]:
     """The part of a manifest whose change needs a new container, as plain JSON."""
-    spec = container.spec.model_dump(mode="json", exclude_defaults=True, exclude=set(LIVE_SPEC_FIELDS))
+    spec = container.spec.model_dump(mode="json", exclude_defaults=True,
+                                     exclude=set(LIVE_SPEC_FIELDS))
     return {"name": container.metadata.name, "spec": spec}
 
 

@@ -18,13 +18,13 @@ Pure path arithmetic plus two small file helpers; the runc adapter owns the life
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from reconciler import atomic
 
 
 @dataclass(frozen=True)
@@ -94,19 +94,8 @@ def containers_dir(state_dir: str | os.PathLike[str]) -> Path:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON so that a reader (or a crash) sees the old file or the new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """config.json and friends: old or new, never half (``reconciler.atomic``)."""
+    atomic.write(path, json.dumps(data, indent=1, sort_keys=True).encode())
 
 
 def read_int(path: Path) -> int | None:

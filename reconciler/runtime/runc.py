@@ -26,14 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from reconciler import errors
-from reconciler.paths import DEFAULT_CGROUP_PARENT, DEFAULT_RUNC_ROOT, DEFAULT_STATE_DIR
+from reconciler import atomic, errors
 from reconciler.images.apply import apply_image_config
 from reconciler.manifest import quantity
+from reconciler.paths import DEFAULT_CGROUP_PARENT, DEFAULT_RUNC_ROOT, DEFAULT_STATE_DIR
 from reconciler.runtime import cgroups, depot, hostmount, oci, proc
 from reconciler.runtime.types import (
-    ANN_MANAGED_BY,
     ANN_IMAGE_DIGEST,
+    ANN_MANAGED_BY,
     ANN_MANIFEST,
     ANN_SOURCE,
     ANN_SPEC_HASH,
@@ -165,7 +165,8 @@ class RuncRuntime:
                                             stdin=subprocess.DEVNULL,
                                             stdout=subprocess.DEVNULL)
                 except Exception as exc:
-                    raise errors.RuncError(f"conmon failed to start: {exc}", container=name) from exc
+                    raise errors.RuncError(f"conmon failed to start: {exc}",
+                                           container=name) from exc
                 finally:
                     os.close(w)
                     w = -1
@@ -221,9 +222,7 @@ class RuncRuntime:
         d = self.depot(name)
         text = json.dumps(container.model_dump(mode="json", exclude_defaults=True),
                           sort_keys=True, separators=(",", ":"))
-        tmp = d.applied.with_name(".applied.json.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, d.applied)
+        atomic.write(d.applied, text.encode())
 
     async def mounts(self, name: str, *, pid: int | None = None) -> list[MountInfo]:
         """The container's mounts from its init's mountinfo (``pid``: already known)."""

@@ -232,7 +232,7 @@ async def test_hung_runc_create_is_killed_and_cleaned(
     assert time.monotonic() - t0 < 5
     assert not rt.depot("h").bundle.exists()
     assert not hostmount.is_mountpoint(rt.depot("h").rootfs)
-    out = subprocess.run(["pgrep", "-f", f"sleep 60"], capture_output=True, text=True).stdout
+    out = subprocess.run(["pgrep", "-f", "sleep 60"], capture_output=True, text=True).stdout
     for pid in out.split():  # the hung runc create was killed with its monitor
         assert Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0] != b"sleep" or \
             str(sandbox.base) not in Path(f"/proc/{pid}/environ").read_text(errors="replace")
