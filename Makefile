@@ -57,7 +57,9 @@ down: venv
 bench: deps rootfs
 	$(PY) bench/run.py --rootfs $(ROOTFS)
 
+# Not part of `make test` (CI): ruff over everything, mypy --strict over the package.
 lint: deps
+	$(PY) -m pip install -q -e '.[test,lint]'
 	$(VENV)/bin/ruff check reconciler tests bench
 	$(VENV)/bin/mypy reconciler
 

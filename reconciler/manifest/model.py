@@ -226,7 +226,7 @@ class Spec(_Model):
     user: User | None = None
     hostname: str | None = None
     mounts: list[Mount] = Field(default_factory=list)
-    resources: Resources = Field(default_factory=Resources)
+    resources: Resources = Field(default_factory=lambda: Resources())
     restart_policy: Annotated[RestartPolicy, _Lax] = RestartPolicy.ALWAYS
     state: Annotated[RunState, _Lax] = RunState.RUNNING
     stop_signal: Annotated[str, pydantic.AfterValidator(_signal)] = "SIGTERM"

@@ -7,6 +7,7 @@ Real runc proves the product end to end; this only stands in for unit tests.
 
 from __future__ import annotations
 
+import builtins
 import json
 from collections.abc import Sequence
 from dataclasses import replace
@@ -40,7 +41,7 @@ class FakeRuntime:
         self.exits: dict[str, ExitStatus] = {}
         self.limits_: dict[str, Limits] = {}
         self.mounts_: dict[str, list[MountInfo]] = {}
-        self.calls: list[tuple[str, str]] = []
+        self.calls: builtins.list[tuple[str, str]] = []
         self.clock = clock
         self._next_pid = 100
         self._failures: dict[str, errors.ReconcilerError] = {}
@@ -137,7 +138,7 @@ class FakeRuntime:
         return self.limits_[name]
 
     async def update_mounts(self, name: str, old: Sequence[Mount], new: Sequence[Mount]
-                            ) -> list[str]:
+                            ) -> builtins.list[str]:
         self._op("update_mounts", name)
         self._get(name)
         before = {m.destination: m for m in old}
@@ -149,7 +150,7 @@ class FakeRuntime:
                                         m.read_only) for m in new]
         return said
 
-    async def mounts(self, name: str, *, pid: int | None = None) -> list[MountInfo]:
+    async def mounts(self, name: str, *, pid: int | None = None) -> builtins.list[MountInfo]:
         self._get(name)
         return list(self.mounts_.get(name, []))
 
@@ -167,7 +168,7 @@ class FakeRuntime:
         self._op("exec", name)
         return ExecResult(exit_code=0, stdout=b"", stderr=b"")
 
-    async def pids(self, name: str) -> list[int]:
+    async def pids(self, name: str) -> builtins.list[int]:
         obs = self._get(name)
         return [obs.pid] if obs.pid else []
 
@@ -186,5 +187,5 @@ class FakeRuntime:
             raise errors.ContainerNotFound("container does not exist", container=name)
         return self.exits[name]
 
-    async def gc(self) -> list[str]:
+    async def gc(self) -> builtins.list[str]:
         return []

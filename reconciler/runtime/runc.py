@@ -9,6 +9,7 @@ restart at any moment without touching a container.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import logging
@@ -30,7 +31,8 @@ from reconciler import atomic, errors
 from reconciler.images.apply import apply_image_config
 from reconciler.manifest import quantity
 from reconciler.paths import DEFAULT_CGROUP_PARENT, DEFAULT_RUNC_ROOT, DEFAULT_STATE_DIR
-from reconciler.runtime import cgroups, depot, hostmount, oci, proc
+from reconciler.runtime import cgroups, hostmount, oci, proc
+from reconciler.runtime import depot as depots
 from reconciler.runtime.types import (
     ANN_IMAGE_DIGEST,
     ANN_MANAGED_BY,
@@ -82,8 +84,8 @@ class RuncRuntime:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def depot(self, name: str) -> depot.Depot:
-        return depot.Depot.of(self.state_dir, name)
+    def depot(self, name: str) -> depots.Depot:
+        return depots.Depot.of(self.state_dir, name)
 
     def cgroup(self, name: str) -> cgroups.Cgroup:
         """The container's cgroup: as its config.json says (a daemon started with another
@@ -94,7 +96,7 @@ class RuncRuntime:
             path = f"{self.cgroup_parent}/{name}"
         return cgroups.Cgroup(str(path))
 
-    def _runc(self, *args: str) -> list[str]:
+    def _runc(self, *args: str) -> builtins.list[str]:
         return [self.runc, f"--root={self.runc_root}", *args]
 
     async def _call(self, *args: str, name: str | None, timeout: float | None = None,
@@ -131,7 +133,7 @@ class RuncRuntime:
             if d.log.exists():
                 os.replace(d.log, d.previous_log)
             hostmount.mount_overlay(lower=lower, upper=d.upper, work=d.work, target=d.rootfs)
-            depot.write_json_atomic(d.config, config)
+            depots.write_json_atomic(d.config, config)
             d.applied.write_text(annotations[ANN_MANIFEST])
             pid = await self._conmon_create(name, d)
             await self._call("start", name, name=name)
@@ -143,7 +145,7 @@ class RuncRuntime:
                         source=source, created=time.time(), annotations=annotations,
                         applied=annotations[ANN_MANIFEST])
 
-    async def _conmon_create(self, name: str, d: depot.Depot) -> int:
+    async def _conmon_create(self, name: str, d: depots.Depot) -> int:
         """conmon runs ``runc create``; its sync pipe answers with the PID or runc's error."""
         r, w = os.pipe()
         os.set_blocking(r, False)
@@ -183,8 +185,8 @@ class RuncRuntime:
             os.close(r)
         return _parse_sync(reply, name)
 
-    async def _kill_monitor(self, d: depot.Depot) -> None:
-        pid = depot.read_int(d.conmon_pidfile)
+    async def _kill_monitor(self, d: depots.Depot) -> None:
+        pid = depots.read_int(d.conmon_pidfile)
         if pid is None:
             return
         for child in _children(pid):  # a hung `runc create` under conmon
@@ -199,7 +201,7 @@ class RuncRuntime:
         if not self.runc_root.exists():
             return []
         out = await self._call("list", "--format", "json", name=None)
-        entries: list[dict[str, Any]] = json.loads(out or b"null") or []
+        entries: builtins.list[dict[str, Any]] = json.loads(out or b"null") or []
         result = []
         for entry in entries:
             annotations = entry.get("annotations") or {}
@@ -224,7 +226,7 @@ class RuncRuntime:
                           sort_keys=True, separators=(",", ":"))
         atomic.write(d.applied, text.encode())
 
-    async def mounts(self, name: str, *, pid: int | None = None) -> list[MountInfo]:
+    async def mounts(self, name: str, *, pid: int | None = None) -> builtins.list[MountInfo]:
         """The container's mounts from its init's mountinfo (``pid``: already known)."""
         if pid is None:
             pid = (await self.state(name)).pid
@@ -246,7 +248,7 @@ class RuncRuntime:
         return found
 
     async def update_mounts(self, name: str, old: Sequence[Mount], new: Sequence[Mount]
-                            ) -> list[str]:
+                            ) -> builtins.list[str]:
         """Swap mounts in place through the single-threaded ``livemount`` helper."""
         ops, said = _mount_ops(old, new)
         if not ops:
@@ -270,10 +272,10 @@ class RuncRuntime:
             raise errors.MountError(detail, container=name)
         with contextlib.suppress(FileNotFoundError):
             config = json.loads(d.config.read_text())
-            depot.write_json_atomic(d.config, oci.update_mounts(config, new))
+            depots.write_json_atomic(d.config, oci.update_mounts(config, new))
         return said
 
-    async def pids(self, name: str) -> list[int]:
+    async def pids(self, name: str) -> builtins.list[int]:
         out = await self._call("ps", "--format", "json", name, name=name)
         return [int(p) for p in json.loads(out or b"null") or []]
 
@@ -288,7 +290,7 @@ class RuncRuntime:
 
     async def exit_status(self, name: str) -> ExitStatus | None:
         d = self.depot(name)
-        code = depot.read_int(d.exit_file)
+        code = depots.read_int(d.exit_file)
         if code is None:
             return None
         finished = d.exit_file.stat().st_mtime if d.exit_file.exists() else None
@@ -299,7 +301,7 @@ class RuncRuntime:
 
     async def wait_exit(self, name: str) -> ExitStatus:
         """Wait on a pidfd of the init process, then for conmon's exit file."""
-        pid = depot.read_int(self.depot(name).pidfile)
+        pid = depots.read_int(self.depot(name).pidfile)
         if pid is not None:
             try:
                 fd = os.pidfd_open(pid)
@@ -354,7 +356,7 @@ class RuncRuntime:
         d = self.depot(name)
         with contextlib.suppress(FileNotFoundError):
             config = json.loads(d.config.read_text())
-            depot.write_json_atomic(d.config, oci.update_resources(config, resources))
+            depots.write_json_atomic(d.config, oci.update_resources(config, resources))
         return await self.limits(name)
 
     async def exec(self, name: str, argv: Sequence[str], *, stdin: bytes | None = None,
@@ -423,9 +425,9 @@ class RuncRuntime:
         if d.bundle.exists() and hostmount.is_mountpoint(d.rootfs):
             raise errors.MountError(f"{d.rootfs} is still mounted", container=name)
 
-    async def _wait_monitor(self, d: depot.Depot) -> None:
+    async def _wait_monitor(self, d: depots.Depot) -> None:
         """conmon exits once the container is gone; never leave it writing into a removed dir."""
-        pid = depot.read_int(d.conmon_pidfile)
+        pid = depots.read_int(d.conmon_pidfile)
         if pid is None or not _alive(pid, "conmon"):
             return
         with anyio.move_on_after(2):
@@ -443,11 +445,11 @@ class RuncRuntime:
         if d.bundle.exists() or (d.root / "layer").exists():
             await self._teardown(name, keep_logs=True)
 
-    async def gc(self) -> list[str]:
+    async def gc(self) -> builtins.list[str]:
         """Remove depots that no runc container of ours owns (crash leftovers)."""
         known = {o.name for o in await self.list()}
         removed = []
-        base = depot.containers_dir(self.state_dir)
+        base = depots.containers_dir(self.state_dir)
         if base.is_dir():
             for entry in sorted(base.iterdir()):
                 if entry.name not in known and (entry / "bundle").exists():
@@ -456,7 +458,7 @@ class RuncRuntime:
         return removed
 
 
-def _update_args(resources: Resources) -> list[str]:
+def _update_args(resources: Resources) -> builtins.list[str]:
     """``runc update`` flags setting every limit: the manifest's, or unlimited (-1)."""
     memory = str(resources.memory_bytes) if resources.memory_bytes is not None else "-1"
     args = ["--memory", memory]
@@ -478,8 +480,8 @@ def _mount_ops(old: Sequence[Mount], new: Sequence[Mount]) -> tuple[list[dict[st
     """The helper's operations, and the same in words for events (``MountAdded /data``)."""
     before = {m.destination: m for m in old}
     after = {m.destination: m for m in new}
-    ops: list[dict[str, Any]] = []
-    said: list[str] = []
+    ops: builtins.list[dict[str, Any]] = []
+    said: builtins.list[str] = []
     for dest in sorted(before.keys() - after.keys()):
         ops.append({"op": "remove", "destination": dest})
         said.append(f"MountRemoved {dest}")
@@ -492,9 +494,9 @@ def _mount_ops(old: Sequence[Mount], new: Sequence[Mount]) -> tuple[list[dict[st
         op: dict[str, Any] = {"op": "add", "type": m.type, "destination": dest,
                               "readOnly": m.read_only, "replace": True}
         if m.type == "bind":
-            op["source"] = m.source  # type: ignore[union-attr]
-        elif m.size_limit is not None:  # type: ignore[union-attr]
-            op["size"] = quantity.to_bytes(m.size_limit)  # type: ignore[union-attr]
+            op["source"] = m.source
+        elif m.size_limit is not None:
+            op["size"] = quantity.to_bytes(m.size_limit)
         ops.append(op)
         said.append(f"{'MountChanged' if dest in before else 'MountAdded'} {dest}")
     return ops, said
@@ -612,8 +614,8 @@ async def _read_line(fd: int) -> bytes:
     return data
 
 
-def _children(pid: int) -> list[int]:
-    out: list[int] = []
+def _children(pid: int) -> builtins.list[int]:
+    out: builtins.list[int] = []
     with contextlib.suppress(OSError):
         for task in os.listdir(f"/proc/{pid}/task"):
             with open(f"/proc/{pid}/task/{task}/children") as f:

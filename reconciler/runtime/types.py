@@ -6,6 +6,7 @@ frozen values. Annotations on each container's ``config.json`` make it self-desc
 
 from __future__ import annotations
 
+import builtins
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -134,11 +135,11 @@ class Runtime(Protocol):
 
     async def update_mounts(
         self, name: str, old: Sequence[Mount], new: Sequence[Mount]
-    ) -> list[str]:
+    ) -> builtins.list[str]:
         """Change mounts of a running container in place; the changes made, in words.
         Raises ``errors.LiveUpdateImpossible`` when only a recreate can do it."""
 
-    async def mounts(self, name: str, *, pid: int | None = None) -> list[MountInfo]: ...
+    async def mounts(self, name: str, *, pid: int | None = None) -> builtins.list[MountInfo]: ...
 
     async def set_applied(self, name: str, container: Container) -> None:
         """Record the manifest now in force (after a live change)."""
@@ -149,7 +150,7 @@ class Runtime(Protocol):
         self, name: str, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float = 30
     ) -> ExecResult: ...
 
-    async def pids(self, name: str) -> list[int]: ...
+    async def pids(self, name: str) -> builtins.list[int]: ...
 
     async def stats(self, name: str) -> Stats: ...
 
@@ -159,5 +160,5 @@ class Runtime(Protocol):
     async def wait_exit(self, name: str) -> ExitStatus:
         """Block until the container's init process has exited (event-driven)."""
 
-    async def gc(self) -> list[str]:
+    async def gc(self) -> builtins.list[str]:
         """Remove crash leftovers (depots no container owns); the names cleared."""
