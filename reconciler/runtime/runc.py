@@ -200,7 +200,16 @@ class RuncRuntime:
     async def list(self) -> Sequence[Observed]:
         if not self.runc_root.exists():
             return []
-        out = await self._call("list", "--format", "json", name=None)
+        for attempt in range(5):
+            try:
+                out = await self._call("list", "--format", "json", name=None)
+                break
+            except errors.RuncError as exc:
+                # runc fails the whole listing when a container is removed while it lists
+                # (stat .../<id>: no such file or directory): look again.
+                if attempt == 4 or "no such file or directory" not in exc.detail:
+                    raise
+                await anyio.sleep(0.01)
         entries: builtins.list[dict[str, Any]] = json.loads(out or b"null") or []
         result = []
         for entry in entries:

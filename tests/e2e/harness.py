@@ -282,9 +282,14 @@ class E2E:
         return runc_state(self.runc_root, name)
 
     def runc_names(self) -> list[str]:
-        out = subprocess.run(["runc", f"--root={self.runc_root}", "list", "-q"],
-                             capture_output=True, text=True, check=True).stdout
-        return sorted(out.split())
+        for _ in range(5):  # runc list fails when a container is deleted while it lists
+            res = subprocess.run(["runc", f"--root={self.runc_root}", "list", "-q"],
+                                 capture_output=True, text=True, check=False)
+            if res.returncode == 0 or "no such file or directory" not in res.stderr:
+                break
+            time.sleep(0.02)
+        assert res.returncode == 0, f"runc list: {res.stderr}"
+        return sorted(res.stdout.split())
 
     def running_pid(self, name: str) -> int | None:
         """The init PID if runc says running and the process is alive, else None."""

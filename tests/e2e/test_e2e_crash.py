@@ -1,0 +1,101 @@
+"""A daemon SIGKILLed at any moment converges on its next start: no duplicate container,
+nothing leaked (runc state, conmon monitors, overlay mounts, cgroups, depots)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from .harness import CGROUP_ROOT, E2E, cmdline, mounts_under, wait_until
+
+pytestmark = pytest.mark.runc
+
+
+def monitors(e2e: E2E) -> dict[str, int]:
+    """conmon processes of this test's state dir, by container name (-n NAME)."""
+    found: dict[str, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = cmdline(int(entry.name))
+        except OSError:
+            continue
+        if argv[:1] and argv[0].endswith("conmon") and str(e2e.state_dir) in " ".join(argv):
+            name = argv[argv.index("-n") + 1]
+            found[name] = found.get(name, 0) + 1
+    return found
+
+
+def assert_exactly(e2e: E2E, names: set[str]) -> None:
+    """The host holds these containers, each once and whole, and nothing else of ours."""
+    assert set(e2e.runc_names()) == names
+    for n in names:
+        assert e2e.running_pid(n) is not None, n
+    wait_until(lambda: monitors(e2e) == dict.fromkeys(names, 1), 5,
+               what=f"one conmon per container: {monitors(e2e)}")
+    overlays = {Path(m).parent.parent.name for m in mounts_under(e2e.state_dir / "containers")}
+    assert overlays == names
+    depots = {p.name for p in (e2e.state_dir / "containers").iterdir()
+              if (p / "bundle").exists()} if (e2e.state_dir / "containers").exists() else set()
+    assert depots == names
+    parent = CGROUP_ROOT / "memory" / e2e.sandbox.cgroup_parent.strip("/")
+    cgroups = {p.name for p in parent.iterdir() if p.is_dir()} if parent.exists() else set()
+    assert cgroups == names
+
+
+@pytest.mark.parametrize("kill_after", [0.05, 0.2, 0.45])
+def test_sigkill_in_the_middle_of_a_batch(e2e: E2E, kill_after: float) -> None:
+    names = {f"c{i:02d}" for i in range(10)}
+    for n in sorted(names):
+        e2e.write(f"{n}.yaml", e2e.manifest(n))
+    d = e2e.start(ready=False)
+    time.sleep(kill_after)
+    d.kill()  # somewhere in the batch: some created, some half-made, some not begun
+    e2e.start()
+    for n in names:
+        e2e.wait_running(n, timeout=20)
+    assert_exactly(e2e, names)
+
+
+def test_sigkill_in_the_middle_of_a_delete_batch(e2e: E2E) -> None:
+    names = {f"d{i:02d}" for i in range(8)}
+    for n in sorted(names):
+        e2e.write(f"{n}.yaml", e2e.manifest(n))
+    e2e.start("--allow-empty")
+    for n in names:
+        e2e.wait_running(n)
+    for n in sorted(names)[:6]:
+        os.unlink(e2e.manifests / f"{n}.yaml")
+    time.sleep(0.3 + 0.1)  # the settle window, then a few deletes are under way
+    e2e.daemons[-1].kill()
+    e2e.start("--allow-empty")
+    kept = set(sorted(names)[6:])
+    wait_until(lambda: set(e2e.runc_names()) == kept, 20, what="the deletes finished")
+    assert_exactly(e2e, kept)
+
+
+def test_sigkill_between_conmon_create_and_start(e2e: E2E, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """`runc start` held back by a wrapper: the daemon dies with the container created,
+    not started (conmon waiting beside it). The next daemon replaces it, once."""
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    real = next(p for p in ("/usr/sbin/runc", "/usr/bin/runc") if Path(p).exists())
+    (shim / "runc").write_text(
+        f'#!/bin/sh\nfor a in "$@"; do [ "$a" = start ] && sleep 30; done\nexec {real} "$@"\n')
+    (shim / "runc").chmod(0o755)
+    e2e.write("h.yaml", e2e.manifest("h"))
+    monkeypatch.setenv("PATH", f"{shim}:{os.environ['PATH']}")
+    d = e2e.start(ready=False)
+    wait_until(lambda: (e2e.runc("h") or {}).get("status") == "created", 10,
+               what="h created, not started")
+    d.kill()
+    monkeypatch.setenv("PATH", os.environ["PATH"].split(":", 1)[1])
+    e2e.start()
+    e2e.wait_running("h", timeout=20)
+    assert_exactly(e2e, {"h"})
+    assert "Recreated" in e2e.reasons("h")
