@@ -28,13 +28,12 @@ from reconciler import changes, errors, planner
 from reconciler.backoff import Backoff
 from reconciler.daemon import desired as desired_mod
 from reconciler.daemon import phases
+from reconciler.daemon.imaging import ImageDigests
 from reconciler.daemon.source import Snapshot
 from reconciler.daemon.status import Store, history_from_json, history_to_json
-from reconciler.manifest import model
-from reconciler.manifest.model import Container, PullPolicy, Resources, RunState
+from reconciler.manifest.model import Container, Resources, RunState
 from reconciler.planner import Action, History, Kind
 from reconciler.runtime.types import (
-    ANN_IMAGE_DIGEST,
     ANN_MANIFEST,
     Limits,
     Observed,
@@ -74,9 +73,7 @@ class Controller:
         self.limiter = anyio.CapacityLimiter(max(1, concurrency))
         self.metrics = metrics
         self._stats_reader = stats_reader
-        self.images = images
-        self.image_digests: dict[str, str] = {}  # image ref -> digest in the local store
-        self._hashes: dict[tuple[str, str], str] = {}
+        self.images = ImageDigests(images, max_age=resync / 2)
         self.desired: desired_mod.DesiredState | None = None
         self.observed: dict[str, Observed] = {}
         self.history: dict[str, History] = {}
@@ -106,7 +103,7 @@ class Controller:
         async with anyio.create_task_group() as tg:
             self._tg = tg
             await self._relist()
-            await self._gc_images()
+            await self.images.gc(self.observed.values())
             tg.start_soon(self._status_writer)
             tg.start_soon(self._consume, snapshots)
             tg.start_soon(self._resync_loop)
@@ -140,84 +137,16 @@ class Controller:
                     elif before is not None:
                         self._event(None, "SourceAvailable", "manifests are readable again")
                 self._report_problems(before)
-                await self._refresh_images(pull=False)
+                await self.images.refresh(self.desired, pull=False)
                 self.kick()
 
     async def _resync_loop(self) -> None:
         while True:
             await anyio.sleep(self.resync)
             await self._relist()
-            await self._refresh_images(pull=True)
+            if self.desired is not None:
+                await self.images.refresh(self.desired, pull=True)
             self.kick()
-
-    # -- images ----------------------------------------------------------------------------
-
-    async def _refresh_images(self, *, pull: bool) -> None:
-        """Learn the digest each ``image:`` names now: from the local store, and for
-        ``imagePullPolicy: Always`` (with ``pull``) from its registry. A changed digest
-        changes the spec hash, so the planner recreates those containers."""
-        if self.images is None or self.desired is None:
-            return
-        refs: dict[str, PullPolicy] = {}
-        for d in self.desired.specs.values():
-            ref = d.container.spec.image
-            if ref and refs.get(ref) is not PullPolicy.ALWAYS:  # one Always is enough
-                refs[ref] = d.container.spec.image_pull_policy
-        for ref, policy in sorted(refs.items()):
-            try:
-                if pull and policy is PullPolicy.ALWAYS:
-                    image = await self.images.resolve(ref, policy, max_age=self.resync / 2)
-                else:
-                    image = await self.images.get(ref)
-            except errors.ReconcilerError as exc:
-                if pull and policy is PullPolicy.ALWAYS:
-                    log.warning("image %s: %s", ref, exc)
-                self.image_digests.pop(ref, None)
-                continue
-            self.image_digests[ref] = image.digest
-
-    def _with_digests(self, state: desired_mod.DesiredState) -> desired_mod.DesiredState:
-        """The desired state with each image container's hash covering its image digest."""
-        specs = dict(state.specs)
-        changed = False
-        for name, want in state.specs.items():
-            ref = want.container.spec.image
-            digest = self.image_digests.get(ref) if ref else None
-            if digest is None:
-                continue
-            key = (want.spec_hash, digest)
-            if key not in self._hashes:
-                self._hashes[key] = model.spec_hash(want.container, extra={"image": digest})
-            specs[name] = replace(want, spec_hash=self._hashes[key])
-            changed = True
-        return replace(state, specs=specs) if changed else state
-
-    async def _resolve_image(self, want: desired_mod.Desired) -> str:
-        """Pull per ``imagePullPolicy`` before a create; the spec hash with its digest."""
-        spec = want.container.spec
-        if self.images is None or spec.image is None:
-            return want.spec_hash
-        try:
-            image = await self.images.resolve(spec.image, spec.image_pull_policy,
-                                              max_age=self.resync / 2)
-        except errors.RuntimeFailure as exc:
-            if exc.container is None:
-                raise type(exc)(exc.message, container=want.name) from exc
-            raise
-        self.image_digests[spec.image] = image.digest
-        return model.spec_hash(want.container, extra={"image": image.digest})
-
-    async def _gc_images(self) -> None:
-        if self.images is None:
-            return
-        used = set(self.image_digests.values())
-        used |= {o.annotations[ANN_IMAGE_DIGEST] for o in self.observed.values()
-                 if ANN_IMAGE_DIGEST in o.annotations}
-        try:
-            for tree in await self.images.gc_unpacked(used):
-                log.info("removed the unpacked tree of %s (no image, no container)", tree)
-        except (errors.ReconcilerError, OSError) as exc:
-            log.warning("image garbage collection: %s", exc)
 
     async def _loop(self) -> None:
         wake_at: float | None = None
@@ -238,8 +167,9 @@ class Controller:
         assert self.desired is not None
         now = self.clock()
         started = time.perf_counter()
-        plan = planner.plan(self._with_digests(self.desired), self.observed, self.history, now,
-                            allow_empty=self.allow_empty, backoff=self.backoff)
+        plan = planner.plan(self.images.with_digests(self.desired), self.observed,
+                            self.history, now, allow_empty=self.allow_empty,
+                            backoff=self.backoff)
         self.last_plan = plan
         for note in plan.notes:
             if note not in (self._last_notes or ()):
@@ -382,7 +312,7 @@ class Controller:
             self.history.pop(name, None)
             self.actual.pop(name, None)
             self._event(name, "Deleted", action.reason)
-            await self._gc_images()
+            await self.images.gc(self.observed.values())
             return
         assert want is not None
         spec = want.container.spec
@@ -421,7 +351,7 @@ class Controller:
             await self._read_state(name)
             return
         # create, recreate, restart, start: pull if need be, remove the old one, create
-        spec_hash = await self._resolve_image(want)
+        spec_hash = await self.images.resolve(want)
         if name in self.observed:
             await self._remove(name, graceful=kind is Kind.RECREATE, keep_logs=True)
             self.observed.pop(name, None)
