@@ -217,7 +217,8 @@ def _describe_exit(exit_: ExitStatus) -> str:
 def _changed(want: Desired, have: Observed) -> str:
     """``spec changed: command, env`` — the top-level fields that differ, when known."""
     try:
-        before: dict[str, Any] = json.loads(have.annotations[ANN_MANIFEST]).get("spec", {})
+        applied = have.applied or have.annotations[ANN_MANIFEST]  # live changes included
+        before: dict[str, Any] = json.loads(applied).get("spec", {})
     except (KeyError, ValueError):
         return f"spec hash {have.spec_hash} -> {want.spec_hash}"
     after = want.container.model_dump(mode="json", exclude_defaults=True).get("spec", {})

@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from reconciler import errors
@@ -227,8 +228,10 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from reconciler import changes, planner
     from reconciler.backoff import Backoff
     from reconciler.daemon import desired as desired_mod
+    from reconciler.daemon.imaging import ImageDigests
     from reconciler.daemon.source import ManifestSource
     from reconciler.daemon.status import history_from_json
+    from reconciler.images.store import ImageStore
     from reconciler.runtime.runc import RuncRuntime
     from reconciler.runtime.types import ANN_MANIFEST
 
@@ -236,6 +239,10 @@ def cmd_diff(args: argparse.Namespace) -> int:
     want = desired_mod.build(snap, None)
     rt = RuncRuntime(state_dir=args.state_dir, runc_root=args.runc_root)
     observed = {o.name: o for o in anyio.run(rt.list)}
+    # image containers: their hash covers the digest the local store gives each tag now
+    digests = ImageDigests(ImageStore(Path(args.state_dir) / "images"), max_age=0)
+    anyio.run(lambda: digests.refresh(want, pull=False))
+    want = digests.with_digests(want)
     saved = Store(args.state_dir).read_status().get("containers", {})
     history = {n: history_from_json(c.get("history", {})) for n, c in saved.items()}
     plan = planner.plan(want, observed, history, time.time(), allow_empty=args.allow_empty,

@@ -109,6 +109,11 @@ def test_repushed_tag_recreates_always_once_and_not_ifnotpresent(
     a_pid = wait_for("always running", lambda: world.running_pid("always"))
     i_pid = wait_for("ifnp running", lambda: world.running_pid("ifnp"))
     assert world.digest("always") == first == world.digest("ifnp")
+    diff = subprocess.run([sys.executable, "-m", "reconciler", "diff", "--manifests",
+                           str(world.manifests), "--state-dir", str(world.sandbox.state_dir),
+                           "--runc-root", str(world.sandbox.runc_root)],
+                          capture_output=True, text=True, timeout=30)
+    assert (diff.returncode, diff.stdout) == (0, "converged: nothing to do\n"), diff.stdout
     time.sleep(2.5)  # two resyncs re-pull an unchanged digest: nothing happens
     assert world.running_pid("always") == a_pid and "Recreated" not in world.reasons("always")
 
