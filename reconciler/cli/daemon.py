@@ -105,8 +105,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 # -- get / describe / events -----------------------------------------------------------------
 
 
-def _containers(args: argparse.Namespace) -> list[dict[str, Any]]:
-    status = Store(args.state_dir).read_status()
+def _containers(args: argparse.Namespace, status: dict[str, Any] | None = None
+                ) -> list[dict[str, Any]]:
+    if status is None:
+        status = Store(args.state_dir).read_status()
     items = list((status.get("containers") or {}).values())
     if getattr(args, "name", None):
         items = [c for c in items if c["name"] == args.name]
@@ -160,7 +162,9 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
-    c = _containers(args)[0]
+    store = Store(args.state_dir)
+    whole = store.read_status()
+    c = _containers(args, whole)[0]
     out = [f"Name:          {c['name']}", f"Source:        {c.get('source')}",
            f"Desired state: {c.get('desiredState')}", f"Phase:         {c['phase']}",
            f"Message:       {c.get('message') or ''}", f"PID:           {c.get('pid') or '-'}",
@@ -180,7 +184,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
     err = (c.get("history") or {}).get("last_error")
     if err:
         out.append(f"Last error:    {err}")
-    status = Store(args.state_dir).read_status().get("daemon", {})
+    status = whole.get("daemon", {})
     source = c.get("source")
     out += [f"Manifest error: {p}" for p in status.get("problems", [])
             if source and p.startswith(str(source))]
@@ -188,7 +192,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
     if conflict:
         out.append(f"Defined in:    {', '.join(conflict)} (neither applied)")
     out.append("Events:")
-    events = list(Store(args.state_dir).events(c["name"]))[-15:]
+    events = list(store.events(c["name"]))[-15:]
     out += [f"  {_when(e['time'])}  {e['type']:<7}  {e['reason']:<12}  {e['message']}"
             for e in events] or ["  <none>"]
     print("\n".join(out))  # noqa: T201

@@ -88,8 +88,9 @@ class Controller:
         self.status_pass = -1  # the pass status.json was last written after
         self.actual: dict[str, dict[str, Any]] = {}  # limits and mounts read back
         self._kick = anyio.Event()
+        self._disk_warned = False  # one warning per spell of a full disk
+        self._last_notes: tuple[str, ...] = ()  # logged once, not every pass
         self._tg: anyio.abc.TaskGroup | None = None
-        self._started = self.clock()
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -172,7 +173,7 @@ class Controller:
                             backoff=self.backoff)
         self.last_plan = plan
         for note in plan.notes:
-            if note not in (self._last_notes or ()):
+            if note not in self._last_notes:
                 log.info("%s", note)
         self._last_notes = plan.notes
         assert self._tg is not None
@@ -190,8 +191,6 @@ class Controller:
             self.metrics.passes.inc()
             self.metrics.pass_seconds.observe(time.perf_counter() - started)
         return plan.wake_at
-
-    _last_notes: tuple[str, ...] | None = None
 
     # -- observing -------------------------------------------------------------------------
 
@@ -461,8 +460,6 @@ class Controller:
             log.warning("cannot write %s in %s: %s (carrying on without)", what,
                         self.store.dir, exc.strerror or exc)
             self._disk_warned = True
-
-    _disk_warned = False
 
     def _load_history(self) -> None:
         try:

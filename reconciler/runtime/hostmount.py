@@ -10,6 +10,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import re
 from pathlib import Path
 
 from reconciler import errors
@@ -19,6 +20,7 @@ _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctype
                         ctypes.c_char_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 MNT_DETACH = 2
+_OCTAL = re.compile(rb"\\([0-7]{3})")
 
 
 def mount_overlay(*, lower: Path, upper: Path, work: Path, target: Path) -> None:
@@ -62,17 +64,8 @@ def _escape(path: Path) -> str:
 
 
 def unescape_bytes(field: bytes) -> bytes:
-    # mountinfo escapes space, tab, newline and backslash as octal \ooo
-    out = bytearray()
-    i = 0
-    while i < len(field):
-        if field[i : i + 1] == b"\\" and i + 3 < len(field) + 0 and field[i + 1 : i + 4].isdigit():
-            out.append(int(field[i + 1 : i + 4], 8))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return bytes(out)
+    """A mountinfo path field: space, tab, newline and backslash come as octal ``\\ooo``."""
+    return _OCTAL.sub(lambda m: bytes([int(m.group(1), 8)]), field)
 
 
 def unescape(field: str) -> str:
