@@ -25,7 +25,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,lint]'
 	touch $@
 
 rootfs: $(ROOTFS)/bin/busybox
@@ -39,7 +39,9 @@ image: deps
 	deploy/mkimage-busybox.sh $(STATE)/oci >/dev/null
 	$(VENV)/bin/reconciler image import --state-dir $(STATE)/lib oci:$(STATE)/oci:busybox:latest
 
-test: deps
+# The suite, after the lint that CI holds us to: ruff over everything, mypy --strict over
+# the package and the tests.
+test: deps lint
 	$(PY) -m pytest
 
 run: deps rootfs image
@@ -57,11 +59,11 @@ down: venv
 bench: deps rootfs
 	$(PY) bench/run.py --rootfs $(ROOTFS)
 
-# Not part of `make test` (CI): ruff over everything, mypy --strict over the package.
+# Part of `make test` (and so of CI): ruff over everything, mypy --strict over the package
+# and the tests.
 lint: deps
-	$(PY) -m pip install -q -e '.[test,lint]'
 	$(VENV)/bin/ruff check reconciler tests bench
-	$(VENV)/bin/mypy reconciler
+	$(VENV)/bin/mypy reconciler tests
 
 clean:
 	rm -rf $(VENV) build *.egg-info

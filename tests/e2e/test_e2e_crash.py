@@ -14,7 +14,8 @@ from .harness import CGROUP_ROOT, E2E, mounts_under, wait_until
 pytestmark = pytest.mark.runc
 
 
-def assert_exactly(e2e: E2E, names: set[str], *, gone: set[str] = frozenset()) -> None:
+def assert_exactly(e2e: E2E, names: set[str], *,
+                   gone: frozenset[str] | set[str] = frozenset()) -> None:
     """The host holds these containers, each once and whole, and nothing else of ours
     (``gone``: names that must have left no monitor behind)."""
     assert set(e2e.runc_names()) == names

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,7 +22,7 @@ def inside(e2e: E2E, name: str, script: str) -> tuple[int, str]:
 
 def cgroup_file(e2e: E2E, controller: str, name: str, file: str) -> str:
     path = CGROUP_ROOT / controller / e2e.sandbox.cgroup_parent.strip("/") / name / file
-    return path.read_text().strip()
+    return str(path.read_text().strip())
 
 
 def test_bind_mount_add_readonly_change_remove(e2e: E2E, tmp_path: Path) -> None:
@@ -33,7 +34,7 @@ def test_bind_mount_add_readonly_change_remove(e2e: E2E, tmp_path: Path) -> None
     e2e.start()
     pid = e2e.wait_running("m")
 
-    def apply(**spec: object) -> None:
+    def apply(**spec: Any) -> None:
         e2e.write("m.yaml", e2e.manifest("m", **spec))
 
     t0 = time.monotonic()

@@ -21,7 +21,7 @@ import pytest
 
 from reconciler.cli import image as image_cli
 from reconciler.runtime import runc
-from reconciler.runtime.types import Observed, Status
+from reconciler.runtime.types import ANN_IMAGE_DIGEST, Observed, Status
 
 from .support import Built
 
@@ -48,7 +48,7 @@ def containers(monkeypatch: pytest.MonkeyPatch) -> list[Observed]:
 
 
 def observed(name: str, digest: str | None) -> Observed:
-    notes = {image_cli.ANN_IMAGE_DIGEST: digest} if digest else {}
+    notes = {ANN_IMAGE_DIGEST: digest} if digest else {}
     return Observed(name=name, status=Status.STOPPED, pid=None, spec_hash=None, source=None,
                     created=0.0, annotations=notes)
 
@@ -133,9 +133,9 @@ def test_rm_refuses_when_runc_cannot_be_asked(tmp_path: Path, built: Built,
 
 
 def test_digests_in_use_reads_the_annotation_defensively() -> None:
-    pairs = [("a", {image_cli.ANN_IMAGE_DIGEST: "sha256:1"}), ("b", {}),
-             ("c", {image_cli.ANN_IMAGE_DIGEST: "garbage"}),
-             ("d", {image_cli.ANN_IMAGE_DIGEST: "sha256:1"})]
+    pairs = [("a", {ANN_IMAGE_DIGEST: "sha256:1"}), ("b", {}),
+             ("c", {ANN_IMAGE_DIGEST: "garbage"}),
+             ("d", {ANN_IMAGE_DIGEST: "sha256:1"})]
     assert image_cli.digests_in_use(pairs) == {"sha256:1": ["a", "d"]}
 
 

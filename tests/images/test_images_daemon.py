@@ -146,7 +146,9 @@ def test_image_config_applied_inside_the_container(
     assert lines["uid"].startswith("uid=33 gid=33")  # www-data, from the image's /etc/passwd
     assert lines["cwd"] == "cwd=/var/www"
     assert lines["greeting"] == "greeting=hello mode=manifest"  # env merged, manifest wins
-    assert world.state("conf")["annotations"]["io.reconciler.stop-signal"] == "SIGQUIT"
+    state = world.state("conf")
+    assert state is not None
+    assert state["annotations"]["io.reconciler.stop-signal"] == "SIGQUIT"
 
 
 def test_missing_image_fails_one_container_only(world: World, built: Built,

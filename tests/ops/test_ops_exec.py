@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from conftest import Ops  # tests/ops/conftest.py, for mypy run on this folder
+    from .conftest import Ops
 
 pytestmark = pytest.mark.runc
 

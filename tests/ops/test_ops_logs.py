@@ -12,7 +12,7 @@ import pytest
 from reconciler.runtime.runc import RuncRuntime
 
 if TYPE_CHECKING:
-    from conftest import Ops  # tests/ops/conftest.py, for mypy run on this folder
+    from .conftest import Ops
 
 pytestmark = pytest.mark.runc
 

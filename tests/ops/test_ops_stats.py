@@ -13,7 +13,7 @@ import pytest
 from reconciler.runtime import cgroups
 
 if TYPE_CHECKING:
-    from conftest import Ops  # tests/ops/conftest.py, for mypy run on this folder
+    from .conftest import Ops
 
 pytestmark = pytest.mark.runc
 
