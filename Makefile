@@ -53,7 +53,7 @@ run: deps rootfs image
 down: venv
 	$(PY) -c 'import anyio, sys; from reconciler.runtime.runc import RuncRuntime; \
 	rt = RuncRuntime(state_dir="$(STATE)/lib", runc_root="$(STATE)/runc"); \
-	names = [o.name for o in anyio.run(rt.list)]; \
+	names = [o.id for o in anyio.run(rt.list)]; \
 	[anyio.run(rt.delete, n) for n in names]; print("removed:", *names or ["nothing"])'
 
 bench: deps rootfs

@@ -5,7 +5,6 @@ host, pydantic's ValidationError) are translated where they enter, with ``raise 
 
     ReconcilerError
     ├── UsageError              bad command line or options (CLI exit 2)
-    ├── ManifestError           a manifest file cannot be read, parsed or validated
     ├── StateDirLocked          another daemon owns this state dir
     ├── ImageInUse              ``image rm`` refused: containers use the image (not --force)
     └── RuntimeFailure          something on the host went wrong for one container
@@ -20,18 +19,19 @@ host, pydantic's ValidationError) are translated where they enter, with ``raise 
         └── MountError          an overlay or live mount could not be made or removed
             └── LiveUpdateImpossible   only a recreate can make this change
 
-``retryable`` separates what a backoff may fix (a timeout, a busy resource) from what
-only a new manifest can fix (a missing binary in the rootfs is retried too: a rootfs may
-be filled in later, so runtime failures default to retryable).
+Every ``RuntimeFailure`` is retried by the planner with backoff until the manifest
+changes (a rootfs may be filled in later); ``LiveUpdateImpossible`` alone changes the plan
+(a new instance instead of a change in place). Manifest problems are not exceptions:
+the loader returns them as findings with file and line.
 """
 
 from __future__ import annotations
 
+import copy
+
 
 class ReconcilerError(Exception):
     """Base of every error reconciler raises on purpose."""
-
-    retryable: bool = False
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -45,14 +45,6 @@ class UsageError(ReconcilerError):
     """The command line or an option is wrong."""
 
 
-class ManifestError(ReconcilerError):
-    """A manifest file is unusable; ``findings`` holds each problem with file and line."""
-
-    def __init__(self, message: str, *, findings: tuple[object, ...] = ()) -> None:
-        super().__init__(message)
-        self.findings = findings
-
-
 class StateDirLocked(ReconcilerError):
     """Another reconciler daemon holds the lock of this state dir."""
 
@@ -60,13 +52,21 @@ class StateDirLocked(ReconcilerError):
 class RuntimeFailure(ReconcilerError):
     """An operation on one container failed on the host."""
 
-    retryable = True
-
     def __init__(self, message: str, *, container: str | None = None) -> None:
         if container is not None and not message.startswith(f'container "{container}"'):
             message = f'container "{container}": {message}'
         super().__init__(message)
         self.container = container
+
+    def for_container(self, name: str) -> RuntimeFailure:
+        """The same error (type and fields kept) naming ``name``, if it named none."""
+        if self.container is not None:
+            return self
+        named = copy.copy(self)
+        named.container = name
+        named.message = f'container "{name}": {self.message}'
+        named.args = (named.message,)
+        return named
 
 
 class RuncError(RuntimeFailure):
@@ -89,8 +89,6 @@ class RuncError(RuntimeFailure):
 class ContainerNotFound(RuncError):
     """runc does not know the container (in our runc root)."""
 
-    retryable = False
-
 
 class RuntimeTimeout(RuntimeFailure):
     """An external command ran past its deadline and was killed."""
@@ -106,8 +104,6 @@ class MountError(RuntimeFailure):
 
 class LiveUpdateImpossible(MountError):
     """A live change cannot be made here (old kernel, mountpoint under another mount...)."""
-
-    retryable = False
 
 
 class ImageError(RootfsError):

@@ -1,8 +1,43 @@
-"""Default locations, in one light module the CLI can import without the runtime."""
+"""Default locations, in one light module the CLI can import without the runtime.
+
+One daemon, one cgroup tree: unless ``--cgroup-parent`` says otherwise, a daemon puts its
+instances under ``/reconciler-<hash>``, the hash of its resolved state dir, so two daemons
+on one host (two manifests directories, a test run beside production) never share a
+cgroup. The parent in use is recorded in ``<state-dir>/daemon.json``; the CLI reads it
+from there.
+"""
 
 from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
 
 DEFAULT_MANIFESTS = "/etc/reconciler/manifests"
 DEFAULT_STATE_DIR = "/var/lib/reconciler"
 DEFAULT_RUNC_ROOT = "/run/reconciler/runc"
-DEFAULT_CGROUP_PARENT = "/reconciler"
+CGROUP_LOCKS = "/run/reconciler/cgroup-locks"  # one flock per cgroup parent in use
+DAEMON_FILE = "daemon.json"
+
+
+def default_cgroup_parent(state_dir: str | os.PathLike[str]) -> str:
+    """``/reconciler-<8 hex>``: derived from the daemon's identity, its state dir."""
+    key = os.path.realpath(os.fspath(state_dir)).encode()
+    return "/reconciler-" + hashlib.sha256(key).hexdigest()[:8]
+
+
+def recorded_cgroup_parent(state_dir: str | os.PathLike[str]) -> str:
+    """The cgroup parent the daemon of ``state_dir`` uses (or would use by default)."""
+    try:
+        data = json.loads((Path(state_dir) / DAEMON_FILE).read_text())
+        parent = data["cgroupParent"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return default_cgroup_parent(state_dir)
+    return str(parent)
+
+
+def cgroup_lock(parent: str) -> Path:
+    """The lock file a live daemon holds for its cgroup parent."""
+    digest = hashlib.sha256(("/" + parent.strip("/")).encode()).hexdigest()[:16]
+    return Path(CGROUP_LOCKS) / f"{digest}.lock"

@@ -36,12 +36,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--settle", type=float, default=1.0, metavar="SECONDS",
                    help="quiet time for files being written or removed (default: %(default)s)")
     p.add_argument("--concurrency", type=int, default=4, metavar="N",
-                   help="containers acted on at once (default: %(default)s)")
+                   help="runc/conmon processes at once; grace periods hold no slot"
+                        " (default: %(default)s)")
     p.add_argument("--allow-empty", action="store_true",
                    help="allow deleting every container when the directory defines none")
     p.add_argument("--poll", action="store_true",
                    help="no inotify: rescan every settle period (NFS, SMB, FUSE)")
-    p.add_argument("--cgroup-parent", default="/reconciler", help="default: %(default)s")
+    p.add_argument("--cgroup-parent", default=None,
+                   help="default: /reconciler-<hash of the state dir>, one tree per daemon")
     p.add_argument("--backoff-initial", type=float, default=1.0, metavar="SECONDS")
     p.add_argument("--backoff-max", type=float, default=300.0, metavar="SECONDS")
     p.add_argument("--backoff-reset", type=float, default=600.0, metavar="SECONDS",
@@ -83,7 +85,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     import anyio
 
-    from reconciler.backoff import Backoff
+    from reconciler.core.backoff import Backoff
     from reconciler.daemon.run import Options, serve, setup_logging
 
     if args.concurrency < 1 or args.settle < 0 or args.resync <= 0:
@@ -145,19 +147,23 @@ def cmd_get(args: argparse.Namespace) -> int:
         return 0
     head = ["NAME", "STATUS", "DESIRED", "RESTARTS", "AGE", "SOURCE", "MESSAGE"]
     if args.output == "wide":
-        head += ["PID", "SPEC HASH"]
+        head += ["PID", "INSTANCE", "SPEC HASH"]
     rows = [head]
     for c in items:
         row = [c["name"], c["phase"], c.get("desiredState") or "-", str(c["restarts"]),
                _age(c.get("created") or c.get("since")), c.get("source") or "-",
                c.get("message") or ""]
         if args.output == "wide":
-            row += [str(c.get("pid") or "-"), c.get("specHash") or "-"]
+            row += [str(c.get("pid") or "-"), c.get("instance") or "-",
+                    c.get("specHash") or "-"]
         rows.append(row)
     if len(rows) == 1:
         print("No containers.", file=sys.stderr)  # noqa: T201
         return 0
     print(_table(rows))  # noqa: T201
+    if args.output == "wide":
+        parent = (Store(args.state_dir).read_status().get("daemon") or {}).get("cgroupParent")
+        print(f"cgroup parent: {parent or '-'}")  # noqa: T201
     return 0
 
 
@@ -168,7 +174,9 @@ def cmd_describe(args: argparse.Namespace) -> int:
     out = [f"Name:          {c['name']}", f"Source:        {c.get('source')}",
            f"Desired state: {c.get('desiredState')}", f"Phase:         {c['phase']}",
            f"Message:       {c.get('message') or ''}", f"PID:           {c.get('pid') or '-'}",
-           f"Restarts:      {c['restarts']}", f"Spec hash:     {c.get('specHash')}"]
+           f"Restarts:      {c['restarts']}", f"Spec hash:     {c.get('specHash')}",
+           f"Instance:      {c.get('instance') or '-'}",
+           f"Cgroup:        {_cgroup(whole, c)}"]
     last = c.get("lastExit")
     if last:
         how = ("OOM-killed" if last["oomKilled"] else
@@ -197,6 +205,13 @@ def cmd_describe(args: argparse.Namespace) -> int:
             for e in events] or ["  <none>"]
     print("\n".join(out))  # noqa: T201
     return 0
+
+
+def _cgroup(status: dict[str, Any], c: dict[str, Any]) -> str:
+    parent = (status.get("daemon") or {}).get("cgroupParent")
+    if not parent or not c.get("instance"):
+        return "-"
+    return f"{parent.rstrip('/')}/{c['instance']}"
 
 
 def _when(t: float | None) -> str:
@@ -229,15 +244,15 @@ def cmd_events(args: argparse.Namespace) -> int:
 def cmd_diff(args: argparse.Namespace) -> int:
     import anyio
 
-    from reconciler import changes, planner
-    from reconciler.backoff import Backoff
-    from reconciler.daemon import desired as desired_mod
-    from reconciler.daemon.imaging import ImageDigests
-    from reconciler.daemon.source import ManifestSource
+    from reconciler.core import changes, planner
+    from reconciler.core import desired as desired_mod
+    from reconciler.core.backoff import Backoff
+    from reconciler.daemon.loop import plan_once
     from reconciler.daemon.status import history_from_json
     from reconciler.images.store import ImageStore
+    from reconciler.resolve.images import ImageDigests
     from reconciler.runtime.runc import RuncRuntime
-    from reconciler.runtime.types import ANN_MANIFEST
+    from reconciler.sources.directory import ManifestSource
 
     snap = ManifestSource(args.manifests).scan_once()
     want = desired_mod.build(snap, None)
@@ -246,11 +261,10 @@ def cmd_diff(args: argparse.Namespace) -> int:
     # image containers: their hash covers the digest the local store gives each tag now
     digests = ImageDigests(ImageStore(Path(args.state_dir) / "images"), max_age=0)
     anyio.run(lambda: digests.refresh(want, pull=False))
-    want = digests.with_digests(want)
     saved = Store(args.state_dir).read_status().get("containers", {})
     history = {n: history_from_json(c.get("history", {})) for n, c in saved.items()}
-    plan = planner.plan(want, observed, history, time.time(), allow_empty=args.allow_empty,
-                        backoff=Backoff())
+    plan = plan_once(want, observed, history, digests, now=time.time(),
+                     allow_empty=args.allow_empty, backoff=Backoff())
     for problem in want.problems:
         print(f"error: {problem}", file=sys.stderr)  # noqa: T201
     if not want.available:
@@ -259,9 +273,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
         print(action)  # noqa: T201
         if action.kind in (planner.Kind.RECREATE, planner.Kind.UPDATE) and action.desired:
             have = observed[action.name]
-            change = changes.classify(
-                have.applied or have.annotations.get(ANN_MANIFEST),
-                action.desired.container.model_dump(mode="json", exclude_defaults=True))
+            change = changes.classify(have.applied, json.loads(action.desired.manifest_json))
             for line in change.lines():
                 print(f"    {line}")  # noqa: T201
     for note in plan.notes:

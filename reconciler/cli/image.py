@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, TypeVar
 import anyio
 
 from reconciler import errors, paths
+from reconciler.core.instance import ANN_IMAGE_DIGEST  # written on image containers
 from reconciler.images import store
 from reconciler.runtime import runc
-from reconciler.runtime.types import ANN_IMAGE_DIGEST  # written on image containers
 
 if TYPE_CHECKING:
     _Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]

@@ -22,8 +22,8 @@ import anyio
 
 from reconciler import errors, logs
 from reconciler.cli import daemon as daemon_cli
+from reconciler.core.observed import Stats, Status
 from reconciler.runtime import runc
-from reconciler.runtime.types import Stats, Status
 
 POLL_SECONDS = 0.1  # how often ``logs -f`` looks at the file
 STATS_SECONDS = 1.0  # the CPU sample window, and the refresh period of ``stats``
@@ -101,7 +101,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
     if args.follow and args.previous:
         raise errors.UsageError("--follow and --previous do not go together: "
                                 "the previous run has ended")
-    d = _runtime(args).depot(args.name)
+    rt = _runtime(args)
+    d = rt.depot(rt.locate(args.name))
     if not d.root.is_dir():
         raise errors.ContainerNotFound("container does not exist", container=args.name)
     since = datetime.now(UTC) - args.since if args.since is not None else None
@@ -163,7 +164,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
     if args.tty and not sys.stdin.isatty():
         raise errors.UsageError("-t needs a terminal, and stdin is not one")
     rt = _runtime(args)
-    code = anyio.run(lambda: rt.exec_attached(args.name, argv, tty=args.tty))
+    code = anyio.run(lambda: rt.exec_attached(rt.locate(args.name), argv, tty=args.tty))
     return code if code >= 0 else 128 - code  # killed by a signal: the shell's convention
 
 
@@ -202,7 +203,7 @@ async def _sample_all(args: argparse.Namespace) -> dict[str, _Sample]:
     """Counters of the named container, or of every running or paused one."""
     rt = _runtime(args)
     if args.name:
-        found = [await rt.state(args.name)]
+        found = [await rt.state(rt.locate(args.name))]
     else:
         found = [o for o in await rt.list() if o.status in (Status.RUNNING, Status.PAUSED)]
     out: dict[str, _Sample] = {}
@@ -212,22 +213,13 @@ async def _sample_all(args: argparse.Namespace) -> dict[str, _Sample]:
                           memory_max_usage=None, pids_current=0, pids_limit=None)
         else:
             try:
-                stats = await _cgroup_runtime(rt, o.name).stats(o.name)
+                stats = await rt.stats(o.id)
             except errors.ContainerNotFound:
                 if args.name:
                     raise
                 continue  # removed between the list and the read
         out[o.name] = _Sample(stats, time.monotonic())
     return out
-
-
-def _cgroup_runtime(rt: runc.RuncRuntime, name: str) -> runc.RuncRuntime:
-    """A runtime whose cgroup parent is the one this container runs under: its config's
-    ``cgroupsPath``, whatever ``--cgroup-parent`` the daemon was given."""
-    path = str((rt.config(name).get("linux") or {}).get("cgroupsPath") or "")
-    parent = path.rsplit("/", 1)[0] if path.endswith(f"/{name}") else rt.cgroup_parent
-    return runc.RuncRuntime(state_dir=rt.state_dir, runc_root=rt.runc_root,
-                            cgroup_parent=parent or "/")
 
 
 def _row(name: str, before: _Sample | None, after: _Sample) -> dict[str, Any]:
@@ -282,14 +274,15 @@ def _size(n: int) -> str:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    print(json.dumps(_runtime(args).config(args.name), indent=2, sort_keys=True))  # noqa: T201
+    rt = _runtime(args)
+    print(json.dumps(rt.config(rt.locate(args.name)), indent=2, sort_keys=True))  # noqa: T201
     return 0
 
 
 def cmd_top(args: argparse.Namespace) -> int:
     rt = _runtime(args)
     rows = [["PID", "USER", "TIME", "CMD"]]
-    pids: Sequence[int] = anyio.run(rt.pids, args.name)
+    pids: Sequence[int] = anyio.run(rt.pids, rt.locate(args.name))
     for pid in sorted(pids):
         row = _proc_row(pid)
         if row is not None:  # None: it exited since runc listed it

@@ -1,9 +1,9 @@
 """Prometheus metrics, /healthz and /readyz for the daemon (``run --metrics-addr``).
 
-The daemon's counters live here and the controller bumps them; per-container gauges are
-collected at scrape time from the controller's view and the cgroup files, so a scrape
-never waits on the event loop. Served by the standard library's WSGI server in one
-thread: it only reads the controller's state.
+The daemon's counters live here and the loop bumps them; per-container gauges are
+collected at scrape time from the last published ``ControllerView`` (a frozen value: the
+metrics thread never reads the loop's live maps) and the cgroup files, so a scrape never
+waits on the event loop. Served by the standard library's WSGI server in one thread.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 from reconciler import errors
 
 if TYPE_CHECKING:
-    from reconciler.daemon.controller import Controller
+    from reconciler.daemon.loop import Controller
 
 Metric = GaugeMetricFamily
 
@@ -67,27 +67,28 @@ class _StateCollector(Collector):
         self.ctl = ctl
 
     def collect(self) -> Iterator[Metric]:
-        ctl = self.ctl
-        desired = ctl.desired
+        view = self.ctl.view  # one frozen view for the whole scrape
+        desired = view.desired
         yield _gauge("reconciler_source_available", "1 when the manifests directory is readable.",
                      [([], 1.0 if desired is None or desired.available else 0.0)])
         yield _gauge("reconciler_manifest_errors", "Manifest problems found in the last scan.",
                      [([], float(len(desired.problems) if desired else 0))])
-        waiting = len(ctl.last_plan.waiting) if ctl.last_plan else 0
+        waiting = len(view.plan.waiting) if view.plan else 0
         yield _gauge("reconciler_queue_depth", "Actions running plus retries waiting.",
-                     [([], float(len(ctl.busy) + waiting))])
+                     [([], float(len(view.busy) + waiting))])
         yield _gauge("reconciler_ready", "1 once the first full pass is done.",
-                     [([], 1.0 if ctl.ready.is_set() else 0.0)])
+                     [([], 1.0 if view.ready else 0.0)])
         rows: dict[str, list[tuple[list[str], float]]] = {k: [] for k, _, _ in
                                                           _CONTAINER_GAUGES}
-        for name, obs in sorted(dict(ctl.observed).items()):
-            hist = ctl.history.get(name)
+        reader = self.ctl.stats_reader
+        for name, obs in sorted(view.observed.items()):
+            hist = view.history.get(name)
             rows["up"].append(([name], 1.0 if obs.status.value == "running" else 0.0))
             rows["restarts"].append(([name], float(hist.restarts if hist else 0)))
             if hist is not None and hist.last_exit is not None:
                 rows["exit"].append(([name], float(hist.last_exit.exit_code)))
             try:
-                stats = ctl.cgroup_stats(name)
+                stats = reader(obs.id) if reader is not None else None
             except (OSError, errors.ReconcilerError):
                 continue
             if stats is None:
@@ -116,9 +117,10 @@ def _gauge(name: str, doc: str, rows: Iterable[tuple[list[str], float]],
 
 def health(ctl: Controller, now: float) -> tuple[bool, str]:
     """Alive: a pass finished within two resync periods (the loop is not stuck)."""
-    if ctl.last_pass_at is None:
+    last = ctl.view.last_pass_at
+    if last is None:
         return False, "no pass yet"
-    age = now - ctl.last_pass_at
+    age = now - last
     limit = 2 * ctl.resync + 10
     return (age <= limit), f"last pass {age:.1f}s ago (limit {limit:.0f}s)"
 
@@ -144,7 +146,7 @@ class MetricsServer:
                 if path == "/healthz":
                     ok, why = health(ctl, clock())
                 else:
-                    ok = ctl.ready.is_set()
+                    ok = ctl.view.ready
                     why = "first full pass done" if ok else "first full pass not done"
                 start("200 OK" if ok else "503 Service Unavailable",
                       [("Content-Type", "text/plain; charset=utf-8")])

@@ -20,15 +20,19 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from reconciler.backoff import Backoff
-from reconciler.daemon.controller import Controller
+from reconciler import paths
+from reconciler.core.backoff import Backoff
+from reconciler.core.desired import SourceSnapshot
+from reconciler.core.observed import Limits, Stats
+from reconciler.daemon.loop import Controller
 from reconciler.daemon.metrics import DaemonMetrics, MetricsServer, health
 from reconciler.daemon.notify import Notifier
-from reconciler.daemon.source import ManifestSource, Snapshot
 from reconciler.daemon.status import Store
 from reconciler.images.store import ImageStore
+from reconciler.resolve.spec import Resolver
 from reconciler.runtime.runc import RuncRuntime
-from reconciler.runtime.types import Limits, Stats
+from reconciler.sources import Source
+from reconciler.sources.directory import ManifestSource
 
 log = logging.getLogger("reconciler")
 
@@ -38,7 +42,7 @@ class Options:
     manifests: str
     state_dir: str
     runc_root: str
-    cgroup_parent: str = "/reconciler"
+    cgroup_parent: str | None = None  # None: /reconciler-<hash of the state dir>
     resync: float = 30.0
     settle: float = 1.0
     concurrency: int = 4
@@ -58,21 +62,26 @@ async def serve(
     store = Store(opts.state_dir)
     store.lock()
     try:
+        parent = "/" + (opts.cgroup_parent or paths.default_cgroup_parent(opts.state_dir)
+                        ).strip("/")
+        store.claim_cgroup_parent(parent)
         images = ImageStore(Path(opts.state_dir) / "images",
                             insecure_registries=opts.insecure_registries)
         runtime = RuncRuntime(state_dir=opts.state_dir, runc_root=opts.runc_root,
-                              cgroup_parent=opts.cgroup_parent, images=images)
+                              cgroup_parent=parent, concurrency=opts.concurrency)
         for name in await runtime.gc():
             log.info("cleared leftovers of %s (no runc container owned them)", name)
-        source = ManifestSource(opts.manifests, settle=opts.settle, resync=opts.resync,
-                                poll=opts.poll)
+        source: Source = ManifestSource(opts.manifests, settle=opts.settle,
+                                        resync=opts.resync, poll=opts.poll)
         metrics = DaemonMetrics()
-        ctl = Controller(runtime, store, concurrency=opts.concurrency, backoff=opts.backoff,
+        resolver = Resolver(images, cgroup_parent=parent, max_age=opts.resync / 2)
+        ctl = Controller(runtime, store, resolver=resolver, backoff=opts.backoff,
                          allow_empty=opts.allow_empty, resync=opts.resync, metrics=metrics,
-                         stats_reader=lambda n: _cgroup_stats(runtime, n), images=images)
+                         stats_reader=lambda i: _cgroup_stats(runtime, i),
+                         cgroup_parent=parent)
         metrics.attach(ctl)
         server = MetricsServer(opts.metrics_addr, ctl, metrics) if opts.metrics_addr else None
-        send, receive = anyio.create_memory_object_stream[Snapshot](64)
+        send, receive = anyio.create_memory_object_stream[SourceSnapshot](64)
         try:
             if server is not None:
                 server.start()
@@ -81,8 +90,8 @@ async def serve(
                 tg.start_soon(_signals, tg.cancel_scope, source)
                 await tg.start(ctl.run, receive)
                 await tg.start(source.run, send)
-                log.info("watching %s (state %s, runc root %s)", opts.manifests,
-                         opts.state_dir, opts.runc_root)
+                log.info("watching %s (state %s, runc root %s, cgroup parent %s)",
+                         opts.manifests, opts.state_dir, opts.runc_root, parent)
                 tg.start_soon(_tell_systemd, ctl, notifier)
                 task_status.started(ctl)
         finally:
@@ -93,9 +102,9 @@ async def serve(
         store.unlock()
 
 
-def _cgroup_stats(runtime: RuncRuntime, name: str) -> tuple[Stats, Limits] | None:
-    cg = runtime.cgroup(name)
-    if not cg.exists():
+def _cgroup_stats(runtime: RuncRuntime, instance: str) -> tuple[Stats, Limits] | None:
+    cg = runtime.cgroup(instance)
+    if cg is None or not cg.exists():
         return None
     return cg.stats(), cg.limits()
 
@@ -117,7 +126,7 @@ async def _tell_systemd(ctl: Controller, notifier: Notifier) -> None:
             log.warning("not telling the watchdog: %s", why)
 
 
-async def _signals(scope: anyio.CancelScope, source: ManifestSource) -> None:
+async def _signals(scope: anyio.CancelScope, source: Source) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
             if signum == signal.SIGHUP:

@@ -17,12 +17,11 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from reconciler import atomic, errors
-
-if TYPE_CHECKING:
-    from reconciler.planner import History
+from reconciler import atomic, errors, paths
+from reconciler.core.history import History
+from reconciler.core.observed import ExitStatus
 
 EVENTS_MAX_BYTES = 4 << 20
 
@@ -33,6 +32,7 @@ class Store:
         self.status_path = self.dir / "status.json"
         self.events_path = self.dir / "events.jsonl"
         self._lock_fd: int | None = None
+        self._cgroup_fd: int | None = None
 
     # -- the daemon lock -------------------------------------------------------------------
 
@@ -52,10 +52,33 @@ class Store:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
 
+    def claim_cgroup_parent(self, parent: str) -> None:
+        """One daemon per cgroup tree: hold the parent's lock for the daemon's life, and
+        record the parent in ``daemon.json`` (the CLI and ``get -o wide`` read it there)."""
+        path = paths.cgroup_lock(parent)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise errors.StateDirLocked(
+                f"cgroup parent {parent} is held by another live reconciler daemon ({holder});"
+                " give this one its own --cgroup-parent (or leave it unset: each state dir"
+                " then gets its own)") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}, state dir {self.dir}\n".encode(), 0)
+        self._cgroup_fd = fd
+        doc = {"cgroupParent": parent, "pid": os.getpid()}
+        atomic.write(self.dir / paths.DAEMON_FILE, json.dumps(doc, sort_keys=True).encode())
+
     def unlock(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        for attr in ("_lock_fd", "_cgroup_fd"):
+            fd = getattr(self, attr, None)
+            if fd is not None:
+                os.close(fd)
+                setattr(self, attr, None)
 
     # -- status ----------------------------------------------------------------------------
 
@@ -110,8 +133,6 @@ def history_to_json(hist: History) -> dict[str, Any]:
 
 
 def history_from_json(data: Mapping[str, Any]) -> History:
-    from reconciler.planner import History
-    from reconciler.runtime.types import ExitStatus
 
     fields = {k: v for k, v in data.items() if k in History.__dataclass_fields__}
     exit_ = fields.get("last_exit")

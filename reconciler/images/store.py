@@ -57,10 +57,9 @@ from typing import Any
 
 import anyio
 
-from reconciler import atomic, errors
+from reconciler import atomic, errors, proc
 from reconciler.images import apply
 from reconciler.manifest.model import PullPolicy
-from reconciler.runtime import proc
 
 log = logging.getLogger(__name__)
 

@@ -286,7 +286,18 @@ class Container(_Model):
 
 
 # Fields that can change on a running container; they do not count in the spec hash.
-LIVE_SPEC_FIELDS = frozenset({"mounts", "resources", "state"})
+# The one table of what changes in place (same container, same init PID): JSON-pointer
+# prefixes of the manifest. Everything else in a manifest needs a new instance.
+LIVE_PATHS = ("/spec/mounts", "/spec/resources", "/spec/state", "/metadata/labels",
+              "/metadata/annotations")
+LIVE_SPEC_FIELDS = frozenset(p.split("/")[2] for p in LIVE_PATHS if p.startswith("/spec/"))
+
+
+def canonical_json(container: Container) -> str:
+    """The manifest as recorded and compared: compact JSON, defaults left out, keys sorted.
+    Equal text means nothing to change live."""
+    return json.dumps(container.model_dump(mode="json", exclude_defaults=True),
+                      sort_keys=True, separators=(",", ":"))
 
 
 def identity(container: Container) -> dict[str, Any]:

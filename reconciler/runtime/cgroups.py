@@ -13,7 +13,7 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconciler.runtime.types import Limits, Stats
+from reconciler.core.observed import Limits, Stats
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 # v1 hierarchies runc may create a container's dir in; "unified" is the v2 tree of a hybrid host
@@ -126,13 +126,13 @@ class Cgroup:
         text = self._read("pids", "cgroup.procs") or ""
         return [int(p) for p in text.split()]
 
-    def kill_all(self) -> int:
-        """SIGKILL every process left in this cgroup (one runc no longer knows); how many."""
+    def kill_all(self) -> list[int]:
+        """SIGKILL every process left in this cgroup (one runc no longer knows); the PIDs."""
         pids = self.procs()
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        return len(pids)
+        return pids
 
     def exists(self) -> bool:
         return self._file("memory", "").exists() or self._file("pids", "").exists()

@@ -1,14 +1,15 @@
 """An in-memory runtime with the ``Runtime`` interface, for planner and controller tests.
 
-It keeps containers in a dict and lets a test play the world: ``crash(name, code)``
-ends a container, ``fail_next(op, error)`` makes the next call of an operation fail.
+It keeps one instance per object in a dict keyed by the object's name (operations take
+instance ids, as the real one does) and lets a test play the world: ``crash(name, code)``
+ends an object's instance, ``fail_next(op, error)`` makes the next call of an operation
+fail.
 Real runc proves the product end to end; this only stands in for unit tests.
 """
 
 from __future__ import annotations
 
 import builtins
-import json
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -16,12 +17,19 @@ from typing import TYPE_CHECKING
 import anyio
 
 from reconciler import errors
-from reconciler.runtime.types import (
+from reconciler.core.instance import (
+    ANN_GENERATION,
     ANN_MANAGED_BY,
     ANN_MANIFEST,
+    ANN_NAME,
     ANN_SOURCE,
     ANN_SPEC_HASH,
     MANAGED_BY,
+    InstanceSpec,
+    instance_id,
+    split_id,
+)
+from reconciler.core.observed import (
     ExecResult,
     ExitStatus,
     Limits,
@@ -30,6 +38,8 @@ from reconciler.runtime.types import (
     Stats,
     Status,
 )
+from reconciler.manifest import model
+from reconciler.runtime.types import MountChange
 
 if TYPE_CHECKING:
     from reconciler.manifest.model import Container, Mount, Resources
@@ -66,101 +76,118 @@ class FakeRuntime:
         if error is not None:
             raise error
 
-    def _get(self, name: str) -> Observed:
-        try:
-            return self.containers[name]
-        except KeyError:
-            raise errors.ContainerNotFound("container does not exist", container=name) from None
+    def _get(self, instance: str) -> Observed:
+        obs = self.containers.get(split_id(instance)[0])
+        if obs is None or obs.id != instance:
+            raise errors.ContainerNotFound("container does not exist", container=instance)
+        return obs
+
+    @staticmethod
+    def spec_for(container: Container, *, source: str, spec_hash: str,
+                 generation: int = 1) -> InstanceSpec:
+        """An instance spec as ``resolve`` makes one (for tests that seed the host)."""
+        sp = container.spec
+        return InstanceSpec(
+            id=instance_id(container.name, generation), name=container.name,
+            generation=generation, container=container, lower=sp.rootfs or "/",
+            cgroup_path=f"/fake/{container.name}.{generation}",
+            annotations={ANN_MANIFEST: model.canonical_json(container)},
+            spec_hash=spec_hash, source=source, stop_signal=sp.stop_signal,
+            grace=float(sp.termination_grace_period_seconds))
 
     # -- the Runtime interface ---------------------------------------------------------------
 
-    async def create(self, container: Container, *, source: str, spec_hash: str) -> Observed:
-        self._op("create", container.name)
-        if container.name in self.containers:
+    async def create(self, spec: InstanceSpec) -> Observed:
+        name = spec.name
+        self._op("create", name)
+        if name in self.containers:
             raise errors.RuncError("a container with this name already exists",
-                                   container=container.name)
+                                   container=spec.id)
         self._next_pid += 1
-        manifest = json.dumps(container.model_dump(mode="json", exclude_defaults=True),
-                              sort_keys=True, separators=(",", ":"))
+        manifest = model.canonical_json(spec.container)
         obs = Observed(
-            name=container.name, status=Status.RUNNING, pid=self._next_pid,
-            spec_hash=spec_hash, source=source, created=self.clock,
-            annotations={ANN_MANAGED_BY: MANAGED_BY, ANN_SOURCE: source,
-                         ANN_SPEC_HASH: spec_hash, ANN_MANIFEST: manifest},
-            applied=manifest,
+            name=name, status=Status.CREATED, pid=self._next_pid,
+            spec_hash=spec.spec_hash, source=spec.source, created=self.clock,
+            annotations={**spec.annotations, ANN_MANAGED_BY: MANAGED_BY, ANN_SOURCE: spec.source,
+                         ANN_SPEC_HASH: spec.spec_hash, ANN_MANIFEST: manifest,
+                         ANN_NAME: name, ANN_GENERATION: str(spec.generation)},
+            applied=manifest, instance=spec.id, generation=spec.generation,
         )
-        self.containers[container.name] = obs
-        self.exits.pop(container.name, None)
-        self._exited[container.name] = anyio.Event()
-        res = container.spec.resources
-        self.limits_[container.name] = Limits(res.memory_bytes, None, None, res.pids)
+        self.containers[name] = obs
+        self.exits.pop(name, None)
+        self._exited[name] = anyio.Event()
+        res = spec.container.spec.resources
+        self.limits_[name] = Limits(res.memory_bytes, None, None, res.pids)
         return obs
+
+    async def start(self, instance: str) -> None:
+        obs = self._get(instance)
+        self.containers[obs.name] = replace(obs, status=Status.RUNNING)
 
     async def list(self) -> Sequence[Observed]:
         self.calls.append(("list", ""))
         return sorted(self.containers.values(), key=lambda o: o.name)
 
-    async def state(self, name: str) -> Observed:
-        return self._get(name)
+    async def state(self, instance: str) -> Observed:
+        return self._get(instance)
 
-    async def kill(self, name: str, sig: str = "SIGTERM") -> None:
-        self._op("kill", name)
-        self._get(name)
-        self.crash(name, signal=15 if sig.endswith("TERM") else 9)
-
-    async def stop(self, name: str, *, sig: str, grace: float) -> ExitStatus:
+    async def signal(self, instance: str, sig: str, *, every: bool = False) -> None:
+        """Every process obeys at once: a stop signal ends the init with code 0."""
+        name = self._get(instance).name
         self._op("stop", name)
-        obs = self._get(name)
-        if obs.status is not Status.STOPPED:
+        if self.containers[name].status is not Status.STOPPED:
             self.crash(name, code=0)
-        return self.exits[name]
 
-    async def delete(self, name: str, *, keep_logs: bool = False) -> None:
+    async def delete(self, instance: str, *, keep_logs: bool = False) -> None:
+        name = split_id(instance)[0]
         self._op("delete", name)
-        self.containers.pop(name, None)
+        if name in self.containers and self.containers[name].id == instance:
+            self.containers.pop(name, None)
         self.exits.pop(name, None)
         event = self._exited.pop(name, None)
         if event is not None:
             event.set()
 
-    async def pause(self, name: str) -> None:
+    async def pause(self, instance: str) -> None:
+        name = self._get(instance).name
         self._op("pause", name)
-        self.containers[name] = replace(self._get(name), status=Status.PAUSED)
+        self.containers[name] = replace(self.containers[name], status=Status.PAUSED)
 
-    async def resume(self, name: str) -> None:
+    async def resume(self, instance: str) -> None:
+        name = self._get(instance).name
         self._op("resume", name)
-        self.containers[name] = replace(self._get(name), status=Status.RUNNING)
+        self.containers[name] = replace(self.containers[name], status=Status.RUNNING)
 
-    async def update_resources(self, name: str, resources: Resources) -> Limits:
+    async def update_resources(self, instance: str, resources: Resources) -> Limits:
+        name = self._get(instance).name
         self._op("update", name)
-        self._get(name)
         self.limits_[name] = Limits(resources.memory_bytes, None, None, resources.pids)
         return self.limits_[name]
 
-    async def update_mounts(self, name: str, old: Sequence[Mount], new: Sequence[Mount]
-                            ) -> builtins.list[str]:
+    async def update_mounts(self, instance: str, old: Sequence[Mount], new: Sequence[Mount]
+                            ) -> builtins.list[MountChange]:
+        name = self._get(instance).name
         self._op("update_mounts", name)
-        self._get(name)
         before = {m.destination: m for m in old}
         after = {m.destination: m for m in new}
-        said = [f"MountRemoved {d}" for d in sorted(before.keys() - after.keys())]
-        said += [f"{'MountChanged' if d in before else 'MountAdded'} {d}"
+        said = [("MountRemoved", d) for d in sorted(before.keys() - after.keys())]
+        said += [("MountChanged" if d in before else "MountAdded", d)
                  for d in sorted(after) if before.get(d) != after[d]]
         self.mounts_[name] = [MountInfo(m.destination, m.type, getattr(m, "source", "tmpfs"),
                                         m.read_only) for m in new]
         return said
 
-    async def mounts(self, name: str, *, pid: int | None = None) -> builtins.list[MountInfo]:
-        self._get(name)
+    async def mounts(self, instance: str, *, pid: int | None = None
+                     ) -> builtins.list[MountInfo]:
+        name = self._get(instance).name
         return list(self.mounts_.get(name, []))
 
-    async def set_applied(self, name: str, container: Container) -> None:
-        manifest = json.dumps(container.model_dump(mode="json", exclude_defaults=True),
-                              sort_keys=True, separators=(",", ":"))
-        self.containers[name] = replace(self._get(name), applied=manifest)
+    async def set_applied(self, instance: str, container: Container) -> None:
+        obs = self._get(instance)
+        self.containers[obs.name] = replace(obs, applied=model.canonical_json(container))
 
-    async def limits(self, name: str) -> Limits:
-        self._get(name)
+    async def limits(self, instance: str) -> Limits:
+        name = self._get(instance).name
         return self.limits_.get(name, Limits(None, None, None, None))
 
     async def exec(self, name: str, argv: Sequence[str], *, stdin: bytes | None = None,
@@ -176,11 +203,11 @@ class FakeRuntime:
         self._get(name)
         return Stats(0, 0, None, None, 1, None)
 
-    async def exit_status(self, name: str) -> ExitStatus | None:
-        return self.exits.get(name)
+    async def exit_status(self, instance: str) -> ExitStatus | None:
+        return self.exits.get(split_id(instance)[0])
 
-    async def wait_exit(self, name: str) -> ExitStatus:
-        self._get(name)  # like runc: a container that is gone fails at once
+    async def wait_exit(self, instance: str) -> ExitStatus:
+        name = self._get(instance).name  # like runc: a container that is gone fails at once
         event = self._exited.setdefault(name, anyio.Event())
         await event.wait()
         if name not in self.exits:

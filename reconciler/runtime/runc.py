@@ -20,27 +20,28 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from reconciler import atomic, errors
-from reconciler.images.apply import apply_image_config
-from reconciler.manifest import quantity
-from reconciler.paths import DEFAULT_CGROUP_PARENT, DEFAULT_RUNC_ROOT, DEFAULT_STATE_DIR
-from reconciler.runtime import cgroups, hostmount, oci, proc
-from reconciler.runtime import depot as depots
-from reconciler.runtime.types import (
-    ANN_IMAGE_DIGEST,
+from reconciler import atomic, errors, proc
+from reconciler.core.instance import (
+    ANN_GENERATION,
     ANN_MANAGED_BY,
     ANN_MANIFEST,
+    ANN_NAME,
     ANN_SOURCE,
+    ANN_SOURCE_ID,
     ANN_SPEC_HASH,
     ANN_STOP_SIGNAL,
     MANAGED_BY,
+    InstanceSpec,
+    split_id,
+)
+from reconciler.core.observed import (
     ExecResult,
     ExitStatus,
     Limits,
@@ -49,51 +50,80 @@ from reconciler.runtime.types import (
     Stats,
     Status,
 )
+from reconciler.manifest import model, quantity
+from reconciler.paths import DEFAULT_RUNC_ROOT, DEFAULT_STATE_DIR, recorded_cgroup_parent
+from reconciler.runtime import cgroups, hostmount, oci
+from reconciler.runtime import depot as depots
+from reconciler.runtime.types import MountChange
 
 if TYPE_CHECKING:
-    from reconciler.images.store import ImageStore
     from reconciler.manifest.model import Container, Mount, Resources
 
 log = logging.getLogger(__name__)
 
 
-
 class RuncRuntime:
-    """One method per operation, each a thin call with a typed result."""
+    """One method per operation, each a thin call with a typed result, keyed by instance id.
+
+    ``concurrency`` bounds the runc and conmon processes running at once (the CPU-bound
+    part); waiting out a stop's grace period holds no slot.
+    """
 
     def __init__(
         self,
         *,
         state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR,
         runc_root: str | os.PathLike[str] = DEFAULT_RUNC_ROOT,
-        cgroup_parent: str = DEFAULT_CGROUP_PARENT,
+        cgroup_parent: str | None = None,
         runc: str = "runc",
         conmon: str = "conmon",
         timeout: float = 30.0,
         log_size_max: int = 10 << 20,
-        images: ImageStore | None = None,
+        concurrency: int = 8,
     ) -> None:
         self.state_dir = Path(state_dir).absolute()
         self.runc_root = Path(runc_root).absolute()
-        self.cgroup_parent = "/" + cgroup_parent.strip("/")
+        parent = cgroup_parent or recorded_cgroup_parent(self.state_dir)
+        self.cgroup_parent = "/" + parent.strip("/")
         self.runc = shutil.which(runc) or runc
         self.conmon = shutil.which(conmon) or conmon
         self.timeout = timeout
         self.log_size_max = log_size_max
-        self.images = images
+        self.concurrency = max(1, concurrency)
+        self._limiter: anyio.CapacityLimiter | None = None
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def depot(self, name: str) -> depots.Depot:
-        return depots.Depot.of(self.state_dir, name)
+    @property
+    def limiter(self) -> anyio.CapacityLimiter:
+        if self._limiter is None:  # made in the event loop that uses it
+            self._limiter = anyio.CapacityLimiter(self.concurrency)
+        return self._limiter
 
-    def cgroup(self, name: str) -> cgroups.Cgroup:
-        """The container's cgroup: as its config.json says (a daemon started with another
-        ``--cgroup-parent`` made it), else where this runtime would put it."""
+    def depot(self, instance: str) -> depots.Depot:
+        return depots.Depot.of(self.state_dir, instance)
+
+    def locate(self, name: str) -> str:
+        """The current instance of the object ``name`` (the newest generation on disk), or
+        ``name`` itself when it is an instance id or a wave-one container."""
+        base = depots.containers_dir(self.state_dir)
+        found: builtins.list[tuple[bool, int, str]] = []
+        with contextlib.suppress(OSError):
+            for entry in base.glob(f"{name}.*"):
+                owner, generation = split_id(entry.name)
+                if owner == name and generation:
+                    found.append(((entry / "bundle").exists(), generation, entry.name))
+        if found:
+            return max(found)[2]
+        return name
+
+    def cgroup(self, instance: str) -> cgroups.Cgroup | None:
+        """The instance's cgroup as its recorded config.json names it; None when this
+        runtime made no such instance (then nothing of it is ours to read or kill)."""
         try:
-            path = json.loads(self.depot(name).config.read_text())["linux"]["cgroupsPath"]
+            path = json.loads(self.depot(instance).config.read_text())["linux"]["cgroupsPath"]
         except (OSError, ValueError, KeyError, TypeError):
-            path = f"{self.cgroup_parent}/{name}"
+            return None
         return cgroups.Cgroup(str(path))
 
     def _runc(self, *args: str) -> builtins.list[str]:
@@ -101,49 +131,77 @@ class RuncRuntime:
 
     async def _call(self, *args: str, name: str | None, timeout: float | None = None,
                     input: bytes | None = None) -> bytes:  # noqa: A002
-        result = await proc.run(self._runc(*args), timeout=timeout or self.timeout,
-                                container=name, input=input)
+        async with self.limiter:
+            result = await proc.run(self._runc(*args), timeout=timeout or self.timeout,
+                                    container=name, input=input)
         return result.stdout
 
     # -- create ----------------------------------------------------------------------------
 
-    async def create(self, container: Container, *, source: str, spec_hash: str) -> Observed:
-        name = container.name
-        d = self.depot(name)
-        root = await _resolve_root(container, self.images)
+    async def create(self, spec: InstanceSpec) -> Observed:
+        """Depot, overlay and config.json, then conmon runs ``runc create``: created, not
+        started. The previous instance's log becomes this one's previous log."""
+        iid = spec.id
+        d = self.depot(iid)
+        if not Path(spec.lower).is_dir():
+            what = "rootfs" if spec.container.spec.rootfs is not None else "root"
+            raise errors.RootfsError(f"{what} {spec.lower} is not a directory",
+                                     container=spec.name)
         annotations = {
+            **spec.annotations,
             ANN_MANAGED_BY: MANAGED_BY,
-            ANN_SOURCE: source,
-            ANN_SPEC_HASH: spec_hash,
-            ANN_MANIFEST: json.dumps(container.model_dump(mode="json", exclude_defaults=True),
-                                     sort_keys=True, separators=(",", ":")),
-            ANN_STOP_SIGNAL: root.effective.spec.stop_signal,
-            **root.annotations,
+            ANN_NAME: spec.name,
+            ANN_GENERATION: str(spec.generation),
+            ANN_SPEC_HASH: spec.spec_hash,
+            ANN_STOP_SIGNAL: spec.stop_signal,
         }
         config = oci.build_config(
-            root.effective, rootfs=str(d.rootfs), annotations=annotations,
-            cgroups_path=f"{self.cgroup_parent}/{name}", base=root.base,
-            entrypoint=root.entrypoint,
+            spec.container, rootfs=str(d.rootfs), annotations=annotations,
+            cgroups_path=spec.cgroup_path,
+            base=dict(spec.base) if spec.base is not None else None,
+            entrypoint=list(spec.entrypoint),
         )
-        lower = root.lower
-        await self._clear_leftovers(name)
+        await self._clear_leftovers(iid)
         try:
             d.exit_dir.mkdir(parents=True, exist_ok=True)
             d.logs.mkdir(parents=True, exist_ok=True)
             if d.log.exists():
                 os.replace(d.log, d.previous_log)
-            hostmount.mount_overlay(lower=lower, upper=d.upper, work=d.work, target=d.rootfs)
+            elif spec.previous and spec.previous != iid:
+                self._adopt_logs(spec.previous, d)
+            hostmount.mount_overlay(lower=Path(spec.lower), upper=d.upper, work=d.work,
+                                    target=d.rootfs)
             depots.write_json_atomic(d.config, config)
             d.applied.write_text(annotations[ANN_MANIFEST])
-            pid = await self._conmon_create(name, d)
-            await self._call("start", name, name=name)
+            async with self.limiter:
+                pid = await self._conmon_create(iid, d)
         except BaseException:
             with anyio.CancelScope(shield=True):
-                await self._teardown(name, keep_logs=True)
+                await self._teardown(iid, keep_logs=True)
             raise
-        return Observed(name=name, status=Status.RUNNING, pid=pid, spec_hash=spec_hash,
-                        source=source, created=time.time(), annotations=annotations,
-                        applied=annotations[ANN_MANIFEST])
+        return Observed(name=spec.name, status=Status.CREATED, pid=pid,
+                        spec_hash=spec.spec_hash, source=spec.source, created=time.time(),
+                        annotations=annotations, applied=annotations[ANN_MANIFEST],
+                        instance=iid, generation=spec.generation,
+                        source_id=annotations.get(ANN_SOURCE_ID))
+
+    async def start(self, instance: str) -> None:
+        try:
+            await self._call("start", instance, name=instance)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._teardown(instance, keep_logs=True)
+            raise
+
+    def _adopt_logs(self, previous: str, d: depots.Depot) -> None:
+        """A new generation: the old instance's last log is this one's previous log, and
+        what is left of the old depot (logs only, once it is deleted) goes."""
+        old = self.depot(previous)
+        if (old.bundle).exists():
+            return  # still alive (make-before-break): it keeps its own logs
+        with contextlib.suppress(OSError):
+            os.replace(old.log, d.previous_log)
+        shutil.rmtree(old.root, ignore_errors=True)
 
     async def _conmon_create(self, name: str, d: depots.Depot) -> int:
         """conmon runs ``runc create``; its sync pipe answers with the PID or runc's error."""
@@ -217,7 +275,7 @@ class RuncRuntime:
             if annotations.get(ANN_MANAGED_BY) != MANAGED_BY:
                 continue
             result.append(self._with_applied(_observed(entry)))
-        return sorted(result, key=lambda o: o.name)
+        return sorted(result, key=lambda o: (o.name, o.generation))
 
     async def state(self, name: str) -> Observed:
         out = await self._call("state", name, name=name)
@@ -225,15 +283,12 @@ class RuncRuntime:
 
     def _with_applied(self, obs: Observed) -> Observed:
         try:
-            return replace(obs, applied=self.depot(obs.name).applied.read_text())
+            return replace(obs, applied=self.depot(obs.id).applied.read_text())
         except OSError:
             return replace(obs, applied=obs.annotations.get(ANN_MANIFEST))
 
     async def set_applied(self, name: str, container: Container) -> None:
-        d = self.depot(name)
-        text = json.dumps(container.model_dump(mode="json", exclude_defaults=True),
-                          sort_keys=True, separators=(",", ":"))
-        atomic.write(d.applied, text.encode())
+        atomic.write(self.depot(name).applied, model.canonical_json(container).encode())
 
     async def mounts(self, name: str, *, pid: int | None = None) -> builtins.list[MountInfo]:
         """The container's mounts from its init's mountinfo (``pid``: already known)."""
@@ -257,7 +312,7 @@ class RuncRuntime:
         return found
 
     async def update_mounts(self, name: str, old: Sequence[Mount], new: Sequence[Mount]
-                            ) -> builtins.list[str]:
+                            ) -> builtins.list[MountChange]:
         """Swap mounts in place through the single-threaded ``livemount`` helper."""
         ops, said = _mount_ops(old, new)
         if not ops:
@@ -290,12 +345,15 @@ class RuncRuntime:
 
     async def stats(self, name: str) -> Stats:
         cg = self.cgroup(name)
-        if not cg.exists():
+        if cg is None or not cg.exists():
             raise errors.ContainerNotFound("container does not exist", container=name)
         return cg.stats()
 
     async def limits(self, name: str) -> Limits:
-        return self.cgroup(name).limits()
+        cg = self.cgroup(name)
+        if cg is None:
+            raise errors.ContainerNotFound("container does not exist", container=name)
+        return cg.limits()
 
     async def exit_status(self, name: str) -> ExitStatus | None:
         d = self.depot(name)
@@ -303,53 +361,47 @@ class RuncRuntime:
         if code is None:
             return None
         finished = d.exit_file.stat().st_mtime if d.exit_file.exists() else None
-        oom = (d.bundle / "oom").exists() or self.cgroup(name).oom_kills() > 0
+        cg = self.cgroup(name)
+        oom = (d.bundle / "oom").exists() or (cg is not None and cg.oom_kills() > 0)
         if code > 128 and code - 128 < signal.NSIG:
             return ExitStatus(code=None, signal=code - 128, oom_killed=oom, finished_at=finished)
         return ExitStatus(code=code, signal=None, oom_killed=oom, finished_at=finished)
 
     async def wait_exit(self, name: str) -> ExitStatus:
-        """Wait on a pidfd of the init process, then for conmon's exit file."""
-        pid = depots.read_int(self.depot(name).pidfile)
-        if pid is not None:
-            try:
-                fd = os.pidfd_open(pid)
-            except ProcessLookupError:
-                fd = -1
-            if fd >= 0:
-                try:
-                    await anyio.wait_readable(fd)
-                finally:
-                    os.close(fd)
-        for _ in range(400):  # conmon writes the exit file right after reaping
+        """Wait on a pidfd of the init process, then on one of conmon, which writes the
+        exit file after reaping the init and only then exits: two events, no polling."""
+        d = self.depot(name)
+        await _wait_pid(depots.read_int(d.pidfile))
+        status = await self.exit_status(name)
+        if status is None:
+            await _wait_pid(depots.read_int(d.conmon_pidfile), comm="conmon")
             status = await self.exit_status(name)
-            if status is not None:
-                return status
-            await anyio.sleep(0.005)
-        raise errors.RuncError("init exited but conmon wrote no exit status", container=name)
+        if status is None:
+            raise errors.RuncError("init exited but conmon wrote no exit status",
+                                   container=name)
+        return status
 
     # -- act -------------------------------------------------------------------------------
 
-    async def kill(self, name: str, sig: str = "SIGTERM") -> None:
-        await self._call("kill", name, sig.removeprefix("SIG"), name=name)
-
-    async def stop(self, name: str, *, sig: str, grace: float) -> ExitStatus:
+    async def signal(self, name: str, sig: str, *, every: bool = False) -> None:
+        """``runc kill``; a paused instance is thawed first, or it would never act on it."""
         obs = await self.state(name)
-        sig = obs.annotations.get(ANN_STOP_SIGNAL) or sig  # an image's StopSignal counts
-        if obs.status is Status.STOPPED:
-            return await self.wait_exit(name)
         if obs.status is Status.PAUSED:
             await self.resume(name)
-        if obs.status is Status.CREATED:
-            await self._call("kill", name, "KILL", name=name)
-            return await self.wait_exit(name)
+        if obs.status is Status.STOPPED:
+            return
+        args = ["kill", *(["--all"] if every else []), name, sig.removeprefix("SIG")]
+        await self._call(*args, name=name)
+
+    async def stop(self, name: str, *, sig: str, grace: float) -> ExitStatus:
+        """Stop signal, up to ``grace`` seconds, then SIGKILL (the operator commands' stop;
+        the daemon's workers do the same in steps)."""
         with contextlib.suppress(errors.RuncError):
-            await self.kill(name, sig)
+            await self.signal(name, sig)
         with anyio.move_on_after(grace):
             return await self.wait_exit(name)
-        log.info("container %s ignored %s for %gs; sending SIGKILL", name, sig, grace)
         with contextlib.suppress(errors.RuncError):
-            await self._call("kill", "--all", name, "KILL", name=name)
+            await self.signal(name, "SIGKILL", every=True)
         return await self.wait_exit(name)
 
     async def pause(self, name: str) -> None:
@@ -418,12 +470,18 @@ class RuncRuntime:
             await self._call("delete", "--force", name, name=name)
         except errors.ContainerNotFound:
             # runc forgot it (its state removed by hand, or by a racing `runc delete`) but
-            # its processes may live on in our cgroup: they go, or conmon never exits.
-            if self.cgroup(name).kill_all():
-                log.warning("container %s: killed processes runc no longer knew", name)
+            # its processes may live on in its cgroup: they go, or conmon never exits. Only
+            # a cgroup this runtime recorded for this instance, under its own parent.
+            cg = self.cgroup(name)
+            if cg is not None and cg.path.startswith(self.cgroup_parent + "/"):
+                for pid in cg.kill_all():
+                    log.warning("instance %s: killed pid %d in %s: runc no longer knows the "
+                                "instance", name, pid, cg.path)
         await self._wait_monitor(d)
         hostmount.unmount(d.rootfs)
-        self.cgroup(name).remove()
+        cg = self.cgroup(name)
+        if cg is not None:
+            cg.remove()
         if keep_logs:
             shutil.rmtree(d.bundle, ignore_errors=True)
             shutil.rmtree(d.root / "layer", ignore_errors=True)
@@ -456,7 +514,7 @@ class RuncRuntime:
 
     async def gc(self) -> builtins.list[str]:
         """Remove depots that no runc container of ours owns (crash leftovers)."""
-        known = {o.name for o in await self.list()}
+        known = {o.id for o in await self.list()}
         removed = []
         base = depots.containers_dir(self.state_dir)
         if base.is_dir():
@@ -485,15 +543,15 @@ def _mount_key(m: Mount) -> tuple[Any, ...]:
 
 
 def _mount_ops(old: Sequence[Mount], new: Sequence[Mount]) -> tuple[list[dict[str, Any]],
-                                                                    list[str]]:
+                                                                    list[MountChange]]:
     """The helper's operations, and the same in words for events (``MountAdded /data``)."""
     before = {m.destination: m for m in old}
     after = {m.destination: m for m in new}
     ops: builtins.list[dict[str, Any]] = []
-    said: builtins.list[str] = []
+    said: builtins.list[MountChange] = []
     for dest in sorted(before.keys() - after.keys()):
         ops.append({"op": "remove", "destination": dest})
-        said.append(f"MountRemoved {dest}")
+        said.append(("MountRemoved", dest))
     for dest in sorted(after):
         m = after[dest]
         if dest in before and _mount_key(before[dest]) == _mount_key(m):
@@ -507,7 +565,7 @@ def _mount_ops(old: Sequence[Mount], new: Sequence[Mount]) -> tuple[list[dict[st
         elif m.size_limit is not None:
             op["size"] = quantity.to_bytes(m.size_limit)
         ops.append(op)
-        said.append(f"{'MountChanged' if dest in before else 'MountAdded'} {dest}")
+        said.append(("MountChanged" if dest in before else "MountAdded", dest))
     return ops, said
 
 
@@ -528,53 +586,6 @@ def _make_mountpoint(rootfs: Path, op: Mapping[str, Any]) -> None:
             f"cannot create mountpoint {op['destination']}: {exc.strerror}") from exc
 
 
-@dataclass(frozen=True)
-class _Root:
-    lower: Path  # the overlay's read-only lower dir
-    effective: Container  # the manifest with an image's defaults filled in
-    base: dict[str, Any] | None = None  # a bundle's config.json
-    entrypoint: tuple[str, ...] = ()  # an image's Entrypoint
-    annotations: Mapping[str, str] = field(default_factory=dict)
-
-
-async def _resolve_root(container: Container, images: ImageStore | None) -> _Root:
-    """Where the container's files come from: a rootfs dir, a bundle, or an image."""
-    spec = container.spec
-    if spec.rootfs is not None:
-        lower = Path(spec.rootfs)
-        if not lower.is_dir():
-            raise errors.RootfsError(f"rootfs {lower} is not a directory", container=container.name)
-        return _Root(lower, container)
-    if spec.bundle is not None:
-        bundle = Path(spec.bundle)
-        try:
-            base: dict[str, Any] = json.loads((bundle / "config.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise errors.RootfsError(
-                f"bundle {bundle}: cannot read config.json: {exc}", container=container.name
-            ) from exc
-        lower = bundle / (base.get("root") or {}).get("path", "rootfs")
-        if not lower.is_dir():
-            raise errors.RootfsError(f"bundle {bundle}: root {lower} is not a directory",
-                                     container=container.name)
-        return _Root(lower, container, base=base)
-    assert spec.image is not None
-    if images is None:
-        raise errors.RootfsError(f"image {spec.image}: this runtime has no image store",
-                                 container=container.name)
-    try:
-        # The daemon pulled it per imagePullPolicy just before; here it is only looked up.
-        image = await images.get(spec.image)
-        lower = await images.ensure_unpacked(image)
-        effective, entrypoint = apply_image_config(container, image.config, rootfs=lower)
-    except errors.RuntimeFailure as exc:
-        if exc.container is None:
-            raise type(exc)(exc.message, container=container.name) from exc
-        raise
-    return _Root(lower, effective, entrypoint=tuple(entrypoint),
-                 annotations={ANN_IMAGE_DIGEST: image.digest})
-
-
 def _observed(entry: Mapping[str, Any]) -> Observed:
     annotations = dict(entry.get("annotations") or {})
     created = entry.get("created")
@@ -583,14 +594,23 @@ def _observed(entry: Mapping[str, Any]) -> Observed:
     except ValueError:
         ts = 0.0
     pid = int(entry.get("pid") or 0)
+    iid = str(entry["id"])
+    name = annotations.get(ANN_NAME)
+    if name is None:  # a wave-one container: its id is its name
+        name, generation = iid, 0
+    else:
+        generation = int(annotations.get(ANN_GENERATION) or split_id(iid)[1])
     return Observed(
-        name=entry["id"],
+        name=name,
         status=Status(entry.get("status", "stopped")),
         pid=pid or None,
         spec_hash=annotations.get(ANN_SPEC_HASH),
         source=annotations.get(ANN_SOURCE),
         created=ts,
         annotations=annotations,
+        instance=iid,
+        generation=generation,
+        source_id=annotations.get(ANN_SOURCE_ID),
     )
 
 
@@ -621,6 +641,20 @@ async def _read_line(fd: int) -> bytes:
             break
         data += chunk
     return data
+
+
+async def _wait_pid(pid: int | None, *, comm: str | None = None) -> None:
+    """Until process ``pid`` has exited (at once if it is gone, or is not ``comm``)."""
+    if pid is None or (comm is not None and not _alive(pid, comm)):
+        return
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        await anyio.wait_readable(fd)
+    finally:
+        os.close(fd)
 
 
 def _children(pid: int) -> builtins.list[int]:

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from reconciler.daemon import desired, source
+from reconciler.core import desired
+from reconciler.sources import directory as source
 from reconciler.manifest import loader, model
 
 BROKEN = ("<broken>",)

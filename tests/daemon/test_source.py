@@ -25,8 +25,8 @@ import pytest
 from anyio.streams.memory import MemoryObjectReceiveStream
 from watchdog.utils import BaseThread
 
-from reconciler.daemon import source
-from reconciler.daemon.source import ManifestSource, Snapshot
+from reconciler.sources import directory as source
+from reconciler.sources.directory import ManifestSource, Snapshot
 
 pytestmark = pytest.mark.anyio
 

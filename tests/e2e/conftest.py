@@ -1,14 +1,17 @@
 """End-to-end fixtures: one ``E2E`` world per test (see ``harness``), measurements.
 
-Every daemon a test starts is stopped (SIGTERM, then SIGKILL after a bound) before the
-sandbox fixture removes what the test left on the host; a failed test gets the daemons'
-logs and the event log in its report. Measured latencies are collected with the
+A test that needs a second, separate world (its own state dir, runc root, manifests dir
+and cgroup parent) takes ``second_e2e`` or ``e2e_factory``. Every daemon a test starts is
+stopped (SIGTERM, then SIGKILL after a bound) before the sandbox fixture removes what the
+test left on the host; a failed test gets the daemons' logs and the event log in its
+report. Measured latencies are collected with the
 ``record`` fixture and printed in the terminal summary, so a plain ``pytest tests/e2e``
 shows them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 from collections.abc import Callable, Iterator
@@ -27,6 +30,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+def _finish(request: pytest.FixtureRequest, world: E2E, label: str = "") -> None:
+    """Stop every daemon of ``world``; on a failed test, attach their logs and events."""
+    for d in world.daemons:
+        d.stop()
+    reports = [getattr(request.node, f"rep_{when}", None) for when in ("setup", "call")]
+    if any(r is not None and r.failed for r in reports):
+        prefix = f"{label} " if label else ""
+        for i, d in enumerate(world.daemons):
+            request.node.add_report_section("teardown", f"{prefix}daemon-{i} log", d.log())
+        request.node.add_report_section(
+            "teardown", f"{prefix}events", "\n".join(json.dumps(e) for e in world.events()))
+
+
 @pytest.fixture
 def e2e(request: pytest.FixtureRequest, sandbox: Any, busybox_rootfs: Path,
         tmp_path: Path) -> Iterator[E2E]:
@@ -37,14 +53,39 @@ def e2e(request: pytest.FixtureRequest, sandbox: Any, busybox_rootfs: Path,
     try:
         yield world
     finally:
-        for d in world.daemons:
-            d.stop()
-        reports = [getattr(request.node, f"rep_{when}", None) for when in ("setup", "call")]
-        if any(r is not None and r.failed for r in reports):
-            for i, d in enumerate(world.daemons):
-                request.node.add_report_section("teardown", f"daemon-{i} log", d.log())
-            request.node.add_report_section(
-                "teardown", "events", "\n".join(json.dumps(e) for e in world.events()))
+        _finish(request, world)
+
+
+@pytest.fixture
+def e2e_factory(request: pytest.FixtureRequest, sandbox_factory: Callable[[str], Any],
+                busybox_rootfs: Path) -> Iterator[Callable[[str], E2E]]:
+    """``make(label)``: one more world, fully separate from ``e2e`` and from each other —
+    its own temp dir, state dir, runc root, manifests dir and sandbox (cgroup parent).
+    At teardown each world's daemons are stopped, then its sandbox is cleaned (by
+    ``sandbox_factory``, which this fixture's teardown runs before), even on failure."""
+    worlds: list[tuple[str, E2E]] = []
+
+    def make(label: str = "world") -> E2E:
+        box = sandbox_factory(label)
+        manifests = Path(box.base) / "manifests"
+        manifests.mkdir()
+        world = E2E(sandbox=box, rootfs=busybox_rootfs, tmp=Path(box.base),
+                    manifests=manifests)
+        worlds.append((label, world))
+        return world
+
+    try:
+        yield make
+    finally:
+        with contextlib.ExitStack() as stack:
+            for label, world in worlds:
+                stack.callback(_finish, request, world, label)
+
+
+@pytest.fixture
+def second_e2e(e2e_factory: Callable[[str], E2E]) -> E2E:
+    """A second world beside ``e2e`` (see ``e2e_factory``)."""
+    return e2e_factory("second")
 
 
 _MEASURED: list[tuple[str, str]] = []

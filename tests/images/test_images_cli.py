@@ -21,7 +21,8 @@ import pytest
 
 from reconciler.cli import image as image_cli
 from reconciler.runtime import runc
-from reconciler.runtime.types import ANN_IMAGE_DIGEST, Observed, Status
+from reconciler.core.instance import ANN_IMAGE_DIGEST
+from reconciler.core.observed import Observed, Status
 
 from .support import Built
 

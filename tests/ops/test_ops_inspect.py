@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from reconciler.runtime.types import ANN_SPEC_HASH
+from reconciler.core.instance import ANN_SPEC_HASH
 
 if TYPE_CHECKING:
     from .conftest import Ops

@@ -21,19 +21,13 @@ from typing import Any
 
 import pytest
 
-from reconciler import planner
-from reconciler.backoff import Backoff
-from reconciler.daemon.desired import Desired, DesiredState
+from reconciler.core import planner
+from reconciler.core.backoff import Backoff
+from reconciler.core.desired import Desired, DesiredState
 from reconciler.manifest import model
-from reconciler.planner import History, Kind
-from reconciler.runtime.types import (
-    ANN_MANIFEST,
-    ANN_SOURCE,
-    ANN_SPEC_HASH,
-    ExitStatus,
-    Observed,
-    Status,
-)
+from reconciler.core.planner import History, Kind
+from reconciler.core.instance import ANN_MANIFEST, ANN_SOURCE, ANN_SPEC_HASH
+from reconciler.core.observed import ExitStatus, Observed, Status
 
 NOW = 1000.0
 ROOTFS = "/nonexistent/rootfs"
@@ -66,6 +60,7 @@ def seen(d: Desired, status: Status = Status.RUNNING, *, pid: int | None = 4242)
         name=d.name, status=status, pid=None if status is Status.STOPPED else pid,
         spec_hash=d.spec_hash, source=d.source, created=NOW - 100,
         annotations={ANN_SOURCE: d.source, ANN_SPEC_HASH: d.spec_hash, ANN_MANIFEST: manifest},
+        applied=manifest,
     )
 
 

@@ -30,16 +30,16 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from reconciler import planner
-from reconciler.backoff import Backoff
-from reconciler.daemon import source
-from reconciler.daemon.controller import Controller
-from reconciler.daemon.desired import Desired, DesiredState
+from reconciler.core import planner
+from reconciler.core.backoff import Backoff
+from reconciler.sources import directory as source
+from reconciler.daemon.loop import Controller
+from reconciler.core.desired import Desired, DesiredState
 from reconciler.daemon.status import Store, history_to_json
 from reconciler.manifest import loader, model
-from reconciler.planner import History, Kind
+from reconciler.core.planner import History, Kind
 from reconciler.runtime.fake import FakeRuntime
-from reconciler.runtime.types import Observed, Status
+from reconciler.core.observed import Observed, Status
 
 NOW = 1000.0  # the fake runtime's clock and the controller's: one time line
 NAMES = ("a", "b", "c", "d")
@@ -147,7 +147,7 @@ async def populate(fake: FakeRuntime, world: World) -> dict[str, History]:
     for name, h in sorted(world.host.items()):
         c = container(name, command=h.command, live=h.live, policy=h.policy)
         spec_hash = model.spec_hash(c)
-        obs = await fake.create(c, source=source_of(name), spec_hash=spec_hash)
+        obs = await fake.create(fake.spec_for(c, source=source_of(name), spec_hash=spec_hash))
         if h.live == 3:  # the fake only records mounts it was told to make
             await fake.update_mounts(name, [], c.spec.mounts)
         if h.status is Status.PAUSED:
@@ -228,7 +228,7 @@ def apply_and_replan(world: World) -> planner.Plan:
             first = planner.plan(want, ctl.observed, ctl.history, NOW,
                                  allow_empty=world.allow_empty, backoff=BACKOFF)
             for action in first.actions:
-                await ctl._apply(action)
+                await ctl.apply(action)
 
             mine = planner.plan(want, ctl.observed, ctl.history, NOW,
                                 allow_empty=world.allow_empty, backoff=BACKOFF)

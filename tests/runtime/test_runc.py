@@ -16,7 +16,8 @@ from reconciler import errors
 from reconciler.manifest.model import Container
 from reconciler.runtime import cgroups, hostmount
 from reconciler.runtime.runc import RuncRuntime
-from reconciler.runtime.types import ANN_SOURCE, ANN_SPEC_HASH, Status
+from reconciler.core.instance import ANN_SOURCE, ANN_SPEC_HASH
+from reconciler.core.observed import Status
 
 pytestmark = [pytest.mark.runc, pytest.mark.anyio]
 

@@ -1,6 +1,6 @@
-"""The manifests directory as a stream of snapshots: the first stage of the daemon.
+"""The manifests directory as a ``Source``: a stream of snapshots of its files.
 
-    source (this module) → desired → planner → executor
+    directory source (this module) ─SourceSnapshot─▶ core.desired → planner → workers
 
 File events only say "look again": every snapshot comes from a full scan of the directory
 the configured path resolves to at that moment. Between looks the source keeps a cache of
@@ -68,6 +68,7 @@ from watchdog import events as fs
 from watchdog.observers.api import ObservedWatch
 from watchdog.observers.inotify import InotifyObserver
 
+from reconciler.core.desired import SourceSnapshot
 from reconciler.manifest import files, loader
 
 log = logging.getLogger(__name__)
@@ -92,26 +93,19 @@ Signature = tuple[int, int, int, int]  # dev, ino, size, mtime_ns
 _Item = fs.FileSystemEvent | None  # None: "look again", from rescan() or lost events
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    """The manifests directory at one moment, after the settle rules.
-
-    ``files`` is keyed by each file's path under the configured directory
-    (``directory/relpath``), so keys stay the same across symlink swaps; ``resolved`` is
-    the directory that was scanned. Unavailable: ``files`` is empty and ``reason`` says why.
-    """
-
-    available: bool
-    reason: str | None
-    directory: str
-    resolved: str | None
-    files: Mapping[str, loader.FileResult]
-    generation: int
-    taken_at: float
+# A snapshot of the directory: ``origins`` keyed by each file's path under the configured
+# directory (``directory/relpath``), so keys stay the same across symlink swaps;
+# ``detail`` names the directory configured and the one that was scanned ("resolved").
+Snapshot = SourceSnapshot
 
 
 class ManifestSource:
-    """Snapshots of one manifests directory: once (``scan_once``) or as they change (``run``)."""
+    """Snapshots of one manifests directory: once (``scan_once``) or as they change (``run``).
+
+    A ``sources.Source``: ``id`` names it in every object it defines.
+    """
+
+    id = "directory"
 
     def __init__(
         self,
@@ -136,9 +130,9 @@ class ManifestSource:
         self._due = math.inf
 
     def scan_once(self) -> Snapshot:
-        """The directory as it is now, every file read; no settle rules (generation 0)."""
+        """The directory as it is now, every file read; no settle rules."""
         tracker = _Tracker(self.directory, settle=self._settle, max_size=self._max_size)
-        return self._snapshot(_look(tracker, None, distrust=False), generation=0)
+        return self._snapshot(_look(tracker, None, distrust=False))
 
     def rescan(self) -> None:
         """Ask ``run`` for a full look now: from any thread, or a task such as a SIGHUP receiver."""
@@ -182,11 +176,11 @@ class ManifestSource:
         look = await anyio.to_thread.run_sync(_look, self._tracker, watches, distrust)
         self._looked_at, self._due = time.monotonic(), look.due
         last = self._last
-        if last is not None and (last.available, last.reason, last.files) == (
+        if last is not None and (last.available, last.reason, last.origins) == (
             look.target is not None, look.reason, look.files
         ):
             return None
-        self._last = self._snapshot(look, generation=last.generation + 1 if last else 1)
+        self._last = self._snapshot(look)
         return self._last
 
     async def _wait(
@@ -225,15 +219,14 @@ class ManifestSource:
         if item is not None:
             self._tracker.note(item, time.monotonic())
 
-    def _snapshot(self, look: _Look, *, generation: int) -> Snapshot:
-        return Snapshot(
+    def _snapshot(self, look: _Look) -> Snapshot:
+        return SourceSnapshot(
+            source=self.id,
             available=look.target is not None,
             reason=look.reason,
-            directory=self.directory,
-            resolved=look.target.path if look.target is not None else None,
-            files=types.MappingProxyType(dict(sorted(look.files.items()))),
-            generation=generation,
-            taken_at=time.monotonic(),
+            origins=types.MappingProxyType(dict(sorted(look.files.items()))),
+            detail={"directory": self.directory,
+                    "resolved": look.target.path if look.target is not None else None},
         )
 
 

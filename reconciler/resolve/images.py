@@ -1,6 +1,6 @@
-"""Image digests for the controller: what each ``image:`` tag names now, and its pulls.
+"""Image digests for the daemon: what each ``image:`` tag names now, and its pulls.
 
-    controller ─refresh/with_digests─▶ (this module) ─resolve/get/gc─▶ images.store
+    daemon loop ─refresh/with_digests─▶ (this module) ─resolve/get/gc─▶ images.store
 
 The digest an image tag resolves to is part of a container's spec hash, so a tag that
 moves recreates its containers. Local tags are re-read on every snapshot and resync;
@@ -16,12 +16,13 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from reconciler import errors
+from reconciler.core.instance import ANN_IMAGE_DIGEST
 from reconciler.manifest import model
 from reconciler.manifest.model import PullPolicy
-from reconciler.runtime.types import ANN_IMAGE_DIGEST, Observed
 
 if TYPE_CHECKING:
-    from reconciler.daemon.desired import Desired, DesiredState
+    from reconciler.core.desired import Desired, DesiredState
+    from reconciler.core.observed import Observed
     from reconciler.images.store import ImageStore
 
 log = logging.getLogger("reconciler")
@@ -80,9 +81,9 @@ class ImageDigests:
             image = await self.store.resolve(spec.image, spec.image_pull_policy,
                                              max_age=self.max_age)
         except errors.RuntimeFailure as exc:
-            if exc.container is None:
-                raise type(exc)(exc.message, container=want.name) from exc
-            raise
+            if exc.container is not None:
+                raise
+            raise exc.for_container(want.name) from exc
         self.digests[spec.image] = image.digest
         return self._hash(want, image.digest)
 

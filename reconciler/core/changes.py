@@ -16,8 +16,7 @@ from typing import Any
 
 import jsonpatch
 
-LIVE_PREFIXES = ("/spec/mounts", "/spec/resources", "/spec/state", "/metadata/labels",
-                 "/metadata/annotations")
+from reconciler.manifest.model import LIVE_PATHS
 
 
 @dataclass(frozen=True)
@@ -42,7 +41,7 @@ class Change:
 
 
 def _is_live(path: str) -> bool:
-    return any(path == p or path.startswith(p + "/") for p in LIVE_PREFIXES)
+    return any(path == p or path.startswith(p + "/") for p in LIVE_PATHS)
 
 
 def classify(applied: Mapping[str, Any] | str | None, new: Mapping[str, Any]) -> Change:

@@ -1,24 +1,80 @@
-"""What `reconciler get` shows: each container's phase and message, from the controller's view.
+"""The controller's view: a frozen copy published after every pass and step, and what
+`reconciler get` shows of it (each object's phase and message).
 
-Pure functions of (desired, observed, history, busy, plan); the controller writes their
-result to status.json after every pass and action.
+    loop ─capture()─▶ ControllerView ─▶ status_document() ─▶ status.json (get, describe)
+                                      └▶ the Prometheus collector (metrics thread)
+
+Readers outside the loop see only a published view, never the loop's live maps. The
+phase functions are pure; ``PhaseClock`` (owned by the status writer) remembers since
+when each object is in its phase.
 """
 
 from __future__ import annotations
 
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from reconciler.core.history import History
+from reconciler.core.observed import ExitStatus, Observed, Status
+from reconciler.core.planner import Kind, Plan
+from reconciler.daemon.status import history_to_json
 from reconciler.manifest.model import RestartPolicy, RunState
-from reconciler.planner import History, Kind
-from reconciler.runtime.types import ExitStatus, Status
 
 if TYPE_CHECKING:
-    from reconciler.daemon.controller import Controller
-    from reconciler.daemon.desired import Desired, DesiredState
-    from reconciler.runtime.types import Observed
+    from reconciler.core.desired import Desired, DesiredState
+    from reconciler.daemon.loop import Controller
 
-PHASES = ("Pending", "Creating", "Running", "Paused", "Stopped", "Exited", "BackOff",
-          "Failed", "Terminating")
+
+@dataclass(frozen=True)
+class ControllerView:
+    desired: DesiredState | None
+    observed: Mapping[str, Observed]
+    history: Mapping[str, History]
+    busy: Mapping[str, Kind]
+    plan: Plan | None
+    actual: Mapping[str, Mapping[str, Any]]
+    passes: int
+    last_pass_at: float | None
+    ready: bool
+    cgroup_parent: str | None
+    taken_at: float
+
+
+def empty(cgroup_parent: str | None) -> ControllerView:
+    return ControllerView(None, {}, {}, {}, None, {}, 0, None, False, cgroup_parent, 0.0)
+
+
+def capture(ctl: Controller) -> ControllerView:
+    """A frozen copy of the loop's state (shallow: the values are frozen already)."""
+    return ControllerView(
+        desired=ctl.desired,
+        observed=types.MappingProxyType(dict(ctl.observed)),
+        history=types.MappingProxyType(dict(ctl.history)),
+        busy=types.MappingProxyType(dict(ctl.busy)),
+        plan=ctl.last_plan,
+        actual=types.MappingProxyType(dict(ctl.actual)),
+        passes=ctl.passes,
+        last_pass_at=ctl.last_pass_at,
+        ready=ctl.ready.is_set(),
+        cgroup_parent=ctl.cgroup_parent,
+        taken_at=ctl.clock(),
+    )
+
+
+class PhaseClock:
+    """Since when each object is in its current phase (the status writer's own memory)."""
+
+    def __init__(self) -> None:
+        self._since: dict[str, tuple[str, float]] = {}
+
+    def since(self, name: str, phase: str, now: float) -> float:
+        old = self._since.get(name)
+        if old is not None and old[0] == phase:
+            return old[1]
+        self._since[name] = (phase, now)
+        return now
 
 
 def phase(
@@ -79,39 +135,30 @@ def _exit_text(hist: History) -> str:
 
 def exit_text(e: ExitStatus) -> str:
     """``exited with code 3``, ``killed by signal 9 (code 137)``, ``OOM-killed (code 137)``."""
-    if e.oom_killed:
-        return f"OOM-killed (code {e.exit_code})"
-    if e.signal:
-        return f"killed by signal {e.signal} (code {e.exit_code})"
-    return f"exited with code {e.code}"
+    return e.text()
 
 
-def status_document(ctl: Controller) -> dict[str, Any]:
-    now = ctl.clock()
-    desired = ctl.desired
+def status_document(view: ControllerView, clock: PhaseClock) -> dict[str, Any]:
+    now = view.taken_at
+    desired = view.desired
     specs = desired.specs if desired is not None else {}
-    plan = ctl.last_plan
+    plan = view.plan
     waiting = plan.waiting if plan is not None else {}
-    since = ctl.phase_since
     containers: dict[str, Any] = {}
-    for name in sorted(set(specs) | set(ctl.observed) | set(ctl.history)):
-        want, obs = specs.get(name), ctl.observed.get(name)
+    for name in sorted(set(specs) | set(view.observed) | set(view.history)):
+        want, obs = specs.get(name), view.observed.get(name)
         if want is None and obs is None:
             continue
-        hist = ctl.history.get(name, History())
-        ph, message = phase(want, obs, hist, busy=ctl.busy.get(name),
+        hist = view.history.get(name, History())
+        ph, message = phase(want, obs, hist, busy=view.busy.get(name),
                             waiting=waiting.get(name), now=now)
         message = _manifest_trouble(desired, name, want, obs) or message
         if want is None:
             message = message or "not in any manifest (kept)"
-        if name in since and since[name][0] == ph:
-            ph_since = since[name][1]
-        else:
-            ph_since = now
-            since[name] = (ph, now)
         last = hist.last_exit
         containers[name] = {
             "name": name,
+            "instance": obs.id if obs else None,
             "source": want.source if want else (obs.source if obs else None),
             "desiredState": want.container.spec.state.value if want else None,
             "phase": ph,
@@ -124,18 +171,23 @@ def status_document(ctl: Controller) -> dict[str, Any]:
             "specHash": obs.spec_hash if obs else (want.spec_hash if want else None),
             "desiredSpecHash": want.spec_hash if want else None,
             "message": message,
-            "since": ph_since,
+            "since": clock.since(name, ph, now),
             "created": obs.created if obs else None,
-            "history": ctl.history_json(name),
-            "actual": ctl.actual.get(name),
+            "history": history_to_json(hist),
+            "actual": view.actual.get(name),
         }
     return {
         "daemon": {
-            "passes": ctl.passes,
-            "lastPassAt": ctl.last_pass_at,
-            "ready": ctl.ready.is_set(),
+            "passes": view.passes,
+            "lastPassAt": view.last_pass_at,
+            "ready": view.ready,
+            "cgroupParent": view.cgroup_parent,
             "source": None if desired is None else {
                 "available": desired.available, "reason": desired.reason},
+            "sources": {} if desired is None else {
+                sid: {"available": sid not in desired.unavailable,
+                      "reason": desired.unavailable.get(sid)}
+                for sid in sorted(desired.sources)},
             "notes": list(plan.notes) if plan else [],
             "problems": [str(p) for p in desired.problems] if desired else [],
             "brokenSources": sorted(desired.broken_sources) if desired else [],

@@ -1,0 +1,416 @@
+"""The planner: (desired, observed, history, now) -> per-object actions made of typed steps.
+
+    core.desired + core.observed + core.history ─plan()─▶ Plan ─▶ daemon workers (execute)
+
+Pure: no I/O, no clock reads, no runtime import. Planning again against the state a plan
+produced yields nothing (a property test holds it to that). Each ``Action`` is one
+object's decision: its ``kind`` and ``cause`` say why, its ``steps`` say exactly what to
+do, in order (the tuple is the ordering). The executor runs the steps and never decides.
+
+Rules, per object name:
+- in the desired state, not on the host: create (unless desired ``Stopped``);
+- on the host, not desired: delete — unless the source that defined it is unavailable,
+  the origin that defined it is broken now, its name is contested, or the deletion would
+  remove every object of a source that is valid but defines none (refused without
+  ``allow_empty``);
+- both, spec hash differs: a new instance (the next generation), naming the fields that
+  changed; stop-then-create is the order;
+- both, same hash: start/stop/pause/resume towards the desired run state; live changes
+  (mounts, limits, metadata) in place; an exited instance is restarted per
+  ``restartPolicy`` with exponential backoff (the first restart at once); a failed action
+  is retried with backoff until the manifest changes.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from reconciler.core import changes
+from reconciler.core.backoff import Backoff
+from reconciler.core.desired import Desired, DesiredState
+
+# the history transitions are the planner's vocabulary too: re-exported
+from reconciler.core.history import History as History
+from reconciler.core.history import on_exit as on_exit
+from reconciler.core.history import on_failure as on_failure
+from reconciler.core.history import on_live_impossible as on_live_impossible
+from reconciler.core.history import on_started as on_started
+from reconciler.core.history import restart_due as restart_due
+from reconciler.core.instance import ANN_STOP_SIGNAL, instance_id
+from reconciler.core.observed import ExitStatus, Observed, Status
+from reconciler.manifest.model import Container, Mount, Resources, RestartPolicy, RunState
+
+
+class Kind(str, enum.Enum):
+    CREATE = "create"
+    RECREATE = "recreate"
+    RESTART = "restart"
+    START = "start"
+    STOP = "stop"
+    PAUSE = "pause"
+    RESUME = "resume"
+    DELETE = "delete"
+    UPDATE = "update"  # live: mounts, resources, labels — same instance, same init PID
+
+
+class Cause(str, enum.Enum):
+    """Why an action is planned, as data (the ``reason`` says it in words)."""
+
+    NOT_ON_HOST = "NotOnHost"
+    NOT_DESIRED = "NotDesired"
+    SPEC_CHANGED = "SpecChanged"
+    HALF_MADE = "HalfMade"
+    LIVE_IMPOSSIBLE = "LiveUpdateImpossible"
+    LIVE_CHANGE = "LiveChange"
+    RUN_STATE = "RunState"
+    EXITED = "Exited"
+    STRAY = "Stray"  # an older instance of an object that has a newer one
+
+
+# -- steps: what a worker does, one after the other ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Create:
+    """Resolve the desired object into an instance spec and create it (not started)."""
+
+    instance: str
+    generation: int
+    previous: str | None  # the instance it replaces (its logs carry over)
+
+
+@dataclass(frozen=True)
+class Start:
+    instance: str
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Stop signal, then up to ``grace`` seconds, then SIGKILL; the grace holds no slot."""
+
+    instance: str
+    signal: str
+    grace: float
+
+
+@dataclass(frozen=True)
+class Delete:
+    instance: str
+    keep_logs: bool = False
+
+
+@dataclass(frozen=True)
+class UpdateMounts:
+    instance: str
+    old: tuple[Mount, ...]
+    new: tuple[Mount, ...]
+
+
+@dataclass(frozen=True)
+class UpdateLimits:
+    instance: str
+    before: Resources | None
+    after: Resources
+
+
+@dataclass(frozen=True)
+class RecordApplied:
+    """The manifest now in force (after live changes), recorded before they are told."""
+
+    instance: str
+    container: Container
+    metadata_changed: bool = False
+
+
+@dataclass(frozen=True)
+class SetRunState:
+    instance: str
+    state: RunState  # RUNNING (resume) or PAUSED (pause)
+
+
+Step = Create | Start | Stop | Delete | UpdateMounts | UpdateLimits | RecordApplied | SetRunState
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: Kind
+    name: str
+    reason: str
+    desired: Desired | None = None
+    patch: tuple[Mapping[str, Any], ...] = ()  # UPDATE: the live JSON-patch operations
+    steps: tuple[Step, ...] = ()
+    cause: Cause | None = None
+
+    def __str__(self) -> str:
+        return f"{self.kind.value} {self.name}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    actions: tuple[Action, ...]
+    wake_at: float | None = None  # plan again then (a backoff ends)
+    notes: tuple[str, ...] = ()  # what was held back, and why
+    waiting: Mapping[str, float] = field(default_factory=dict)  # name -> retry due
+
+
+def plan(
+    desired: DesiredState,
+    observed: Mapping[str, Observed],
+    history: Mapping[str, History],
+    now: float,
+    *,
+    allow_empty: bool = False,
+    backoff: Backoff = Backoff(),  # noqa: B008 - frozen value
+) -> Plan:
+    actions: list[Action] = []
+    notes: list[str] = []
+    waiting: dict[str, float] = {}
+    for name in sorted(set(desired.specs) | set(observed)):
+        want = desired.specs.get(name)
+        have = observed.get(name)
+        hist = history.get(name, History())
+        if want is None:
+            assert have is not None
+            held = _hold_delete(desired, have)
+            if held:
+                notes.append(f"{name}: kept: {held}")
+            else:
+                actions.append(_delete(have))
+            continue
+        action = _converge(want, have, hist)
+        if action is None:
+            continue
+        due = _retry_due(hist, want, backoff)
+        if action.kind is Kind.RESTART:
+            after_crash = restart_due(hist, backoff)
+            due = after_crash if due is None else max(due, after_crash)
+        if due is not None and due > now:
+            waiting[name] = due
+            notes.append(f"{name}: {action.kind.value} waits {due - now:.1f}s (backoff)")
+            continue
+        actions.append(action)
+    actions, refused = _guard_prune(actions, desired, observed, allow_empty=allow_empty)
+    notes += refused
+    return Plan(actions=tuple(actions), wake_at=min(waiting.values(), default=None),
+                notes=tuple(notes), waiting=waiting)
+
+
+def _guard_prune(actions: list[Action], desired: DesiredState,
+                 observed: Mapping[str, Observed], *, allow_empty: bool
+                 ) -> tuple[list[Action], list[str]]:
+    """Per source: deleting every object of a source that is valid but defines none is
+    refused unless ``allow_empty`` (an emptied directory is more often a mistake)."""
+    if allow_empty:
+        return actions, []
+    notes: list[str] = []
+    by_source: dict[str | None, list[str]] = {}
+    for name, obs in observed.items():
+        by_source.setdefault(_source_of(obs, desired), []).append(name)
+    refused: set[str] = set()
+    for sid, names in sorted(by_source.items(), key=lambda kv: str(kv[0])):
+        defines_some = desired.defined.get(sid, 0) if sid else bool(desired.specs)
+        if defines_some:
+            continue
+        deletes = [a for a in actions if a.kind is Kind.DELETE and a.name in names]
+        if deletes and len(deletes) == len(names):
+            refused.update(a.name for a in deletes)
+            notes.append(
+                f"refusing to delete all {len(deletes)} containers: the manifests directory"
+                " is valid but defines none (start the daemon with --allow-empty to allow"
+                " this)")
+    return [a for a in actions if a.name not in refused or a.kind is not Kind.DELETE], notes
+
+
+def _source_of(obs: Observed, desired: DesiredState) -> str | None:
+    if obs.source_id is not None:
+        return obs.source_id
+    return next(iter(desired.sources)) if len(desired.sources) == 1 else None
+
+
+def _hold_delete(desired: DesiredState, have: Observed) -> str | None:
+    sid = _source_of(have, desired)
+    if not desired.source_available(sid):
+        why = desired.unavailable.get(sid or "") or desired.reason
+        return f"manifests source unavailable ({why})"
+    if have.source is not None and have.source in desired.broken_sources:
+        return f"its manifest {have.source} has errors; running on its last good spec"
+    if have.name in desired.conflicts:
+        return f"defined in several files: {', '.join(desired.conflicts[have.name])}"
+    return None
+
+
+def _retry_due(hist: History, want: Desired, backoff: Backoff) -> float | None:
+    """When a failed action for this revision may run again (None: no failure pending)."""
+    if hist.failures and hist.spec_hash == want.spec_hash and hist.failed_at is not None:
+        return hist.failed_at + backoff.delay(hist.failures)
+    return None
+
+
+def _converge(want: Desired, have: Observed | None, hist: History) -> Action | None:
+    state = want.container.spec.state
+    if have is None:
+        if state is RunState.STOPPED:
+            return None
+        return _make(Kind.CREATE, want, None, hist, "in the manifests, not on the host",
+                     Cause.NOT_ON_HOST)
+    if state is RunState.STOPPED:  # never start anything: a changed or half-made one is
+        if have.status is Status.STOPPED:  # recreated when it is started again
+            return None
+        return Action(Kind.STOP, want.name, "desired state Stopped", want,
+                      steps=(_stop(have, want.container),), cause=Cause.RUN_STATE)
+    if have.status in (Status.CREATING, Status.CREATED):
+        return _make(Kind.RECREATE, want, have, hist, f"found half-made ({have.status.value})",
+                     Cause.HALF_MADE)
+    if have.spec_hash != want.spec_hash:
+        return _make(Kind.RECREATE, want, have, hist, _changed(want, have), Cause.SPEC_CHANGED)
+    if have.status is Status.STOPPED:
+        return _exited(want, have, hist)
+    if hist.live_blocked is not None and hist.live_blocked == want.manifest_json \
+            and have.applied != want.manifest_json:
+        return _make(Kind.RECREATE, want, have, hist,
+                     "live change impossible in place: a new instance", Cause.LIVE_IMPOSSIBLE)
+    update = _live_update(want, have)
+    if update is not None:
+        return update
+    if state is RunState.PAUSED and have.status is Status.RUNNING:
+        return Action(Kind.PAUSE, want.name, "desired state Paused", want,
+                      steps=(SetRunState(have.id, RunState.PAUSED),), cause=Cause.RUN_STATE)
+    if state is RunState.RUNNING and have.status is Status.PAUSED:
+        return Action(Kind.RESUME, want.name, "desired state Running", want,
+                      steps=(SetRunState(have.id, RunState.RUNNING),), cause=Cause.RUN_STATE)
+    return None
+
+
+def _make(kind: Kind, want: Desired, have: Observed | None, hist: History, reason: str,
+          cause: Cause) -> Action:
+    """Steps that end with a running (or paused) instance of ``want``.
+
+    A new revision gets the next generation; a restart, a start after a stop we made and
+    a half-made leftover keep the instance's id (same object, same logs)."""
+    steps: list[Step] = []
+    if have is None:
+        generation = hist.generation + 1
+        previous = None
+    else:
+        if kind is Kind.RECREATE and cause is not Cause.HALF_MADE:
+            generation = max(hist.generation, have.generation) + 1
+        else:
+            generation = have.generation
+        previous = have.id
+        if have.status in (Status.RUNNING, Status.PAUSED) and kind is Kind.RECREATE:
+            applied = applied_container(have)
+            steps.append(_stop(have, applied))
+        steps.append(Delete(have.id, keep_logs=True))
+    iid = instance_id(want.name, generation) if generation else want.name
+    steps += [Create(iid, generation, previous), Start(iid)]
+    if want.container.spec.state is RunState.PAUSED:
+        steps.append(SetRunState(iid, RunState.PAUSED))
+    return Action(kind, want.name, reason, want, steps=tuple(steps), cause=cause)
+
+
+def _delete(have: Observed) -> Action:
+    steps: list[Step] = []
+    if have.status in (Status.RUNNING, Status.PAUSED):
+        steps.append(_stop(have, applied_container(have)))
+    steps.append(Delete(have.id))
+    return Action(Kind.DELETE, have.name, "no longer in any manifest", steps=tuple(steps),
+                  cause=Cause.NOT_DESIRED)
+
+
+def remove_stray(have: Observed) -> Action:
+    """An older instance left beside a newer one of the same object (a crash mid-update):
+    it goes, the object's current instance is left alone."""
+    steps: list[Step] = []
+    if have.status in (Status.RUNNING, Status.PAUSED):
+        steps.append(_stop(have, applied_container(have)))
+    steps.append(Delete(have.id))
+    return Action(Kind.DELETE, have.name, "an older instance of this object",
+                  steps=tuple(steps), cause=Cause.STRAY)
+
+
+def _stop(have: Observed, container: Container | None) -> Stop:
+    """The instance's own stop signal (an image may set it), else its manifest's."""
+    spec = container.spec if container is not None else None
+    sig = have.annotations.get(ANN_STOP_SIGNAL) or (spec.stop_signal if spec else "SIGTERM")
+    grace = spec.termination_grace_period_seconds if spec else 10
+    return Stop(have.id, sig, float(grace))
+
+
+def applied_container(have: Observed) -> Container | None:
+    """The manifest an instance runs with (a deleted one is no longer desired)."""
+    if not have.applied:
+        return None
+    try:
+        return Container.model_validate(json.loads(have.applied))
+    except ValueError:
+        return None
+
+
+def _live_update(want: Desired, have: Observed) -> Action | None:
+    """Mounts, resources or metadata differ from what is applied: change them in place."""
+    applied = have.applied
+    if applied == want.manifest_json:  # the common case, and cheap: nothing changed
+        return None
+    change = changes.classify(applied, json.loads(want.manifest_json))
+    ops = tuple(op for op in change.live if not op["path"].startswith("/spec/state"))
+    if not ops:
+        return None
+    parts = changes.live_parts(changes.Change(live=ops, recreate=()))
+    old = applied_container(have)
+    new = want.container
+    steps: list[Step] = []
+    if "mounts" in parts:
+        steps.append(UpdateMounts(have.id, tuple(old.spec.mounts) if old else (),
+                                  tuple(new.spec.mounts)))
+    if "resources" in parts:
+        steps.append(UpdateLimits(have.id, old.spec.resources if old else None,
+                                  new.spec.resources))
+    steps.append(RecordApplied(have.id, new, metadata_changed="metadata" in parts))
+    state = new.spec.state
+    if state is RunState.PAUSED and have.status is Status.RUNNING:
+        steps.append(SetRunState(have.id, RunState.PAUSED))
+    elif state is RunState.RUNNING and have.status is Status.PAUSED:
+        steps.append(SetRunState(have.id, RunState.RUNNING))
+    return Action(Kind.UPDATE, want.name, f"live change: {', '.join(sorted(parts))}", want,
+                  patch=ops, steps=tuple(steps), cause=Cause.LIVE_CHANGE)
+
+
+def _exited(want: Desired, have: Observed, hist: History) -> Action | None:
+    spec = want.container.spec
+    if spec.state is RunState.STOPPED:
+        return None
+    if hist.stopped_by_us:
+        return _make(Kind.START, want, have, hist, f"desired state {spec.state.value}",
+                     Cause.RUN_STATE)
+    exit_ = hist.last_exit
+    policy = spec.restart_policy
+    if policy is RestartPolicy.NEVER:
+        return None
+    if policy is RestartPolicy.ON_FAILURE and exit_ is not None and not exit_.failed:
+        return None
+    code = "unknown status" if exit_ is None else _describe_exit(exit_)
+    return _make(Kind.RESTART, want, have, hist,
+                 f"exited ({code}); restartPolicy {policy.value}", Cause.EXITED)
+
+
+def _describe_exit(exit_: ExitStatus) -> str:
+    if exit_.oom_killed:
+        return f"OOM-killed, code {exit_.exit_code}"
+    if exit_.signal:
+        return f"signal {exit_.signal}"
+    return f"code {exit_.code}"
+
+
+def _changed(want: Desired, have: Observed) -> str:
+    """``spec changed: command, env`` — the top-level fields that differ, when known."""
+    try:
+        before: dict[str, Any] = json.loads(have.applied or "").get("spec", {})
+    except ValueError:
+        return f"spec hash {have.spec_hash} -> {want.spec_hash}"
+    after = json.loads(want.manifest_json).get("spec", {})
+    fields = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    return f"spec changed: {', '.join(fields) or 'defaults'}"

@@ -1,0 +1,392 @@
+"""The loop: source snapshots and exits in, plans out, one worker per object to run them.
+
+    sources ─snapshots─▶ loop (this module) ─plan()─▶ workers (worker.py) ─▶ runtime
+                            ▲                              │
+                            └──── exits, relists ◀─────────┘
+                            └──▶ view (a frozen ControllerView after every pass and step)
+                                 ─▶ status.json, describe, Prometheus collector
+
+The loop plans whenever it is kicked and hands each object's action to that object's
+worker if the worker is idle. A relist every resync period catches drift made by hand; it
+writes only objects no worker is busy with and that no worker touched since the list was
+taken, so in-flight work is never mistaken for a half-made leftover. Everything outside
+the loop (the status writer, the metrics thread) reads only the published view.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from reconciler import errors
+from reconciler.core import desired as desired_mod
+from reconciler.core import planner
+from reconciler.core.backoff import Backoff
+from reconciler.core.history import History
+from reconciler.core.observed import Limits, Observed, Stats, Status
+from reconciler.daemon import view as view_mod
+from reconciler.daemon.status import Store, history_from_json
+from reconciler.daemon.worker import Worker
+from reconciler.resolve.spec import Resolver
+
+if TYPE_CHECKING:
+    from reconciler.core.desired import SourceSnapshot
+    from reconciler.daemon.metrics import DaemonMetrics
+    from reconciler.manifest.model import Container
+    from reconciler.resolve.images import ImageDigests
+    from reconciler.runtime.types import Runtime
+
+log = logging.getLogger("reconciler")
+
+
+class Controller:
+    def __init__(
+        self,
+        runtime: Runtime,
+        store: Store,
+        *,
+        resolver: Resolver | None = None,
+        backoff: Backoff = Backoff(),  # noqa: B008 - frozen value
+        allow_empty: bool = False,
+        resync: float = 30.0,
+        clock: Callable[[], float] = time.time,
+        metrics: DaemonMetrics | None = None,
+        stats_reader: Callable[[str], tuple[Stats, Limits] | None] | None = None,
+        cgroup_parent: str | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.store = store
+        self.resolver = resolver or Resolver(None, cgroup_parent=cgroup_parent or "/",
+                                             max_age=resync / 2)
+        self.backoff = backoff
+        self.allow_empty = allow_empty
+        self.resync = resync
+        self.clock = clock
+        self.metrics = metrics
+        self.stats_reader = stats_reader
+        self.cgroup_parent = cgroup_parent
+        self.snapshots: dict[str, SourceSnapshot] = {}
+        self.desired: desired_mod.DesiredState | None = None
+        self.observed: dict[str, Observed] = {}
+        self.history: dict[str, History] = {}
+        self.actual: dict[str, dict[str, Any]] = {}  # limits and mounts read back
+        self.workers: dict[str, Worker] = {}
+        self.last_plan: planner.Plan | None = None
+        self.passes = 0
+        self.ready = anyio.Event()  # the first full pass is done
+        self.last_pass_at: float | None = None
+        self.view = view_mod.empty(cgroup_parent)
+        self.status_pass = -1  # the pass status.json was last written after
+        self._since = view_mod.PhaseClock()
+        self._status_due = anyio.Event()
+        self._kick = anyio.Event()
+        self._seq = 0  # bumped whenever a worker finishes something
+        self._touched: dict[str, int] = {}
+        self._disk_warned = False  # one warning per spell of a full disk
+        self._last_notes: tuple[str, ...] = ()  # logged once, not every pass
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    async def run(
+        self,
+        snapshots: MemoryObjectReceiveStream[SourceSnapshot],
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        self._load_history()
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            await self._relist()
+            await self.resolver.digests.gc(self.observed.values())
+            tg.start_soon(self._status_writer)
+            tg.start_soon(self._consume, snapshots)
+            tg.start_soon(self._resync_loop)
+            task_status.started()
+            try:
+                await self._loop()
+            finally:
+                for w in self.workers.values():
+                    w.close()
+
+    def kick(self) -> None:
+        self._kick.set()
+
+    @property
+    def busy(self) -> Mapping[str, planner.Kind]:
+        return {n: w.busy for n, w in self.workers.items() if w.busy is not None}
+
+    def touch(self, name: str) -> None:
+        self._seq += 1
+        self._touched[name] = self._seq
+
+    async def _status_writer(self) -> None:
+        """status.json after changes, at most every 50 ms: a burst of 100 creates writes it
+        a few dozen times, not after each of a hundred passes. A last write on the way out."""
+        try:
+            while True:
+                await self._status_due.wait()
+                self._status_due = anyio.Event()
+                self.write_status()
+                await anyio.sleep(0.05)
+        finally:
+            self.write_status()
+
+    async def _consume(self, snapshots: MemoryObjectReceiveStream[SourceSnapshot]) -> None:
+        async with snapshots:
+            async for snap in snapshots:
+                before = self.desired
+                was = before.unavailable.get(snap.source, None) if before else None
+                was_down = before is not None and snap.source in before.unavailable
+                self.snapshots[snap.source] = snap
+                self.desired = desired_mod.build(self.snapshots, before)
+                if not snap.available and (before is None or not was_down
+                                           or was != snap.reason):
+                    self.event(None, "SourceUnavailable", str(snap.reason), warning=True)
+                elif snap.available and was_down:
+                    self.event(None, "SourceAvailable", "manifests are readable again")
+                self._report_problems(before)
+                await self.resolver.digests.refresh(self.desired, pull=False)
+                self.kick()
+
+    async def _resync_loop(self) -> None:
+        while True:
+            await anyio.sleep(self.resync)
+            await self._relist()
+            if self.desired is not None:
+                await self.resolver.digests.refresh(self.desired, pull=True)
+            self.kick()
+
+    async def _loop(self) -> None:
+        wake_at: float | None = None
+        while True:
+            timeout = None if wake_at is None else max(0.0, wake_at - self.clock())
+            with anyio.move_on_after(timeout):
+                await self._kick.wait()
+            self._kick = anyio.Event()
+            if self.desired is None:
+                continue
+            wake_at = self._pass()
+
+    def _pass(self) -> float | None:
+        assert self.desired is not None
+        now = self.clock()
+        started = time.perf_counter()
+        plan = plan_once(self.desired, self.observed, self.history, self.resolver.digests,
+                         now=now, allow_empty=self.allow_empty, backoff=self.backoff)
+        self.last_plan = plan
+        for note in plan.notes:
+            if note not in self._last_notes:
+                log.info("%s", note)
+        self._last_notes = plan.notes
+        for action in plan.actions:
+            self._dispatch(action)
+        self.passes += 1
+        self.last_pass_at = now
+        if not any(w.busy is not None and not w.in_grace for w in self.workers.values()):
+            self.ready.set()
+        self._publish()
+        if self.metrics is not None:
+            self.metrics.passes.inc()
+            self.metrics.pass_seconds.observe(time.perf_counter() - started)
+        return plan.wake_at
+
+    def _dispatch(self, action: planner.Action) -> bool:
+        worker = self._worker(action.name)
+        if worker.busy is not None:
+            return False
+        worker.submit(action)
+        return True
+
+    async def _run_worker(self, worker: Worker) -> None:
+        try:
+            await worker.run()
+        finally:
+            if self.workers.get(worker.name) is worker:
+                del self.workers[worker.name]
+
+    def action_done(self, action: planner.Action, outcome: str, seconds: float) -> None:
+        """A worker finished an action: retire it if its object is gone; plan again."""
+        worker = self.workers.get(action.name)
+        if (worker is not None and action.kind is planner.Kind.DELETE
+                and action.name not in self.observed and worker.busy is None):
+            worker.close()
+        if self.metrics is not None:
+            self.metrics.actions.labels(action.kind.value, outcome).inc()
+            self.metrics.action_seconds.labels(action.kind.value).observe(seconds)
+        self.kick()
+
+    def _publish(self) -> None:
+        self.view = view_mod.capture(self)
+        self._status_due.set()
+
+    # -- observing -------------------------------------------------------------------------
+
+    async def _relist(self) -> None:
+        mark = self._seq
+        try:
+            found = await self.runtime.list()
+        except errors.RuntimeFailure as exc:
+            log.warning("relist failed: %s", exc)
+            return
+        listed: dict[str, Observed] = {}
+        for obs in found:  # the newest generation is the object's; older ones are strays
+            if obs.name in listed and listed[obs.name].generation > obs.generation:
+                self._stray(obs, mark)
+                continue
+            if obs.name in listed:
+                self._stray(listed[obs.name], mark)
+            listed[obs.name] = obs
+
+        def mine(name: str) -> bool:  # no worker busy with it, none touched it meanwhile
+            return name not in self.busy and self._touched.get(name, -1) < mark
+
+        for name in list(self.observed):
+            if name not in listed and mine(name):
+                self.event(name, "Vanished", "the container is gone from runc (drift)",
+                           warning=True)
+                worker = self.workers.get(name)
+                if worker is not None:
+                    worker.unwatch()
+                del self.observed[name]
+        for name, obs in listed.items():
+            if not mine(name):
+                continue
+            old = self.observed.get(name)
+            self.observed[name] = obs
+            worker = self._worker(name)
+            if obs.status is Status.STOPPED:
+                worker.unwatch()
+                if old is None or old.status is not Status.STOPPED or old.id != obs.id:
+                    await self.record_exit(name, obs.id, by_us=False, known=None)
+            elif obs.status in (Status.RUNNING, Status.PAUSED):
+                worker.watch(obs.id)
+                if old is None or old.pid != obs.pid or name not in self.actual:
+                    await self.readback(name, obs.id, _applied(obs), pid=obs.pid)
+                hist = self.history.get(name, History())
+                if hist.started_at is None or hist.generation < obs.generation:
+                    self.history[name] = replace(
+                        hist, spec_hash=obs.spec_hash,
+                        started_at=hist.started_at or obs.created,
+                        generation=max(hist.generation, obs.generation))
+        self._publish()
+
+    def _stray(self, obs: Observed, mark: int) -> None:
+        if obs.name not in self.busy and self._touched.get(obs.name, -1) < mark:
+            log.warning("%s: found an older instance %s beside a newer one", obs.name, obs.id)
+            self._dispatch(planner.remove_stray(obs))
+
+    def _worker(self, name: str) -> Worker:
+        worker = self.workers.get(name)
+        if worker is None:
+            worker = self.workers[name] = Worker(name, self)
+            if self._tg is not None:  # else a test drives it with ``apply``
+                self._tg.start_soon(self._run_worker, worker)
+        return worker
+
+    async def apply(self, action: planner.Action) -> None:
+        """Run one action to its end, here and now (tests; ``run`` dispatches instead)."""
+        worker = self._worker(action.name)
+        worker.busy = action.kind
+        await worker.execute(action)
+
+    async def record_exit(self, name: str, instance: str, *, by_us: bool, known: Any) -> None:
+        exit_ = known or await self.runtime.exit_status(instance)
+        hist = self.history.get(name, History())
+        if exit_ is None or (hist.last_exit == exit_):
+            return
+        self.history[name] = planner.on_exit(hist, exit_, by_us=by_us, backoff=self.backoff)
+        if not by_us:
+            self.event(name, "Exited", exit_.text(), warning=exit_.failed)
+
+    async def read_state(self, name: str, instance: str) -> Observed:
+        """The state after a pause/resume/update; an exit meanwhile is recorded now, so the
+        next pass cannot take it for an exit of unknown status."""
+        obs = self.observed[name] = await self.runtime.state(instance)
+        if obs.status is Status.STOPPED:
+            await self.record_exit(name, instance, by_us=False, known=None)
+        return obs
+
+    async def readback(self, name: str, instance: str, container: Container | None, *,
+                       pid: int | None = None) -> None:
+        """What the kernel enforces now: cgroup limits, and the manifest's mounts as seen
+        from inside the instance (``get``/``describe`` show these, not the request)."""
+        try:
+            limits = await self.runtime.limits(instance)
+            mounts = await self.runtime.mounts(instance, pid=pid)
+        except errors.RuntimeFailure:
+            self.actual.pop(name, None)
+            return
+        wanted = {m.destination for m in container.spec.mounts} if container else set()
+        self.actual[name] = {
+            "limits": {"memoryBytes": limits.memory_bytes, "cpuQuotaUs": limits.cpu_quota_us,
+                       "cpuPeriodUs": limits.cpu_period_us, "pids": limits.pids},
+            "mounts": [{"destination": m.destination, "type": m.fstype, "source": m.source,
+                        "readOnly": m.read_only} for m in mounts if m.destination in wanted],
+        }
+
+    # -- status ----------------------------------------------------------------------------
+
+    def event(self, name: str | None, reason: str, message: str, *,
+              warning: bool = False) -> None:
+        try:
+            self.store.event(name, reason, message, warning=warning, now=self.clock())
+        except OSError as exc:  # a full disk must not stop the loop: containers come first
+            self._disk_trouble("events", exc)
+        self._publish()
+
+    def _report_problems(self, before: desired_mod.DesiredState | None) -> None:
+        assert self.desired is not None
+        old = set(before.problems) if before is not None else set()
+        for finding in self.desired.problems:
+            if finding not in old:
+                log.warning("manifest error: %s", finding)
+                self.event(None, "ManifestError", str(finding), warning=True)
+
+    def _disk_trouble(self, what: str, exc: OSError) -> None:
+        if not self._disk_warned:
+            log.warning("cannot write %s in %s: %s (carrying on without)", what,
+                        self.store.dir, exc.strerror or exc)
+            self._disk_warned = True
+
+    def _load_history(self) -> None:
+        try:
+            data = self.store.read_status().get("containers", {})
+        except errors.ReconcilerError as exc:
+            log.warning("ignoring the saved status: %s (restart counts start again; the "
+                        "containers themselves are read from runc and the depot)", exc)
+            return
+        for name, record in data.items():
+            with contextlib.suppress(TypeError, ValueError):
+                self.history[name] = history_from_json(record.get("history", {}))
+
+    def write_status(self) -> None:
+        self.view = view_mod.capture(self)
+        self.status_pass = self.view.passes
+        try:
+            self.store.write_status(view_mod.status_document(self.view, self._since))
+        except OSError as exc:
+            self._disk_trouble("status", exc)
+            return
+        self._disk_warned = False
+
+
+def plan_once(desired: desired_mod.DesiredState, observed: Mapping[str, Observed],
+              history: Mapping[str, History], digests: ImageDigests, *, now: float,
+              allow_empty: bool, backoff: Backoff) -> planner.Plan:
+    """One plan, as the loop makes it and ``reconciler diff`` shows it: image containers'
+    hashes cover the digest each tag names now."""
+    return planner.plan(digests.with_digests(desired), observed, history, now,
+                        allow_empty=allow_empty, backoff=backoff)
+
+
+def _applied(obs: Observed) -> Container | None:
+    return planner.applied_container(obs)

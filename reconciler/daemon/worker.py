@@ -1,0 +1,272 @@
+"""One worker per logical object: it owns the object's serial steps and its exit watcher.
+
+    loop ─Action (typed steps)─▶ worker (this module) ─▶ resolve ─▶ runtime
+                                   ▲  │
+                  exit (pidfd) ────┘  └─▶ observed/history of its own object, events
+
+Never two operations on one object at a time, many objects at once (kopf's per-object
+queues). The worker executes the planner's steps in order and decides nothing: a live
+change the runtime refuses is recorded in the history, and the next plan makes a new
+instance. The runtime bounds its own runc/conmon processes; waiting out a grace period
+holds no slot. The worker is the only writer of its object's entries in the loop's
+``observed``/``history``/``actual`` maps (the relist writes only an idle object's).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+
+from reconciler import errors
+from reconciler.core import planner
+from reconciler.core.history import History
+from reconciler.core.observed import ExitStatus, Limits, Observed, Status
+from reconciler.core.planner import Action, Cause, Kind
+from reconciler.manifest.model import Resources, RunState
+
+if TYPE_CHECKING:
+    from reconciler.daemon.loop import Controller
+
+log = logging.getLogger("reconciler")
+
+_DONE_EVENT = {Kind.CREATE: "Created", Kind.RECREATE: "Recreated", Kind.RESTART: "Restarted",
+               Kind.START: "Started"}
+
+
+@dataclass(frozen=True)
+class _Exited:
+    instance: str
+    exit: ExitStatus | None
+
+
+class Worker:
+    def __init__(self, name: str, ctl: Controller) -> None:
+        self.name = name
+        self.ctl = ctl
+        self.busy: Kind | None = None
+        self.in_grace = False  # waiting out a stop's grace period: nothing to do but wait
+        self._send, self._receive = anyio.create_memory_object_stream[Action | _Exited](
+            math.inf)
+        self._watching: tuple[str, anyio.CancelScope] | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    def submit(self, action: Action) -> None:
+        self.busy = action.kind
+        self._send.send_nowait(action)
+
+    def watch(self, instance: str) -> None:
+        """Watch ``instance``'s init for an exit (once; a new instance replaces the watch)."""
+        if self._watching is not None:
+            if self._watching[0] == instance:
+                return
+            self.unwatch()
+        if self._tg is None:
+            return
+        scope = anyio.CancelScope()
+        self._watching = (instance, scope)
+        self._tg.start_soon(self._watcher, instance, scope)
+
+    def unwatch(self) -> None:
+        if self._watching is not None:
+            self._watching[1].cancel()
+            self._watching = None
+
+    def close(self) -> None:
+        self._send.close()
+
+    async def run(self) -> None:
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            async with self._receive:
+                async for item in self._receive:
+                    if isinstance(item, _Exited):
+                        await self._exited(item)
+                    else:
+                        await self.execute(item)
+            tg.cancel_scope.cancel()
+
+    # -- exits -------------------------------------------------------------------------------
+
+    async def _watcher(self, instance: str, scope: anyio.CancelScope) -> None:
+        with scope:
+            try:
+                exit_ = await self.ctl.runtime.wait_exit(instance)
+            except errors.RuntimeFailure:
+                exit_ = None
+            with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+                self._send.send_nowait(_Exited(instance, exit_))
+        if self._watching is not None and self._watching[1] is scope:
+            self._watching = None
+
+    async def _exited(self, item: _Exited) -> None:
+        """An exit is recorded between steps, never during one (an exit during a pause or
+        a create is seen once that step is done)."""
+        ctl = self.ctl
+        obs = ctl.observed.get(self.name)
+        if obs is None or obs.id != item.instance:
+            return  # an instance this worker has since replaced or removed
+        if obs.status is not Status.STOPPED:
+            ctl.observed[self.name] = replace(obs, status=Status.STOPPED, pid=None)
+        await ctl.record_exit(self.name, item.instance, by_us=False, known=item.exit)
+        ctl.touch(self.name)
+        ctl.kick()
+
+    # -- steps -------------------------------------------------------------------------------
+
+    async def execute(self, action: Action) -> None:
+        ctl = self.ctl
+        outcome = "error"
+        started = time.perf_counter()
+        log.info("%s %s: %s", action.kind.value, self.name, action.reason)
+        try:
+            await self._steps(action)
+            outcome = "success"
+        except errors.LiveUpdateImpossible as exc:
+            assert action.desired is not None
+            ctl.history[self.name] = planner.on_live_impossible(
+                ctl.history.get(self.name, History()), action.desired.manifest_json)
+            ctl.event(self.name, "LiveUpdateImpossible", f"{exc}; recreating instead",
+                      warning=True)
+            outcome = "replanned"
+        except errors.RuntimeFailure as exc:
+            self._failed(action, exc)
+        except Exception as exc:  # a bug must not take the other objects down
+            log.exception("%s %s failed unexpectedly", action.kind.value, self.name)
+            self._failed(action, exc)
+        finally:
+            self.busy = None
+            self.in_grace = False
+            ctl.touch(self.name)
+            ctl.action_done(action, outcome, time.perf_counter() - started)
+
+    def _failed(self, action: Action, exc: Exception) -> None:
+        message = str(exc)
+        log.warning("%s %s failed: %s", action.kind.value, self.name, message)
+        ctl = self.ctl
+        if action.desired is not None and action.cause is not Cause.STRAY:
+            ctl.history[self.name] = planner.on_failure(
+                ctl.history.get(self.name, History()), action.desired.spec_hash, message,
+                ctl.clock())
+        ctl.event(self.name, "Failed", f"{action.kind.value}: {message}", warning=True)
+
+    async def _steps(self, action: Action) -> None:
+        ctl, name, rt = self.ctl, self.name, self.ctl.runtime
+        told: list[tuple[str, str]] = []  # live changes, told once recorded
+        made: Observed | None = None
+        for step in action.steps:
+            if isinstance(step, planner.Stop):
+                exit_ = await self._stop(step)
+                if action.kind is Kind.STOP:
+                    ctl.observed[name] = await rt.state(step.instance)
+                    if exit_ is not None:
+                        ctl.history[name] = planner.on_exit(
+                            ctl.history.get(name, History()), exit_, by_us=True,
+                            backoff=ctl.backoff)
+                    ctl.event(name, "Stopped", action.reason)
+            elif isinstance(step, planner.Delete):
+                if self._watching is not None and self._watching[0] == step.instance:
+                    self.unwatch()
+                await rt.delete(step.instance, keep_logs=step.keep_logs)
+                if action.cause is Cause.STRAY:
+                    ctl.event(name, "Deleted", f"{step.instance}: {action.reason}")
+                    continue
+                ctl.observed.pop(name, None)
+                if action.kind is Kind.DELETE:
+                    ctl.history.pop(name, None)
+                    ctl.actual.pop(name, None)
+                    ctl.event(name, "Deleted", action.reason)
+                    await ctl.resolver.digests.gc(ctl.observed.values())
+            elif isinstance(step, planner.Create):
+                assert action.desired is not None
+                spec = await ctl.resolver.instance(action.desired, step)
+                made = await rt.create(spec)
+                ctl.observed[name] = made
+            elif isinstance(step, planner.Start):
+                assert made is not None and action.desired is not None
+                await rt.start(step.instance)
+                made = replace(made, status=Status.RUNNING)
+                ctl.observed[name] = made
+                assert made.spec_hash is not None
+                ctl.history[name] = planner.on_started(
+                    ctl.history.get(name, History()), made.spec_hash, ctl.clock(),
+                    restart=action.kind is Kind.RESTART, generation=made.generation)
+                self.watch(step.instance)
+                await ctl.readback(name, step.instance, action.desired.container,
+                                   pid=made.pid)
+            elif isinstance(step, planner.UpdateMounts):
+                told += await rt.update_mounts(step.instance, step.old, step.new)
+            elif isinstance(step, planner.UpdateLimits):
+                limits = await rt.update_resources(step.instance, step.after)
+                told.append(("ResourcesUpdated",
+                             _resources_text(step.before, step.after, limits)))
+            elif isinstance(step, planner.RecordApplied):
+                # Recorded before anything is told: a crash in between makes the next daemon
+                # re-apply the change, which is idempotent (a mount is swapped for the same).
+                await rt.set_applied(step.instance, step.container)
+                if step.metadata_changed:
+                    told.append(("MetadataUpdated", "labels/annotations"))
+                for reason, message in told:
+                    ctl.event(name, reason, message)
+                obs = await ctl.read_state(name, step.instance)
+                await ctl.readback(name, step.instance, step.container, pid=obs.pid)
+            elif isinstance(step, planner.SetRunState):
+                if step.state is RunState.PAUSED:
+                    await rt.pause(step.instance)
+                else:
+                    await rt.resume(step.instance)
+                if action.kind in _DONE_EVENT:
+                    assert made is not None
+                    made = replace(made, status=Status.PAUSED)
+                    ctl.observed[name] = made
+                else:
+                    ctl.event(name, "Paused" if step.state is RunState.PAUSED else "Resumed",
+                              action.reason)
+                    await ctl.read_state(name, step.instance)
+        if action.kind in _DONE_EVENT:
+            ctl.event(name, _DONE_EVENT[action.kind], action.reason)
+
+    async def _stop(self, step: planner.Stop) -> ExitStatus | None:
+        """Stop signal, the grace period (no slot held), then SIGKILL to every process."""
+        rt = self.ctl.runtime
+        if self._watching is not None and self._watching[0] == step.instance:
+            self.unwatch()
+        with contextlib.suppress(errors.RuncError):
+            await rt.signal(step.instance, step.signal)
+        self.in_grace = True
+        self.ctl.kick()  # readiness does not wait out grace periods
+        try:
+            with anyio.move_on_after(step.grace):
+                return await rt.wait_exit(step.instance)
+        except errors.RuntimeFailure:
+            return None
+        finally:
+            self.in_grace = False
+        log.info("instance %s ignored %s for %gs; sending SIGKILL", step.instance,
+                 step.signal, step.grace)
+        with contextlib.suppress(errors.RuncError):
+            await rt.signal(step.instance, "SIGKILL", every=True)
+        try:
+            return await rt.wait_exit(step.instance)
+        except errors.RuntimeFailure:
+            return None
+
+
+def _resources_text(before: Resources | None, after: Resources, limits: Limits) -> str:
+    """``memory 64Mi→128Mi, pids 64→128`` (what changed), read back from the cgroup."""
+    parts = []
+    for field_name in ("memory", "cpu", "pids"):
+        old: Any = getattr(before, field_name, None) if before is not None else None
+        new: Any = getattr(after, field_name)
+        if old != new:
+            parts.append(f"{field_name} {old if old is not None else 'unlimited'}\u2192"
+                         f"{new if new is not None else 'unlimited'}")
+    got = (f"cgroup now: memory {limits.memory_bytes or 'max'}, cpu quota "
+           f"{limits.cpu_quota_us or 'max'}/{limits.cpu_period_us}, pids {limits.pids or 'max'}")
+    return f"{', '.join(parts) or 'unchanged'} ({got})"
