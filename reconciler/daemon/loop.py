@@ -247,7 +247,7 @@ class Controller:
             listed[obs.name] = obs
 
         def mine(name: str) -> bool:  # no worker busy with it, none touched it meanwhile
-            return name not in self.busy and self._touched.get(name, -1) < mark
+            return name not in self.busy and self._touched.get(name, -1) <= mark
 
         for name in list(self.observed):
             if name not in listed and mine(name):
@@ -280,7 +280,7 @@ class Controller:
         self._publish()
 
     def _stray(self, obs: Observed, mark: int) -> None:
-        if obs.name not in self.busy and self._touched.get(obs.name, -1) < mark:
+        if obs.name not in self.busy and self._touched.get(obs.name, -1) <= mark:
             log.warning("%s: found an older instance %s beside a newer one", obs.name, obs.id)
             self._dispatch(planner.remove_stray(obs))
 

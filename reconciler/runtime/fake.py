@@ -23,6 +23,7 @@ from reconciler.core.instance import (
     ANN_MANIFEST,
     ANN_NAME,
     ANN_SOURCE,
+    ANN_SOURCE_ID,
     ANN_SPEC_HASH,
     MANAGED_BY,
     InstanceSpec,
@@ -112,6 +113,7 @@ class FakeRuntime:
                          ANN_SPEC_HASH: spec.spec_hash, ANN_MANIFEST: manifest,
                          ANN_NAME: name, ANN_GENERATION: str(spec.generation)},
             applied=manifest, instance=spec.id, generation=spec.generation,
+            source_id=spec.annotations.get(ANN_SOURCE_ID),
         )
         self.containers[name] = obs
         self.exits.pop(name, None)

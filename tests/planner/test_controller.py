@@ -574,7 +574,7 @@ async def test_an_unavailable_source_deletes_nothing(tmp_path: Path) -> None:
         await until(lambda: d.pid("web"))
         web = d.pid("web")
         await d.unavailable()
-        await until(lambda: d.status()["daemon"]["source"]["available"] is False)
+        await until(lambda: (d.status().get("daemon", {}).get("source") or {}).get("available") is False)
         await d.settled()
         assert d.pid("web") == web
         assert "SourceUnavailable" in d.events()
