@@ -62,8 +62,9 @@ class HostSandbox:
     ``base`` detached, then cgroup dirs removed with ``rmdir`` only — never a kill — under
     the sandbox's own parent, under the parent the daemon recorded in
     ``<state-dir>/daemon.json`` (``cgroupParent``: a daemon started without
-    ``--cgroup-parent`` picks its own), and the leaf cgroup of each container this runc
-    root held (its config's ``linux.cgroupsPath``).
+    ``--cgroup-parent`` picks its own), and the leaf cgroup of each container of the
+    state dir (its config's ``linux.cgroupsPath``) with that leaf's parent if it is left
+    empty (``/reconciler...`` only).
     """
 
     def __init__(self, base: Path) -> None:
@@ -112,6 +113,9 @@ class HostSandbox:
                 _detach(mnt)
         for leaf in sorted(leaves):
             remove_cgroup_tree(leaf)
+            parent = leaf.rstrip("/").rsplit("/", 1)[0]
+            if _safe_parent(parent):  # e.g. a daemon's default parent: only if now empty
+                remove_cgroup_dir(parent)
         daemon_parent = self.daemon_cgroup_parent()
         if daemon_parent is not None and _safe_parent(daemon_parent):
             remove_cgroup_tree(daemon_parent)
@@ -152,6 +156,14 @@ def remove_cgroup_tree(path: str) -> None:
         for dirpath, _dirs, _files in os.walk(top, topdown=False):
             with contextlib.suppress(OSError):
                 os.rmdir(dirpath)
+
+
+def remove_cgroup_dir(path: str) -> None:
+    """``rmdir`` the one cgroup dir ``path`` in every hierarchy, if it is empty."""
+    rel = path.strip("/")
+    for root in _cgroup_roots() if rel else []:
+        with contextlib.suppress(OSError):
+            os.rmdir(root / rel)
 
 
 def _mount_points() -> list[str]:

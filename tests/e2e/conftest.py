@@ -4,9 +4,8 @@ A test that needs a second, separate world (its own state dir, runc root, manife
 and cgroup parent) takes ``second_e2e`` or ``e2e_factory``. Every daemon a test starts is
 stopped (SIGTERM, then SIGKILL after a bound) before the sandbox fixture removes what the
 test left on the host; a failed test gets the daemons' logs and the event log in its
-report. Measured latencies are collected with the
-``record`` fixture and printed in the terminal summary, so a plain ``pytest tests/e2e``
-shows them.
+report. Measured latencies are collected with the ``record`` fixture and printed in the
+terminal summary, so a plain ``pytest tests/e2e`` shows them.
 """
 
 from __future__ import annotations

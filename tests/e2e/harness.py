@@ -204,6 +204,12 @@ def is_instance_of(instance_id: str, name: str) -> bool:
     return instance_id == name or (m is not None and m["name"] == name)
 
 
+def instance_name(instance_id: str) -> str:
+    """The logical name in a runc id / depot dir name: ``web`` of ``web.2`` (and of ``web``)."""
+    m = _INSTANCE_RE.match(instance_id)
+    return m["name"] if m else instance_id
+
+
 def cgroup_dir(cgroups_path: str, controller: str) -> Path:
     """The dir of a ``linux.cgroupsPath`` in one v1 controller (the one tree on v2)."""
     rel = cgroups_path.strip("/")
@@ -576,6 +582,30 @@ class E2E:
             left[n] += [f"mount {p}" for top, p in mounted if is_instance_of(top, n)]
             left[n] += [f"cgroup {cg}" for cg in cgroup_dirs if is_instance_of(cg.name, n)]
         return left
+
+    def inventory(self) -> dict[str, list[str]]:
+        """What of this world is on the host, as sorted logical names (one per instance):
+        ``runc`` containers, ``depots`` (with a bundle), ``overlays`` (mounts under the
+        depots) and ``cgroups`` (dirs under the world's cgroup parents, memory controller;
+        the tree on v2)."""
+        containers = self.state_dir / "containers"
+        depots = [p.name for p in containers.iterdir()
+                  if (p / "bundle").exists()] if containers.is_dir() else []
+        prefix = str(containers) + "/"
+        with open("/proc/self/mountinfo") as f:
+            points = [line.split()[4] for line in f]
+        overlays = {p[len(prefix):].split("/", 1)[0] for p in points if p.startswith(prefix)}
+        cgroups: list[str] = []
+        for parent in self.cgroup_parents():
+            base = cgroup_dir(parent, "memory")
+            if base.is_dir():
+                cgroups += [p.name for p in base.iterdir() if p.is_dir()]
+        return {
+            "runc": self.runc_names(),
+            "depots": sorted(instance_name(d) for d in depots),
+            "overlays": sorted(instance_name(d) for d in overlays),
+            "cgroups": sorted(instance_name(c) for c in cgroups),
+        }
 
     def monitors(self, name: str) -> list[int]:
         """PIDs of live conmon processes that run a bundle of this name (any instance)."""
