@@ -321,15 +321,16 @@ def _delete(have: Observed) -> Action:
                   cause=Cause.NOT_DESIRED)
 
 
-def remove_stray(have: Observed) -> Action:
-    """An older instance left beside a newer one of the same object (a crash mid-update):
-    it goes, the object's current instance is left alone."""
+def remove_stray(have: Observed, *, vanished: bool = False) -> Action:
+    """An instance that is no longer its object's: an older one left beside a newer one
+    (a crash mid-update), or one runc forgot (``vanished``: its depot, overlay and cgroup
+    are left to clear). It goes; the object's current instance is left alone."""
     steps: list[Step] = []
-    if have.status in (Status.RUNNING, Status.PAUSED):
+    if have.status in (Status.RUNNING, Status.PAUSED) and not vanished:
         steps.append(_stop(have, applied_container(have)))
     steps.append(Delete(have.id))
-    return Action(Kind.DELETE, have.name, "an older instance of this object",
-                  steps=tuple(steps), cause=Cause.STRAY)
+    why = "what runc forgot of it" if vanished else "an older instance of this object"
+    return Action(Kind.DELETE, have.name, why, steps=tuple(steps), cause=Cause.STRAY)
 
 
 def _stop(have: Observed, container: Container | None) -> Stop:

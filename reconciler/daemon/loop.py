@@ -200,6 +200,8 @@ class Controller:
         return plan.wake_at
 
     def _dispatch(self, action: planner.Action) -> bool:
+        if self._tg is None:  # not running (a test drives it with ``apply``)
+            return False
         worker = self._worker(action.name)
         if worker.busy is not None:
             return False
@@ -210,6 +212,7 @@ class Controller:
         try:
             await worker.run()
         finally:
+            worker.close()
             if self.workers.get(worker.name) is worker:
                 del self.workers[worker.name]
 
@@ -217,7 +220,9 @@ class Controller:
         """A worker finished an action: retire it if its object is gone; plan again."""
         worker = self.workers.get(action.name)
         if (worker is not None and action.kind is planner.Kind.DELETE
+                and action.cause is not planner.Cause.STRAY
                 and action.name not in self.observed and worker.busy is None):
+            del self.workers[action.name]  # a later create gets a new worker
             worker.close()
         if self.metrics is not None:
             self.metrics.actions.labels(action.kind.value, outcome).inc()
@@ -253,10 +258,9 @@ class Controller:
             if name not in listed and mine(name):
                 self.event(name, "Vanished", "the container is gone from runc (drift)",
                            warning=True)
-                worker = self.workers.get(name)
-                if worker is not None:
-                    worker.unwatch()
-                del self.observed[name]
+                self._worker(name).unwatch()
+                gone = self.observed.pop(name)
+                self._dispatch(planner.remove_stray(gone, vanished=True))
         for name, obs in listed.items():
             if not mine(name):
                 continue

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from reconciler import errors
 from reconciler.core import planner
@@ -52,10 +53,16 @@ class Worker:
         self.ctl = ctl
         self.busy: Kind | None = None
         self.in_grace = False  # waiting out a stop's grace period: nothing to do but wait
-        self._send, self._receive = anyio.create_memory_object_stream[Action | _Exited](
-            math.inf)
+        self._inbox: tuple[MemoryObjectSendStream[Action | _Exited],
+                           MemoryObjectReceiveStream[Action | _Exited]] | None = None
         self._watching: tuple[str, anyio.CancelScope] | None = None
         self._tg: anyio.abc.TaskGroup | None = None
+
+    @property
+    def _send(self) -> MemoryObjectSendStream[Action | _Exited]:
+        if self._inbox is None:  # made when first used: a worker a test drives has none
+            self._inbox = anyio.create_memory_object_stream[Action | _Exited](math.inf)
+        return self._inbox[0]
 
     def submit(self, action: Action) -> None:
         self.busy = action.kind
@@ -79,13 +86,21 @@ class Worker:
             self._watching = None
 
     def close(self) -> None:
-        self._send.close()
+        """No more work: the run loop ends (or, never started, the inbox is closed here)."""
+        if self._inbox is None:
+            return
+        self._inbox[0].close()
+        if self._tg is None:
+            self._inbox[1].close()
 
     async def run(self) -> None:
+        self._send  # noqa: B018 - the inbox exists before the first receive
+        assert self._inbox is not None
+        send, receive = self._inbox
         async with anyio.create_task_group() as tg:
             self._tg = tg
-            async with self._receive:
-                async for item in self._receive:
+            async with send, receive:
+                async for item in receive:
                     if isinstance(item, _Exited):
                         await self._exited(item)
                     else:
@@ -175,7 +190,7 @@ class Worker:
                     self.unwatch()
                 await rt.delete(step.instance, keep_logs=step.keep_logs)
                 if action.cause is Cause.STRAY:
-                    ctl.event(name, "Deleted", f"{step.instance}: {action.reason}")
+                    ctl.event(name, "InstanceRemoved", f"{step.instance}: {action.reason}")
                     continue
                 ctl.observed.pop(name, None)
                 if action.kind is Kind.DELETE:

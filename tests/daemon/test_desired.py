@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 import pytest
 
 from reconciler.core import desired
-from reconciler.sources import directory as source
 from reconciler.manifest import loader, model
 
 BROKEN = ("<broken>",)
@@ -41,16 +40,13 @@ def result(file: str, names: tuple[str, ...]) -> loader.FileResult:
     return loader.FileResult(file, f"digest-{file}-{names}", tuple(docs), ())
 
 
-def snapshot(files: Files | None) -> source.Snapshot:
+def snapshot(files: Files | None) -> desired.SourceSnapshot:
     """A snapshot of ``files``; None: the directory is unavailable."""
-    return source.Snapshot(
+    return desired.SourceSnapshot(
+        source="directory",
         available=files is not None,
         reason=None if files is not None else "manifests directory /m does not exist",
-        directory="/m",
-        resolved="/m" if files is not None else None,
-        files={f: result(f, names) for f, names in (files or {}).items()},
-        generation=1,
-        taken_at=0.0,
+        origins={f: result(f, names) for f, names in (files or {}).items()},
     )
 
 

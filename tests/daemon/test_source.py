@@ -51,8 +51,8 @@ def write(path: Path, text: str) -> None:
 def view(snapshot: Snapshot) -> dict[str, list[str]]:
     """File (relative to the configured directory) -> container names, or ["!broken"]."""
     out = {}
-    for key, result in snapshot.files.items():
-        rel = os.path.relpath(key, snapshot.directory)
+    for key, result in snapshot.origins.items():
+        rel = os.path.relpath(key, str(snapshot.detail["directory"]))
         out[rel] = [d.container.name for d in result.documents] if result.ok else ["!broken"]
     return out
 
@@ -138,11 +138,11 @@ async def test_first_snapshot_reads_recursively_and_skips_leftovers(tmp_path: Pa
     async with watching(d) as stream:
         first = stream.history[0]
         assert view(first) == expected
-        assert (first.available, first.reason, first.generation) == (True, None, 1)
-        assert first.directory == str(d) and first.resolved == str(d)
+        assert (first.source, first.available, first.reason) == ("directory", True, None)
+        assert first.detail["directory"] == str(d) and first.detail["resolved"] == str(d)
         await stream.none_for(SETTLE)
     once = ManifestSource(d).scan_once()
-    assert view(once) == expected and once.generation == 0
+    assert view(once) == expected
 
 
 async def test_editor_leftovers_and_same_content_make_no_snapshot(tmp_path: Path) -> None:
@@ -330,13 +330,13 @@ async def test_git_sync_symlink_swap(tmp_path: Path) -> None:
                                    "c.yaml": manifest("c")})
     link = root / "link"
     async with watching(link) as stream:
-        assert stream.history[0].resolved == str(root / ".worktrees" / "rev1")
+        assert stream.history[0].detail["resolved"] == str(root / ".worktrees" / "rev1")
         await run("ln", "-s", ".worktrees/rev2", "tmp-link", cwd=root)
         await run("mv", "-T", "tmp-link", "link", cwd=root)
         swapped = await stream.next(lambda v: "c.yaml" in v, within=AT_ONCE)
-        assert swapped.resolved == str(rev2)
-        assert sorted(swapped.files) == [str(link / n) for n in ("a.yaml", "b.yaml", "c.yaml")]
-        command = swapped.files[str(link / "a.yaml")].documents[0].container.spec.command
+        assert swapped.detail["resolved"] == str(rev2)
+        assert sorted(swapped.origins) == [str(link / n) for n in ("a.yaml", "b.yaml", "c.yaml")]
+        command = swapped.origins[str(link / "a.yaml")].documents[0].container.spec.command
         assert command == ["/bin/v2"]
         await stream.next(lambda v: v == {"a.yaml": ["a"], "c.yaml": ["c"]})  # b: after settle
         await run("rm", "-rf", ".worktrees/rev1", cwd=root)  # deletes nothing that counts
@@ -351,7 +351,7 @@ async def test_relative_paths_resolve_under_the_link(tmp_path: Path) -> None:
     worktree(root, "rev1", {"a.yaml": manifest("a").replace("/nonexistent/rootfs", "./rootfs")})
     await run("ln", "-s", ".worktrees/rev1", "link", cwd=root)
     snapshot = ManifestSource(root / "link").scan_once()
-    [result] = snapshot.files.values()
+    [result] = snapshot.origins.values()
     assert result.documents[0].container.spec.rootfs == str(root / "link" / "rootfs")
 
 
@@ -377,7 +377,7 @@ async def test_directory_removed_and_recreated(tmp_path: Path) -> None:
     async with watching(d) as stream:
         shutil.rmtree(d)
         gone = await stream.unavailable()
-        assert gone.reason == f"manifests directory {d} does not exist" and not gone.files
+        assert gone.reason == f"manifests directory {d} does not exist" and not gone.origins
         write(d / "b.yaml", manifest("b"))
         await stream.next(lambda v: v == {"b.yaml": ["b"]})
         write(d / "c.yaml", manifest("c"))  # the new directory is watched
@@ -402,7 +402,7 @@ async def test_directory_renamed_away_and_replaced(tmp_path: Path) -> None:
 async def test_missing_directory_is_unavailable_until_it_appears(tmp_path: Path) -> None:
     d = tmp_path / "m"
     once = ManifestSource(d).scan_once()
-    assert (once.available, once.reason, once.resolved, dict(once.files)) == (
+    assert (once.available, once.reason, once.detail["resolved"], dict(once.origins)) == (
         False, f"manifests directory {d} does not exist", None, {}
     )
     async with watching(d) as stream:

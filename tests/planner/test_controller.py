@@ -26,14 +26,14 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from reconciler import errors
 from reconciler.core.backoff import Backoff
+from reconciler.core.instance import InstanceSpec
+from reconciler.core.observed import Observed, Status
 from reconciler.daemon.loop import Controller
-from reconciler.sources.directory import Snapshot
 from reconciler.daemon.status import Store
 from reconciler.manifest import loader
 from reconciler.manifest.model import Container
 from reconciler.runtime.fake import FakeRuntime
-from reconciler.core.instance import InstanceSpec
-from reconciler.core.observed import Observed, Status
+from reconciler.sources.directory import Snapshot
 
 pytestmark = pytest.mark.anyio
 
@@ -574,7 +574,8 @@ async def test_an_unavailable_source_deletes_nothing(tmp_path: Path) -> None:
         await until(lambda: d.pid("web"))
         web = d.pid("web")
         await d.unavailable()
-        await until(lambda: (d.status().get("daemon", {}).get("source") or {}).get("available") is False)
+        await until(lambda: (d.status().get("daemon", {}).get("source") or {})
+                    .get("available") is False)
         await d.settled()
         assert d.pid("web") == web
         assert "SourceUnavailable" in d.events()

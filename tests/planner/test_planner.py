@@ -24,10 +24,10 @@ import pytest
 from reconciler.core import planner
 from reconciler.core.backoff import Backoff
 from reconciler.core.desired import Desired, DesiredState
-from reconciler.manifest import model
-from reconciler.core.planner import History, Kind
 from reconciler.core.instance import ANN_MANIFEST, ANN_SOURCE, ANN_SPEC_HASH
 from reconciler.core.observed import ExitStatus, Observed, Status
+from reconciler.core.planner import History, Kind
+from reconciler.manifest import model
 
 NOW = 1000.0
 ROOTFS = "/nonexistent/rootfs"

@@ -32,14 +32,13 @@ from hypothesis import strategies as st
 
 from reconciler.core import planner
 from reconciler.core.backoff import Backoff
-from reconciler.sources import directory as source
+from reconciler.core.desired import Desired, DesiredState, SourceSnapshot
+from reconciler.core.observed import Observed, Status
+from reconciler.core.planner import History, Kind
 from reconciler.daemon.loop import Controller
-from reconciler.core.desired import Desired, DesiredState
 from reconciler.daemon.status import Store, history_to_json
 from reconciler.manifest import loader, model
-from reconciler.core.planner import History, Kind
 from reconciler.runtime.fake import FakeRuntime
-from reconciler.core.observed import Observed, Status
 
 NOW = 1000.0  # the fake runtime's clock and the controller's: one time line
 NAMES = ("a", "b", "c", "d")
@@ -148,10 +147,11 @@ async def populate(fake: FakeRuntime, world: World) -> dict[str, History]:
         c = container(name, command=h.command, live=h.live, policy=h.policy)
         spec_hash = model.spec_hash(c)
         obs = await fake.create(fake.spec_for(c, source=source_of(name), spec_hash=spec_hash))
+        await fake.start(obs.id)
         if h.live == 3:  # the fake only records mounts it was told to make
-            await fake.update_mounts(name, [], c.spec.mounts)
+            await fake.update_mounts(obs.id, [], c.spec.mounts)
         if h.status is Status.PAUSED:
-            await fake.pause(name)
+            await fake.pause(obs.id)
         elif h.status is Status.CREATED:
             fake.containers[name] = replace(obs, status=Status.CREATED, pid=None)
         elif h.status is Status.STOPPED:
@@ -260,15 +260,14 @@ def test_planning_after_applying_a_plan_yields_nothing(world: World) -> None:
 # -- the whole controller loop, from a snapshot, until it settles ----------------------------
 
 
-def snapshot(world: World) -> source.Snapshot:
+def snapshot(world: World) -> SourceSnapshot:
     files = {}
     for name, w in world.desired.items():
         c = container(name, command=w.command, live=w.live, state=w.state, policy=w.policy)
         key = source_of(name)
         files[key] = loader.FileResult(key, f"digest-{name}",
                                        (loader.Loaded(c, key, 1, 0),), ())
-    return source.Snapshot(available=True, reason=None, directory="/m", resolved="/m",
-                           files=files, generation=1, taken_at=NOW)
+    return SourceSnapshot(source="directory", available=True, reason=None, origins=files)
 
 
 def settles(world: World) -> None:
@@ -281,7 +280,7 @@ def settles(world: World) -> None:
                 n: {"history": history_to_json(h)} for n, h in history.items()}})
             ctl = Controller(fake, store, backoff=BACKOFF, allow_empty=world.allow_empty,
                              clock=lambda: NOW)
-            send, receive = anyio.create_memory_object_stream[source.Snapshot](1)
+            send, receive = anyio.create_memory_object_stream[SourceSnapshot](1)
             with anyio.fail_after(5):
                 async with anyio.create_task_group() as tg, send:
                     await tg.start(ctl.run, receive)
