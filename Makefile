@@ -60,10 +60,11 @@ bench: deps rootfs
 	$(PY) bench/run.py --rootfs $(ROOTFS)
 
 # Part of `make test` (and so of CI): ruff over everything, mypy --strict over the package
-# and the tests.
+# and the tests, and the layer contract (pyproject's [tool.importlinter]).
 lint: deps
 	$(VENV)/bin/ruff check reconciler tests bench
 	$(VENV)/bin/mypy reconciler tests
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) build *.egg-info

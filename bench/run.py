@@ -202,9 +202,18 @@ def start_time(pid: int) -> int | None:
     return int(rest[19])
 
 
+def instance(root: Path, name: str) -> str:
+    """The runc id of ``name``'s newest instance (``name.N``; a bare runc container: name)."""
+    if (root / f"{name}.1").exists() or (root / name).exists():
+        return f"{name}.1" if (root / f"{name}.1").exists() else name
+    found = [(int(p.name.rpartition(".")[2]), p.name) for p in root.glob(f"{name}.*")
+             if p.name.rpartition(".")[2].isdigit()]
+    return max(found)[1] if found else name
+
+
 def running_pid(root: Path, name: str) -> int | None:
     """The init PID if runc would call the container running now (as ``runc state`` does)."""
-    d = root / name
+    d = root / instance(root, name)
     if os.path.exists(d / "exec.fifo"):
         return None  # created, not started (or no container at all: see state.json)
     try:
@@ -221,7 +230,8 @@ def running_pid(root: Path, name: str) -> int | None:
 
 
 def runc_state(root: Path, name: str) -> dict[str, Any] | None:
-    done = subprocess.run(["runc", f"--root={root}", "state", name], capture_output=True,
+    done = subprocess.run(["runc", f"--root={root}", "state", instance(root, name)],
+                          capture_output=True,
                           check=False)
     return json.loads(done.stdout) if done.returncode == 0 else None
 
@@ -416,7 +426,8 @@ def stage(box: Sandbox, name: str, *, rev: int = 0) -> Path:
 
 
 def gone(box: Sandbox, name: str) -> bool:
-    return (not (box.runc_root / name).exists()
+    return (not (box.runc_root / instance(box.runc_root, name)).exists()
+            and not any((box.state / "containers").glob(f"{name}.*"))
             and not (box.state / "containers" / name).exists())
 
 
@@ -477,7 +488,7 @@ def single_trials(box: Sandbox, daemon: Daemon, bare: Bare, trials: int) -> Sing
     Every container is removed (untimed) before the next is made."""
     cold = drop_one(box, daemon, "warmup")
     daemon_config = json.loads(
-        (box.state / "containers" / "warmup" / "bundle" / "config.json").read_text())
+        (box.state / "containers" / "warmup.1" / "bundle" / "config.json").read_text())
     drop_out(box, daemon, ["warmup"], timeout=30)
     bare_cold = bare.timed_run("bare-warmup")
     bare.delete("bare-warmup")
@@ -583,7 +594,8 @@ def crash_trials(box: Sandbox, daemon: Daemon, bare: Bare, trials: int
         fd = os.pidfd_open(pid)
         try:
             t0 = time.perf_counter()
-            subprocess.run(["runc", f"--root={box.runc_root}", "kill", "crash", "KILL"],
+            subprocess.run(["runc", f"--root={box.runc_root}", "kill",
+                            instance(box.runc_root, "crash"), "KILL"],
                            check=True, capture_output=True)
             died, died_wall = None, None
             deadline = t0 + 15

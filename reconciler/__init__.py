@@ -1,13 +1,17 @@
 """reconciler: a declarative reconciler for real runc containers.
 
-Layers, top to bottom (each imports only those below it):
+Layers, top to bottom (each imports only those below it; ``make lint`` checks this with
+the import-linter contract in pyproject.toml, and docs/architecture.md draws it):
 
-    cli        command line: run, validate, get, describe, events, diff, schema
-    daemon     watcher → desired state → planner → executor, with status and events
-    planner    pure: (desired, observed, history, now) -> actions
-    runtime    the one layer that touches the host: OCI bundles, overlay, conmon, runc
+    cli        command line: run, validate, get, describe, events, diff, logs, exec, image
+    daemon     loop (plan, dispatch) → one worker per object → runtime; status, metrics
+    sources    where desired state comes from (the manifests directory)      ┐
+    resolve    desired object → fully-resolved InstanceSpec (images, defaults) ├ siblings
+    runtime    the one layer that touches the host: bundles, overlay, conmon, runc ┘
+    images     the local OCI image store (skopeo in, umoci out)
+    core       pure: desired, observed, history, changes, backoff, planner
     manifest   the manifest format (pydantic models) and the file loader
-    errors     the one error tree
+    errors, proc, atomic, paths, logs   small shared helpers and the one error tree
 """
 
 from __future__ import annotations
