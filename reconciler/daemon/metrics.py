@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
@@ -21,7 +21,21 @@ from prometheus_client.registry import Collector
 from reconciler import errors
 
 if TYPE_CHECKING:
-    from reconciler.daemon.loop import Controller
+    from reconciler.core.observed import Limits, Stats
+    from reconciler.daemon.view import ControllerView
+
+
+class Viewed(Protocol):
+    """What metrics and health read of the loop: its last published view (the Controller)."""
+
+    @property
+    def view(self) -> ControllerView: ...
+
+    @property
+    def stats_reader(self) -> Callable[[str], tuple[Stats, Limits] | None] | None: ...
+
+    @property
+    def resync(self) -> float: ...
 
 Metric = GaugeMetricFamily
 
@@ -44,7 +58,7 @@ class DaemonMetrics:
             ["kind"], registry=self.registry,
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
 
-    def attach(self, ctl: Controller) -> None:
+    def attach(self, ctl: Viewed) -> None:
         self.registry.register(_StateCollector(ctl))
 
 
@@ -63,7 +77,7 @@ _CONTAINER_GAUGES = (
 
 
 class _StateCollector(Collector):
-    def __init__(self, ctl: Controller) -> None:
+    def __init__(self, ctl: Viewed) -> None:
         self.ctl = ctl
 
     def collect(self) -> Iterator[Metric]:
@@ -115,7 +129,7 @@ def _gauge(name: str, doc: str, rows: Iterable[tuple[list[str], float]],
     return g
 
 
-def health(ctl: Controller, now: float) -> tuple[bool, str]:
+def health(ctl: Viewed, now: float) -> tuple[bool, str]:
     """Alive: a pass finished within two resync periods (the loop is not stuck)."""
     last = ctl.view.last_pass_at
     if last is None:
@@ -133,7 +147,7 @@ class _Quiet(WSGIRequestHandler):
 class MetricsServer:
     """/metrics, /healthz, /readyz on HOST:PORT in one daemon thread."""
 
-    def __init__(self, addr: str, ctl: Controller, metrics: DaemonMetrics,
+    def __init__(self, addr: str, ctl: Viewed, metrics: DaemonMetrics,
                  clock: Callable[[], float] = time.time) -> None:
         host, _, port = addr.rpartition(":")
         if not host or not port.isdigit():
