@@ -498,8 +498,7 @@ class RuncRuntime:
         if pid is None or not _alive(pid, "conmon"):
             return
         with anyio.move_on_after(2):
-            while _alive(pid, "conmon"):
-                await anyio.sleep(0.005)
+            await _wait_pid(pid, comm="conmon")  # a pidfd: woken by its exit, no polling
             return
         await self._kill_monitor(d)
 
