@@ -33,6 +33,7 @@ class Store:
         self.events_path = self.dir / "events.jsonl"
         self._lock_fd: int | None = None
         self._cgroup_fd: int | None = None
+        self._cgroup_lock: Path | None = None
 
     # -- the daemon lock -------------------------------------------------------------------
 
@@ -57,28 +58,40 @@ class Store:
         record the parent in ``daemon.json`` (the CLI and ``get -o wide`` read it there)."""
         path = paths.cgroup_lock(parent)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise errors.StateDirLocked(
+                    f"cgroup parent {parent} is held by another live reconciler daemon"
+                    f" ({holder}); give this one its own --cgroup-parent (or leave it unset:"
+                    " each state dir then gets its own)") from None
+            try:  # the file a daemon removed on its way out: lock the new one instead
+                if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
             os.close(fd)
-            raise errors.StateDirLocked(
-                f"cgroup parent {parent} is held by another live reconciler daemon ({holder});"
-                " give this one its own --cgroup-parent (or leave it unset: each state dir"
-                " then gets its own)") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}, state dir {self.dir}\n".encode(), 0)
-        self._cgroup_fd = fd
+        self._cgroup_fd, self._cgroup_lock = fd, path
         doc = {"cgroupParent": parent, "pid": os.getpid()}
         atomic.write(self.dir / paths.DAEMON_FILE, json.dumps(doc, sort_keys=True).encode())
 
     def unlock(self) -> None:
-        for attr in ("_lock_fd", "_cgroup_fd"):
-            fd = getattr(self, attr, None)
-            if fd is not None:
-                os.close(fd)
-                setattr(self, attr, None)
+        if self._cgroup_fd is not None:
+            # removed while still held, so no one locks a file that is about to go
+            with contextlib.suppress(OSError):
+                if self._cgroup_lock is not None:
+                    os.unlink(self._cgroup_lock)
+            os.close(self._cgroup_fd)
+            self._cgroup_fd = self._cgroup_lock = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     # -- status ----------------------------------------------------------------------------
 
