@@ -40,17 +40,10 @@ class Store:
     def lock(self) -> None:
         """One daemon per state dir: a second one fails at once with a clear message."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.dir / "daemon.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
+        fd, holder = _flock(self.dir / "daemon.lock", f"{os.getpid()}")
+        if fd is None:
             raise errors.StateDirLocked(
-                f"another reconciler daemon (pid {holder}) is running with state dir {self.dir}"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                f"another reconciler daemon (pid {holder}) is running with state dir {self.dir}")
         self._lock_fd = fd
 
     def claim_cgroup_parent(self, parent: str) -> None:
@@ -58,25 +51,12 @@ class Store:
         record the parent in ``daemon.json`` (the CLI and ``get -o wide`` read it there)."""
         path = paths.cgroup_lock(parent)
         path.parent.mkdir(parents=True, exist_ok=True)
-        while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
-                os.close(fd)
-                raise errors.StateDirLocked(
-                    f"cgroup parent {parent} is held by another live reconciler daemon"
-                    f" ({holder}); give this one its own --cgroup-parent (or leave it unset:"
-                    " each state dir then gets its own)") from None
-            try:  # the file a daemon removed on its way out: lock the new one instead
-                if os.stat(path).st_ino == os.fstat(fd).st_ino:
-                    break
-            except FileNotFoundError:
-                pass
-            os.close(fd)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}, state dir {self.dir}\n".encode(), 0)
+        fd, holder = _flock(path, f"pid {os.getpid()}, state dir {self.dir}", unlinked=True)
+        if fd is None:
+            raise errors.StateDirLocked(
+                f"cgroup parent {parent} is held by another live reconciler daemon"
+                f" ({holder}); give this one its own --cgroup-parent (or leave it unset:"
+                " each state dir then gets its own)")
         self._cgroup_fd, self._cgroup_lock = fd, path
         doc = {"cgroupParent": parent, "pid": os.getpid()}
         atomic.write(self.dir / paths.DAEMON_FILE, json.dumps(doc, sort_keys=True).encode())
@@ -139,6 +119,29 @@ def _parse(line: str) -> dict[str, Any] | None:
     except ValueError:
         return None  # a torn last line after a crash
     return record if isinstance(record, dict) else None
+
+
+def _flock(path: Path, me: str, *, unlinked: bool = False) -> tuple[int | None, str]:
+    """An exclusive lock on ``path`` with ``me`` written in it: (fd, me), or (None, what
+    the holder wrote). ``unlinked``: the holder removes the file on its way out, so a lock
+    taken on a removed file is dropped and taken again on the new one."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            return None, holder
+        try:
+            if not unlinked or os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{me}\n".encode(), 0)
+    return fd, me
 
 
 def history_to_json(hist: History) -> dict[str, Any]:
