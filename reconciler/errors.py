@@ -58,13 +58,18 @@ class RuntimeFailure(ReconcilerError):
         super().__init__(message)
         self.container = container
 
-    def for_container(self, name: str) -> RuntimeFailure:
-        """The same error (type and fields kept) naming ``name``, if it named none."""
-        if self.container is not None:
+    def for_container(self, name: str, *, instead: bool = False) -> RuntimeFailure:
+        """The same error (type and fields kept) naming ``name``, if it named none (or,
+        ``instead``, in place of the instance id it named: what the user typed)."""
+        if self.container == name or (self.container is not None and not instead):
             return self
+        text = self.message
+        prefix = f'container "{self.container}": '
+        if self.container is not None and text.startswith(prefix):
+            text = text[len(prefix):]
         named = copy.copy(self)
         named.container = name
-        named.message = f'container "{name}": {self.message}'
+        named.message = f'container "{name}": {text}'
         named.args = (named.message,)
         return named
 

@@ -172,7 +172,9 @@ def digests_in_use(containers: Iterable[tuple[str, Mapping[str, str]]]) -> dict[
     for name, notes in containers:
         digest = notes.get(ANN_IMAGE_DIGEST) if isinstance(notes, Mapping) else None
         if isinstance(digest, str) and digest.startswith("sha256:"):
-            used.setdefault(digest, []).append(name)
+            names = used.setdefault(digest, [])
+            if name not in names:  # two instances of one object are one user
+                names.append(name)
     return used
 
 

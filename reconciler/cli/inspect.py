@@ -9,12 +9,13 @@ Log parsing and following live in ``reconciler.logs``; this module only prints. 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import pwd
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -73,6 +74,20 @@ def _exec_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-t", "--tty", action="store_true", help="give the command a terminal")
 
 
+def _by_name(command: Callable[[argparse.Namespace], int]
+             ) -> Callable[[argparse.Namespace], int]:
+    """Errors name the container as the user typed it, not the instance id (``web.2``)."""
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except errors.RuntimeFailure as exc:
+            if not getattr(args, "name", None):
+                raise
+            raise exc.for_container(args.name, instead=True) from None
+    return run
+
+
 def _runtime(args: argparse.Namespace) -> runc.RuncRuntime:
     return runc.RuncRuntime(state_dir=args.state_dir, runc_root=args.runc_root)
 
@@ -97,6 +112,7 @@ def _duration(text: str) -> timedelta:
 # -- logs ------------------------------------------------------------------------------------
 
 
+@_by_name
 def cmd_logs(args: argparse.Namespace) -> int:
     if args.follow and args.previous:
         raise errors.UsageError("--follow and --previous do not go together: "
@@ -145,6 +161,7 @@ def _emit(lines: Sequence[logs.Line], timestamps: bool) -> None:
 # -- exec ------------------------------------------------------------------------------------
 
 
+@_by_name
 def cmd_exec(args: argparse.Namespace) -> int:
     argv: list[str] = args.command
     if argv[:1] == ["--"]:
@@ -178,6 +195,7 @@ class _Sample(NamedTuple):
     when: float
 
 
+@_by_name
 def cmd_stats(args: argparse.Namespace) -> int:
     stream = not args.no_stream and args.output == "table" and sys.stdout.isatty()
     anyio.run(_stats, args, stream)
@@ -273,12 +291,14 @@ def _size(n: int) -> str:
 # -- inspect / top ---------------------------------------------------------------------------
 
 
+@_by_name
 def cmd_inspect(args: argparse.Namespace) -> int:
     rt = _runtime(args)
     print(json.dumps(rt.config(rt.locate(args.name)), indent=2, sort_keys=True))  # noqa: T201
     return 0
 
 
+@_by_name
 def cmd_top(args: argparse.Namespace) -> int:
     rt = _runtime(args)
     rows = [["PID", "USER", "TIME", "CMD"]]

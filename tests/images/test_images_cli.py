@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from reconciler.cli import image as image_cli
-from reconciler.runtime import runc
 from reconciler.core.instance import ANN_IMAGE_DIGEST
 from reconciler.core.observed import Observed, Status
+from reconciler.runtime import runc
 
 from .support import Built
 
@@ -51,7 +51,7 @@ def containers(monkeypatch: pytest.MonkeyPatch) -> list[Observed]:
 def observed(name: str, digest: str | None) -> Observed:
     notes = {ANN_IMAGE_DIGEST: digest} if digest else {}
     return Observed(name=name, status=Status.STOPPED, pid=None, spec_hash=None, source=None,
-                    created=0.0, annotations=notes)
+                    created=0.0, annotations=notes, instance=f"{name}.1", generation=1)
 
 
 def cli(tmp_path: Path, *argv: str) -> int:
@@ -136,7 +136,8 @@ def test_rm_refuses_when_runc_cannot_be_asked(tmp_path: Path, built: Built,
 def test_digests_in_use_reads_the_annotation_defensively() -> None:
     pairs = [("a", {ANN_IMAGE_DIGEST: "sha256:1"}), ("b", {}),
              ("c", {ANN_IMAGE_DIGEST: "garbage"}),
-             ("d", {ANN_IMAGE_DIGEST: "sha256:1"})]
+             ("d", {ANN_IMAGE_DIGEST: "sha256:1"}),
+             ("a", {ANN_IMAGE_DIGEST: "sha256:1"})]  # a second instance of "a"
     assert image_cli.digests_in_use(pairs) == {"sha256:1": ["a", "d"]}
 
 

@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
+from reconciler.core.instance import ANN_GENERATION, ANN_IMAGE_DIGEST, ANN_NAME, ANN_STOP_SIGNAL
+
 from .support import Built, push
 
 pytestmark = pytest.mark.runc
@@ -35,11 +37,11 @@ class World:
         self.sandbox = sandbox
         self.manifests = tmp / "manifests"
         self.manifests.mkdir()
-        self.log = tmp / "daemon.log"
+        self.daemon_log = tmp / "daemon.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        with self.log.open("ab") as log:
+        with self.daemon_log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "reconciler", "run", "--manifests", str(self.manifests),
                  "--state-dir", str(self.sandbox.state_dir),
@@ -65,9 +67,31 @@ class World:
         tmp.rename(self.manifests / f"{name}.yaml")
 
     def state(self, name: str) -> dict[str, Any] | None:
-        res = subprocess.run(["runc", f"--root={self.sandbox.runc_root}", "state", name],
-                             capture_output=True, text=True, check=False)
-        return json.loads(res.stdout) if res.returncode == 0 else None
+        """runc's list entry of ``name``'s current instance (its newest generation, found
+        by the name annotation: ids are ``<name>.<generation>``), None if there is none."""
+        for _ in range(10):  # runc fails the listing when a container goes while it lists
+            res = subprocess.run(["runc", f"--root={self.sandbox.runc_root}", "list",
+                                  "--format", "json"], capture_output=True, text=True,
+                                 check=False)
+            if res.returncode == 0:
+                break
+            time.sleep(0.02)
+        if res.returncode != 0:
+            return None
+        mine = [e for e in json.loads(res.stdout or "null") or []
+                if (e.get("annotations") or {}).get(ANN_NAME) == name]
+        if not mine:
+            return None
+        newest: dict[str, Any] = max(
+            mine, key=lambda e: int(e["annotations"].get(ANN_GENERATION) or 0))
+        return newest
+
+    def log(self, name: str) -> Path | None:
+        """The current log of ``name``'s current instance."""
+        st = self.state(name)
+        if st is None:
+            return None
+        return Path(self.sandbox.state_dir) / "containers" / str(st["id"]) / "logs" / "current.log"
 
     def running_pid(self, name: str) -> int | None:
         st = self.state(name)
@@ -82,7 +106,7 @@ class World:
 
     def digest(self, name: str) -> str | None:
         st = self.state(name)
-        return None if st is None else st["annotations"].get("io.reconciler.image-digest")
+        return None if st is None else st["annotations"].get(ANN_IMAGE_DIGEST)
 
 
 @pytest.fixture
@@ -137,9 +161,14 @@ def test_image_config_applied_inside_the_container(
     world.start()
     world.drop("conf", image=ref, restartPolicy="Never", env=[{"name": "MODE",
                                                                "value": "manifest"}])
-    log = Path(world.sandbox.state_dir) / "containers" / "conf" / "logs" / "current.log"
-    text = wait_for("the report", lambda: log.exists() and "path=" in log.read_text()
-                    and log.read_text())
+
+    def report() -> str | None:
+        log = world.log("conf")
+        if log is None or not log.exists() or "path=" not in log.read_text():
+            return None
+        return log.read_text()
+
+    text = wait_for("the report", report)
     lines = {ln.split(" F ", 1)[1].split("=", 1)[0]: ln.split(" F ", 1)[1]
              for ln in text.splitlines() if " F " in ln}
     assert lines["argv"] == "argv=from-cmd "  # Entrypoint sh -c REPORT, Cmd's 2nd word = $0
@@ -148,7 +177,7 @@ def test_image_config_applied_inside_the_container(
     assert lines["greeting"] == "greeting=hello mode=manifest"  # env merged, manifest wins
     state = world.state("conf")
     assert state is not None
-    assert state["annotations"]["io.reconciler.stop-signal"] == "SIGQUIT"
+    assert state["annotations"][ANN_STOP_SIGNAL] == "SIGQUIT"
 
 
 def test_missing_image_fails_one_container_only(world: World, built: Built,

@@ -1,9 +1,9 @@
 """Containers from images on real runc: the image config seen from inside, one shared tree.
 
-The runtime does not take ``image:`` manifests yet, so these tests do what it will do:
-resolve and unpack the image, apply its config to the manifest, and run the effective
-container with the unpacked rootfs as the overlay's lower dir (a ``rootfs:`` manifest with
-the final argv). What the process reports about itself is the proof.
+The daemon's path: the image pulled (here: imported) per ``imagePullPolicy``, then
+``resolve.spec.build`` unpacks it and applies its config to the manifest, and the runtime
+creates and starts the instance with the unpacked rootfs as the overlay's lower dir.
+What the process reports about itself is the proof.
 """
 
 from __future__ import annotations
@@ -16,8 +16,11 @@ from typing import Any
 import anyio
 import pytest
 
+from reconciler.core.desired import Desired
+from reconciler.core.instance import ANN_IMAGE_DIGEST, ANN_STOP_SIGNAL, InstanceSpec
 from reconciler.images import apply, store
 from reconciler.manifest import model
+from reconciler.resolve import spec as specs
 from reconciler.runtime.runc import RuncRuntime
 
 from .support import REPORT, Built
@@ -39,23 +42,31 @@ def image_manifest(name: str, image: str, **spec: Any) -> model.Container:
 
 
 async def run_from_image(rt: RuncRuntime, s: store.ImageStore, c: model.Container
-                         ) -> model.Container:
-    """Start ``c`` the way the runtime will; the effective container."""
+                         ) -> InstanceSpec:
+    """Start instance ``<name>.1`` of ``c`` the way the daemon does; its spec."""
     assert c.spec.image is not None
     image = await s.resolve(c.spec.image, c.spec.image_pull_policy)
-    rootfs = await s.ensure_unpacked(image)
-    effective, entrypoint = apply.apply_image_config(c, image.config, rootfs=rootfs)
-    doc = effective.model_dump(mode="json", by_alias=True)
-    doc["spec"].update(image=None, rootfs=str(rootfs),
-                       command=apply.argv(effective, entrypoint), args=None)
-    await rt.create(model.Container.model_validate(doc), source="test",
-                    spec_hash=model.spec_hash(c, extra={"image": image.digest}))
-    return effective
+    spec_hash = model.spec_hash(c, extra={"image": image.digest})
+    want = Desired(name=c.name, container=c, source="test", spec_hash=spec_hash)
+    spec = await specs.build(want, instance=f"{c.name}.1", generation=1, previous=None,
+                             spec_hash=spec_hash, cgroup_parent=rt.cgroup_parent, images=s)
+    # the effective manifest: the image's config applied, its Entrypoint kept apart
+    assert spec.container.spec.image == c.spec.image
+    assert spec.lower == str(await s.ensure_unpacked(image))
+    assert spec.annotations[ANN_IMAGE_DIGEST] == image.digest
+    await rt.create(spec)
+    await rt.start(spec.id)
+    state = await rt.state(spec.id)
+    assert state.annotations[ANN_IMAGE_DIGEST] == image.digest
+    assert state.annotations[ANN_STOP_SIGNAL] == spec.stop_signal
+    assert rt.config(spec.id)["process"]["args"] == apply.argv(spec.container,
+                                                               list(spec.entrypoint))
+    return spec
 
 
-async def output(rt: RuncRuntime, name: str) -> list[str]:
-    await rt.wait_exit(name)
-    log = rt.depot(name).log
+async def output(rt: RuncRuntime, instance: str) -> list[str]:
+    await rt.wait_exit(instance)
+    log = rt.depot(instance).log
     for _ in range(200):  # conmon flushes the log as the container exits
         lines = [ln.split(" stdout F ", 1)[1] for ln in log.read_text().splitlines()
                  if " stdout F " in ln]
@@ -84,9 +95,11 @@ async def test_image_config_seen_from_inside(
     await s.import_(built.source("conf:1"))
     c = image_manifest("conf", "conf:1", env=[{"name": "GREETING", "value": "manifest"}],
                        **spec)
-    effective = await run_from_image(rt, s, c)
-    assert effective.spec.stop_signal == "SIGQUIT"  # from the image: the manifest says none
-    lines = await output(rt, "conf")
+    made = await run_from_image(rt, s, c)
+    assert made.stop_signal == "SIGQUIT"  # from the image: the manifest says none
+    assert made.container.spec.stop_signal == "SIGQUIT"
+    assert made.entrypoint == ("/bin/sh", "-c")  # the image's Entrypoint
+    lines = await output(rt, "conf.1")
     assert lines == [
         argv_line,
         "uid=33 gid=33 groups=33",  # User www-data, looked up in the image's /etc/passwd
@@ -102,9 +115,9 @@ async def test_manifest_overrides_win_inside(rt: RuncRuntime, built: Built,
     await s.import_(built.source("conf:1"))
     c = image_manifest("mine", "conf:1", user={"uid": 1234, "gid": 99}, workingDir="/tmp",
                        stopSignal="SIGTERM", env=[{"name": "PATH", "value": "/bin"}])
-    effective = await run_from_image(rt, s, c)
-    assert effective.spec.stop_signal == "SIGTERM"
-    assert await output(rt, "mine") == ["argv=from-cmd ", "uid=1234 gid=99 groups=99",
+    spec = await run_from_image(rt, s, c)
+    assert spec.stop_signal == "SIGTERM"
+    assert await output(rt, "mine.1") == ["argv=from-cmd ", "uid=1234 gid=99 groups=99",
                                         "cwd=/tmp", "greeting=hello mode=image", "path=/bin"]
 
 
@@ -131,20 +144,22 @@ async def test_fifty_containers_share_one_unpacked_tree(rt: RuncRuntime, built: 
         for name in names:
             tg.start_soon(start, name)
     elapsed = time.monotonic() - started
-    assert sorted(o.name for o in await rt.list()) == names
+    listed = await rt.list()
+    assert sorted(o.name for o in listed) == names
+    assert sorted(o.instance for o in listed) == [f"{n}.1" for n in names]
     [tree] = list(s.unpacked.iterdir())
     rootfs = tree / "rootfs"
     # every container's root is an overlay whose lower dir is that one tree
     for name in (names[0], names[-1]):
-        pid = (await rt.state(name)).pid
+        pid = (await rt.state(f"{name}.1")).pid
         mountinfo = (await anyio.Path(f"/proc/{pid}/mountinfo").read_text()).splitlines()
         root = next(ln for ln in mountinfo if ln.split()[4] == "/")
         assert "overlay" in root and f"lowerdir={rootfs}" in root
     for _ in range(200):
-        if all((rt.depot(n).upper / "mine").exists() for n in names):
+        if all((rt.depot(f"{n}.1").upper / "mine").exists() for n in names):
             break
         await anyio.sleep(0.02)
-    uppers = [rt.depot(n).upper for n in names]
+    uppers = [rt.depot(f"{n}.1").upper for n in names]
     assert all((u / "mine").read_text() == "mine\n" for u in uppers)
     tree_kib, uppers_kib = du_kib(tree), du_kib(*uppers)
     print(f"50 containers: tree {tree_kib} KiB once, 50 upper dirs {uppers_kib} KiB,"  # noqa: T201

@@ -108,7 +108,8 @@ async def test_reimport_moves_the_tag(image_store: store.ImageStore, built: Buil
 async def test_resolve_never_absent_is_a_clear_error(image_store: store.ImageStore) -> None:
     with pytest.raises(errors.ImageNotFound, match="imagePullPolicy is Never") as caught:
         await image_store.resolve("busybox", NEVER)
-    assert caught.value.retryable  # a later import can fix it: backoff, not give up
+    # a failure on the host, which the planner retries with backoff: a later import can fix it
+    assert isinstance(caught.value, errors.RuntimeFailure)
 
 
 async def test_resolve_local_image_without_pulling(image_store: store.ImageStore,
@@ -238,7 +239,8 @@ async def test_rm_refused_while_in_use_unless_forced(image_store: store.ImageSto
     in_use = {image.digest: ["web"]}
     with pytest.raises(errors.ImageInUse, match="used by 1 container: web") as caught:
         await image_store.rm("busybox", in_use=in_use)
-    assert caught.value.containers == ("web",) and not caught.value.retryable
+    assert caught.value.containers == ("web",)
+    assert not isinstance(caught.value, errors.RuntimeFailure)  # a refusal, not a failure
     assert index_refs(image_store) == {"busybox:latest": image.digest}
     removal = await image_store.rm("busybox", force=True, in_use=in_use)
     assert removal.refs == ("busybox:latest",) and removal.blobs == 3

@@ -1,7 +1,8 @@
 """Fixtures for the operator commands (logs, exec, stats, inspect, top) on real containers.
 
 Tests here are plain functions (no event loop of their own), because the commands they
-drive run ``anyio.run`` themselves: ``up`` creates a container through the runtime,
+drive run ``anyio.run`` themselves: ``up`` creates and starts an instance (``web.1``)
+through the runtime as the daemon does, the commands find it by its logical name,
 ``cli`` runs ``reconciler.cli.main`` in-process (output through capsys), and
 ``reconciler`` runs the command as a subprocess where real stdio or a terminal matters.
 """
@@ -23,7 +24,10 @@ import anyio
 import pytest
 
 from reconciler import cli as command_line
+from reconciler.core.desired import Desired
+from reconciler.core.instance import instance_id
 from reconciler.manifest.model import Container
+from reconciler.resolve import spec as specs
 from reconciler.runtime.runc import RuncRuntime
 
 SLEEP = ("/bin/sh", "-c", "trap 'exit 0' TERM; sleep 1000 & wait")
@@ -46,16 +50,35 @@ class Ops:
                "spec": {"rootfs": str(self.rootfs), "command": list(cmd), **spec}}
         return Container.model_validate(doc)
 
-    def up(self, name: str, *cmd: str, rt: RuncRuntime | None = None, **spec: Any) -> int:
-        """Create and start a container; its init PID."""
+    def up(self, name: str, *cmd: str, rt: RuncRuntime | None = None, generation: int = 1,
+           previous: str | None = None, **spec: Any) -> int:
+        """Create and start instance ``<name>.<generation>`` as the daemon does; its init
+        PID. The same generation again (after ``delete(keep_logs=True)``) is a restart."""
         runtime = rt or self.rt
-        obs = anyio.run(lambda: runtime.create(self.manifest(name, *cmd, **spec),
-                                               source=f"/m/{name}.yaml", spec_hash="h1"))
-        assert obs.pid is not None
-        return obs.pid
+        container = self.manifest(name, *cmd, **spec)
+
+        async def create_and_start() -> int | None:
+            want = Desired(name=name, container=container, source=f"/m/{name}.yaml",
+                           spec_hash="h1")
+            instance = await specs.build(
+                want, instance=instance_id(name, generation), generation=generation,
+                previous=previous, spec_hash="h1", cgroup_parent=runtime.cgroup_parent,
+                images=None)
+            made = await runtime.create(instance)
+            await runtime.start(instance.id)
+            return made.pid
+
+        pid = anyio.run(create_and_start)
+        assert pid is not None
+        return pid
+
+    def instance(self, name: str) -> str:
+        """The current instance of ``name`` (``web.1``), as the commands find it."""
+        return self.rt.locate(name)
 
     def delete(self, name: str, *, keep_logs: bool = False) -> None:
-        anyio.run(lambda: self.rt.delete(name, keep_logs=keep_logs))
+        instance = self.instance(name)
+        anyio.run(lambda: self.rt.delete(instance, keep_logs=keep_logs))
 
     def cli(self, command: str, *args: str) -> tuple[int, str, str]:
         """``reconciler COMMAND --state-dir .. --runc-root .. ARGS``: code, stdout, stderr."""
@@ -83,7 +106,7 @@ class Ops:
     def wait_log(self, name: str, needle: bytes, timeout: float = 10) -> None:
         """Until conmon has written ``needle`` into the container's current log."""
         deadline = time.monotonic() + timeout
-        path = self.rt.depot(name).log
+        path = self.rt.depot(self.instance(name)).log
         while time.monotonic() < deadline:
             if path.exists() and needle in path.read_bytes():
                 return

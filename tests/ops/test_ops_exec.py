@@ -51,16 +51,18 @@ def test_a_terminal_with_t(ops: Ops) -> None:
 
 def test_paused_and_missing_containers_are_clear_errors(ops: Ops) -> None:
     ops.up("box", *SLEEP)
-    subprocess.run(["runc", f"--root={ops.rt.runc_root}", "pause", "box"], check=True)
-    done = ops.run("exec", "box", "--", "/bin/true")
-    assert (done.returncode, done.stdout) == (1, b"")
-    assert done.stderr == b'RuncError: container "box": cannot exec in a paused container\n'
-    subprocess.run(["runc", f"--root={ops.rt.runc_root}", "resume", "box"], check=True)
-    assert ops.run("exec", "box", "--", "/bin/true").returncode == 0
-
     done = ops.run("exec", "ghost", "--", "/bin/true")
     assert (done.returncode, done.stdout) == (1, b"")
     assert done.stderr == b'ContainerNotFound: container "ghost": container does not exist\n'
+
+    subprocess.run(["runc", f"--root={ops.rt.runc_root}", "pause", "box.1"], check=True)
+    paused = ops.run("exec", "box", "--", "/bin/true")
+    subprocess.run(["runc", f"--root={ops.rt.runc_root}", "resume", "box.1"], check=True)
+    assert ops.run("exec", "box", "--", "/bin/true").returncode == 0
+    assert (paused.returncode, paused.stdout) == (1, b"")
+    # the container as the operator named it (as ``logs`` and ``stats`` do), not its
+    # instance id
+    assert paused.stderr == b'RuncError: container "box": cannot exec in a paused container\n'
 
 
 def test_usage_errors(ops: Ops) -> None:
@@ -77,3 +79,12 @@ def test_usage_errors(ops: Ops) -> None:
         ops.cli("exec", "box", "--bogus", "--", "/bin/true")
     assert exc.value.code == 2
     assert "unrecognized arguments: --bogus" in ops.capsys.readouterr().err
+
+
+def test_exec_runs_in_the_newest_instance(ops: Ops) -> None:
+    ops.up("box", "/bin/sh", "-c", "echo one > /gen; exec sleep 1000")
+    ops.up("box", "/bin/sh", "-c", "echo two > /gen; echo ready; exec sleep 1000",
+           generation=2, previous="box.1")
+    ops.wait_log("box", b"ready")  # box.2's log
+    done = ops.run("exec", "box", "--", "/bin/cat", "/gen")
+    assert (done.returncode, done.stdout) == (0, b"two\n")

@@ -32,13 +32,13 @@ def test_inspect_prints_the_config_runc_runs_with(ops: Ops) -> None:
     code, out, err = ops.cli("inspect", "web")
     assert (code, err) == (0, "")
     shown = json.loads(out)
-    state = runc_json(ops, "state", "web")
+    state = runc_json(ops, "state", "web.1")
     on_disk = json.loads((Path(state["bundle"]) / "config.json").read_text())
     assert shown == on_disk  # the very file runc was given
     assert shown["process"]["args"] == [*COMMAND, "ignored-by-sh"]
     assert "MODE=x" in shown["process"]["env"]
     assert shown["linux"]["resources"]["memory"]["limit"] == 32 << 20
-    assert shown["linux"]["cgroupsPath"] == f"{ops.rt.cgroup_parent}/web"
+    assert shown["linux"]["cgroupsPath"] == f"{ops.rt.cgroup_parent}/web.1"
     assert shown["annotations"][ANN_SPEC_HASH] == "h1"
 
 
@@ -49,7 +49,7 @@ def test_top_lists_the_processes_runc_knows(ops: Ops) -> None:
     head, *rows = out.splitlines()
     assert head.split() == ["PID", "USER", "TIME", "CMD"]
     listed = {int(r.split()[0]): r for r in rows}
-    assert set(listed) == set(runc_json(ops, "ps", "--format", "json", "web"))
+    assert set(listed) == set(runc_json(ops, "ps", "--format", "json", "web.1"))
     assert len(listed) == 3 and init in listed
     for pid, row in listed.items():
         _, user, time_, cmd = row.split(maxsplit=3)
@@ -66,3 +66,21 @@ def test_missing_containers(ops: Ops) -> None:
         code, out, err = ops.cli(command, "ghost")
         assert (code, out) == (1, ""), command
         assert err == 'ContainerNotFound: container "ghost": container does not exist\n'
+
+
+def test_the_newest_instance_is_the_one_shown(ops: Ops) -> None:
+    """Two instances of one object (make-before-break): the commands take the newest."""
+    ops.up("web", *COMMAND)
+    ops.up("web", "/bin/sh", "-c", "sleep 1003 & wait", generation=2, previous="web.1")
+    code, out, _ = ops.cli("inspect", "web")
+    assert code == 0
+    shown = json.loads(out)
+    assert shown["process"]["args"] == ["/bin/sh", "-c", "sleep 1003 & wait"]
+    assert shown["annotations"]["io.reconciler.generation"] == "2"
+    code, out, _ = ops.cli("top", "web")
+    assert code == 0
+    assert sorted(r.split(maxsplit=3)[3] for r in out.splitlines()[1:]) == [
+        "/bin/sh -c sleep 1003 & wait", "sleep 1003"]
+    # an instance id names that instance
+    code, out, _ = ops.cli("inspect", "web.1")
+    assert code == 0 and json.loads(out)["process"]["args"] == list(COMMAND)

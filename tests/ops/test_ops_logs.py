@@ -24,7 +24,7 @@ def test_stdout_and_stderr_apart_with_tail_and_timestamps(ops: Ops) -> None:
            "echo out1; echo out2; echo err1 >&2; printf par; sleep 0.2; echo oops >&2;"
            " echo tial; echo done; sleep 1000")
     ops.wait_log("talk", b"done")
-    log = ops.rt.depot("talk").log.read_bytes()
+    log = ops.rt.depot("talk.1").log.read_bytes()
     assert b" stdout P par\n" in log  # conmon did cut that line: the CLI joins it
 
     assert ops.cli("logs", "talk") == (0, "out1\nout2\npartial\ndone\n", "err1\noops\n")
@@ -74,6 +74,19 @@ def test_follow_goes_on_across_a_restart_and_previous_shows_the_old_run(ops: Ops
     assert ops.cli("logs", "phoenix") == (0, "run2\n", "run2-err\n")
 
 
+def test_a_new_generation_is_shown_and_the_old_one_is_its_previous_run(ops: Ops) -> None:
+    """A change that needs a new instance: ``logs NAME`` goes to the new one, and the
+    replaced instance's last output is its previous run."""
+    ops.up("gen", "/bin/sh", "-c", "echo gen1; sleep 1000")
+    ops.wait_log("gen", b"gen1")
+    ops.delete("gen", keep_logs=True)  # the old instance goes first (break-before-make)
+    ops.up("gen", "/bin/sh", "-c", "echo gen2; sleep 1000", generation=2, previous="gen.1")
+    assert ops.instance("gen") == "gen.2"
+    ops.wait_log("gen", b"gen2")
+    assert ops.cli("logs", "gen") == (0, "gen2\n", "")
+    assert ops.cli("logs", "gen", "--previous") == (0, "gen1\n", "")
+
+
 def test_follow_ends_when_the_container_is_deleted_for_good(ops: Ops) -> None:
     ops.up("brief", *("/bin/sh", "-c", "echo hi; sleep 1000"))
     ops.wait_log("brief", b"hi")
@@ -101,7 +114,7 @@ def test_the_size_cap_cuts_the_file_and_follow_loses_no_line(ops: Ops) -> None:
         assert follower.stdout is not None
         fd = follower.stdout.fileno()
         ops.read_until(fd, lambda d: b"ready\n" in d, timeout=10)  # it follows: go
-        anyio.run(lambda: capped.exec("chatty", ["/bin/touch", "/go"]))
+        anyio.run(lambda: capped.exec("chatty.1", ["/bin/touch", "/go"]))
         out = b"ready\n" + ops.read_until(fd, lambda d: b"end\n" in d, timeout=20)
     finally:
         follower.terminate()
@@ -113,7 +126,7 @@ def test_the_size_cap_cuts_the_file_and_follow_loses_no_line(ops: Ops) -> None:
     kept = now.split()
     assert kept[-1] == "end" and 0 < len(kept) < 100
     assert kept == (out.decode().split())[-len(kept):]
-    assert ops.rt.depot("chatty").log.stat().st_size <= 4096
+    assert ops.rt.depot("chatty.1").log.stat().st_size <= 4096
 
 
 def test_errors(ops: Ops) -> None:

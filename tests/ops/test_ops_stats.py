@@ -29,7 +29,9 @@ def stats_json(ops: Ops, *args: str) -> list[dict[str, Any]]:
 
 
 def memory_usage_file(ops: Ops, name: str) -> Path:
-    rel = f"{ops.rt.cgroup_parent}/{name}".lstrip("/")
+    cg = ops.rt.cgroup(ops.instance(name))  # as the instance's config.json records it
+    assert cg is not None and cg.path == f"{ops.rt.cgroup_parent}/{name}.1"
+    rel = cg.path.lstrip("/")
     if cgroups.unified():
         return cgroups.CGROUP_ROOT / rel / "memory.current"
     return cgroups.CGROUP_ROOT / "memory" / rel / "memory.usage_in_bytes"
@@ -44,7 +46,7 @@ def test_memory_moves_when_the_container_fills_a_tmpfs(ops: Ops) -> None:
     assert before["memoryUsage"] < 16 * MiB
 
     fill = anyio.run(lambda: ops.rt.exec(
-        "hog", ["/bin/dd", "if=/dev/zero", "of=/dev/shm/fill", "bs=1M", "count=20"]))
+        "hog.1", ["/bin/dd", "if=/dev/zero", "of=/dev/shm/fill", "bs=1M", "count=20"]))
     assert fill.exit_code == 0, fill.stderr
     [after] = stats_json(ops, "hog")
     assert after["memoryUsage"] >= before["memoryUsage"] + 19 * MiB  # tmpfs pages stay
