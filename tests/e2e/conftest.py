@@ -19,7 +19,14 @@ from typing import Any
 
 import pytest
 
-from .harness import E2E, SLEEP_LOOP
+from .harness import (
+    E2E,
+    GENERATION_ANNOTATION,
+    NAME_ANNOTATION,
+    SLEEP_LOOP,
+    generation,
+    instance_name,
+)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -109,26 +116,33 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 def foreign_runc(
     tmp_path: Path, sandbox: Any, busybox_rootfs: Path
 ) -> Iterator[Callable[[str], Path]]:
-    """``start(name)``: a container of another runc root, made with bare ``runc run -d``;
-    the root dir is returned. Removed at teardown."""
+    """``start(instance)``: a container of another runc root, made with bare ``runc run -d``
+    under the runc id ``instance`` (``a.1``) and annotated as that instance of ours would
+    be; the root dir is returned. Removed at teardown."""
     roots: list[tuple[Path, str]] = []
 
-    def start(name: str) -> Path:
+    def start(instance: str) -> Path:
+        name = instance_name(instance)
         root = tmp_path / "foreign-runc"
-        bundle = tmp_path / f"foreign-bundle-{name}"
+        bundle = tmp_path / f"foreign-bundle-{instance}"
         bundle.mkdir()
         subprocess.run(["runc", "spec", "--bundle", str(bundle)], check=True)
         config = json.loads((bundle / "config.json").read_text())
         config["root"] = {"path": str(busybox_rootfs), "readonly": True}
         config["process"]["terminal"] = False
         config["process"]["args"] = ["/bin/sh", "-c", SLEEP_LOOP]
-        config["linux"]["cgroupsPath"] = f"{sandbox.cgroup_parent}/foreign-{name}"
+        config["linux"]["cgroupsPath"] = f"{sandbox.cgroup_parent}/foreign-{instance}"
         # looks like ours on purpose: only the runc root tells it apart
-        config["annotations"] = {"io.reconciler.managed-by": "reconciler",
-                                 "io.reconciler.spec-hash": "v1-foreign"}
+        config["annotations"] = {
+            "io.reconciler.managed-by": "reconciler",
+            "io.reconciler.spec-hash": "v1-foreign",
+            NAME_ANNOTATION: name,
+            GENERATION_ANNOTATION: str(generation({"id": instance})),
+        }
         (bundle / "config.json").write_text(json.dumps(config))
-        roots.append((root, name))
-        subprocess.run(["runc", f"--root={root}", "run", "-d", "--bundle", str(bundle), name],
+        roots.append((root, instance))
+        subprocess.run(["runc", f"--root={root}", "run", "-d", "--bundle", str(bundle),
+                        instance],
                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, check=True, timeout=30)
         return root
@@ -136,6 +150,6 @@ def foreign_runc(
     try:
         yield start
     finally:
-        for root, name in roots:
-            subprocess.run(["runc", f"--root={root}", "delete", "-f", name],
+        for root, instance in roots:
+            subprocess.run(["runc", f"--root={root}", "delete", "-f", instance],
                            capture_output=True, check=False)

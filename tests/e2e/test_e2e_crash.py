@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import CGROUP_ROOT, E2E, mounts_under, wait_until
+from .harness import E2E, wait_until
 
 pytestmark = pytest.mark.runc
 
@@ -27,14 +27,11 @@ def assert_exactly(e2e: E2E, names: set[str], *,
 
     wait_until(lambda: one_each() == {n: int(n in names) for n in names | gone}, 5,
                what="one conmon per container, none for the deleted")
-    overlays = {Path(m).parent.parent.name for m in mounts_under(e2e.state_dir / "containers")}
-    assert overlays == names
-    depots = {p.name for p in (e2e.state_dir / "containers").iterdir()
-              if (p / "bundle").exists()} if (e2e.state_dir / "containers").exists() else set()
-    assert depots == names
-    parent = CGROUP_ROOT / "memory" / e2e.sandbox.cgroup_parent.strip("/")
-    cgroups = {p.name for p in parent.iterdir() if p.is_dir()} if parent.exists() else set()
-    assert cgroups == names
+    # each name once (one instance), nothing else of ours: runc containers, overlay mounts
+    # under the depots, depots with a bundle, cgroups under the world's cgroup parents
+    inventory = e2e.inventory()
+    for kind in ("runc", "overlays", "depots", "cgroups"):
+        assert inventory[kind] == sorted(names), (kind, inventory)
 
 
 @pytest.mark.parametrize("kill_after", [0.05, 0.2, 0.45])

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -29,7 +30,7 @@ def test_adoption_after_sigkill(e2e: E2E, record: Record) -> None:
     d1 = e2e.start()
     pids = {n: e2e.wait_running(n) for n in names}
     # a has a history worth keeping: one restart
-    runc(e2e, "kill", "a", "KILL")
+    runc(e2e, "kill", e2e.instance("a"), "KILL")
     pids["a"] = e2e.wait_running("a", not_pid=pids["a"])
     wait_until(lambda: (c := e2e.get("a")) is not None and c["restarts"] == 1, 5,
                what="a restarted once")
@@ -54,7 +55,7 @@ def test_adoption_after_sigkill(e2e: E2E, record: Record) -> None:
     subprocess.run(["sed", "-i", "s/sleep 0.1/sleep 0.2/", str(e2e.manifests / "b.yaml")],
                    check=True)
     (e2e.manifests / "c.yaml").unlink()
-    runc(e2e, "kill", "d", "KILL")
+    runc(e2e, "kill", e2e.instance("d"), "KILL")
     wait_until(lambda: (st := e2e.runc("d")) is not None and st["status"] == "stopped", 5,
                what="d stopped")
     e2e.start()
@@ -77,11 +78,11 @@ def runc(e2e: E2E, *args: str) -> None:
                    capture_output=True, timeout=30)
 
 
-def test_other_runc_root_is_never_touched(e2e: E2E, foreign_runc: Callable[[str], object]
+def test_other_runc_root_is_never_touched(e2e: E2E, foreign_runc: Callable[[str], Path]
                                           ) -> None:
-    # same name, our annotations, our cgroup parent: only the runc root tells it apart
-    root = foreign_runc("a")
-    foreign = runc_state(root, "a")  # type: ignore[arg-type]
+    # same id as ours, our annotations, our cgroup parent: only the runc root tells it apart
+    root = foreign_runc("a.1")
+    foreign = runc_state(root, "a.1")
     assert foreign is not None and foreign["status"] == "running"
     e2e.write("b.yaml", e2e.manifest("b"))
     d = e2e.start()
@@ -89,12 +90,13 @@ def test_other_runc_root_is_never_touched(e2e: E2E, foreign_runc: Callable[[str]
     e2e.write("a.yaml", e2e.manifest("a"))  # ours, of the same name
     ours = e2e.wait_running("a")
     assert ours != foreign["pid"]
+    assert e2e.instance("a") == "a.1"  # the foreign one's id, in our root
     (e2e.manifests / "a.yaml").unlink()
     wait_until(lambda: e2e.runc("a") is None, 5, what="our a deleted")
     d.kill()
     e2e.start()
     hold(lambda: e2e.running_pid("b"), RESYNC + SETTLE, what="b runs, through a resync")
-    st = runc_state(root, "a")  # type: ignore[arg-type]
+    st = runc_state(root, "a.1")
     assert st is not None and (st["status"], st["pid"]) == ("running", foreign["pid"])
     assert sorted(e2e.get_all()) == ["b"]
 

@@ -37,12 +37,14 @@ def test_runc_kill_is_restarted(e2e: E2E, record: Record) -> None:
     e2e.start(resync=SLOW_RESYNC)  # seen by waiting on the process, not by a relist
     pid = e2e.wait_running("a")
     t0 = time.monotonic()
-    runc(e2e, "kill", "a", "KILL")
+    instance = e2e.instance("a")
+    runc(e2e, "kill", instance, "KILL")
     pid2 = e2e.wait_running("a", not_pid=pid, interval=0.01)
     elapsed = time.monotonic() - t0
     record("runc kill KILL -> running again", elapsed)
     assert elapsed < 1.0
     assert not pid_alive(pid)
+    assert e2e.instance("a") == instance  # a restart keeps the instance
     c = wait_until(lambda: (c := e2e.get("a")) and c["pid"] == pid2 and c, 5, what="get a")
     assert (c["phase"], c["restarts"], c["lastExitCode"]) == ("Running", 1, 137)
     assert c["lastExit"]["signal"] == 9
@@ -56,7 +58,7 @@ def test_runc_delete_is_recreated_eventually(e2e: E2E, record: Record) -> None:
     pid = e2e.wait_running("a")
     with PidSampler(e2e, "a") as sampler:
         t0 = time.monotonic()
-        runc(e2e, "delete", "-f", "a")
+        runc(e2e, "delete", "-f", e2e.instance("a"))
         e2e.wait_running("a", not_pid=pid, timeout=RESYNC + 5, interval=0.01)
 
         # one container, one monitor, one process tree: no orphan left of a race with
@@ -72,7 +74,11 @@ def test_runc_delete_is_recreated_eventually(e2e: E2E, record: Record) -> None:
     raced = " (after a race with runc's own delete)" if len(sampler.pids()) > 2 else ""
     record(f"runc delete -f -> running again{raced}", sampler.first_seen("running", pid2) - t0)
     assert not pid_alive(pid)
+    # one rootfs mount, in one depot: nothing left of the instance deleted by hand
     assert len(mounts_under(e2e.depot("a"))) == 1
+    inventory = e2e.inventory()
+    assert {k: v.count("a") for k, v in inventory.items()} == {
+        "runc": 1, "depots": 1, "overlays": 1, "cgroups": 1}, inventory
     assert e2e.wait_phase("a", "Running")["pid"] == pid2
     assert e2e.running_pid("keep") == keep
 
@@ -82,7 +88,7 @@ def test_runc_pause_is_resumed_at_resync(e2e: E2E, record: Record) -> None:
     e2e.start()
     pid = e2e.wait_running("a")
     t0 = time.monotonic()
-    runc(e2e, "pause", "a")
+    runc(e2e, "pause", e2e.instance("a"))
     assert e2e.freezer("a") == "FROZEN"
     wait_until(lambda: e2e.running_pid("a"), RESYNC + 3, what="a resumed", interval=0.02)
     elapsed = time.monotonic() - t0

@@ -9,20 +9,22 @@ from typing import Any
 
 import pytest
 
-from .harness import CGROUP_ROOT, E2E, pid_alive, wait_until
+from .harness import E2E, pid_alive, wait_until
 
 pytestmark = pytest.mark.runc
 
 
 def inside(e2e: E2E, name: str, script: str) -> tuple[int, str]:
-    res = subprocess.run(["runc", f"--root={e2e.runc_root}", "exec", name, "/bin/sh", "-c",
-                          script], capture_output=True, text=True, timeout=10, check=False)
+    """``runc exec`` in ``name``'s current instance."""
+    res = subprocess.run(["runc", f"--root={e2e.runc_root}", "exec", e2e.instance(name),
+                          "/bin/sh", "-c", script],
+                         capture_output=True, text=True, timeout=10, check=False)
     return res.returncode, res.stdout + res.stderr
 
 
 def cgroup_file(e2e: E2E, controller: str, name: str, file: str) -> str:
-    path = CGROUP_ROOT / controller / e2e.sandbox.cgroup_parent.strip("/") / name / file
-    return str(path.read_text().strip())
+    """A file of the cgroup of ``name``'s current instance (its ``linux.cgroupsPath``)."""
+    return e2e.cgroup_file(name, controller, file)
 
 
 def test_bind_mount_add_readonly_change_remove(e2e: E2E, tmp_path: Path) -> None:
@@ -53,6 +55,9 @@ def test_bind_mount_add_readonly_change_remove(e2e: E2E, tmp_path: Path) -> None
     apply()
     wait_until(lambda: inside(e2e, "m", "cat /data/f")[0] != 0, 2, what="/data gone")
     assert e2e.running_pid("m") == pid
+    # the event of the last change is written once its action is done, which may be just
+    # after the mount went inside
+    wait_until(lambda: "MountRemoved" in e2e.reasons("m"), 2, what="MountRemoved recorded")
     reasons = e2e.reasons("m")
     assert reasons.count("Created") == 1 and "Recreated" not in reasons
     assert {"MountAdded", "MountChanged", "MountRemoved"} <= set(reasons)
