@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--settle", type=float, default=1.0, metavar="SECONDS",
                    help="quiet time for files being written or removed (default: %(default)s)")
     p.add_argument("--concurrency", type=int, default=4, metavar="N",
-                   help="runc/conmon processes at once; grace periods hold no slot"
+                   help="objects doing runc/conmon work at once; grace periods hold no slot"
                         " (default: %(default)s)")
     p.add_argument("--allow-empty", action="store_true",
                    help="allow deleting every container when the directory defines none")

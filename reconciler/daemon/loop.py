@@ -54,6 +54,7 @@ class Controller:
         store: Store,
         *,
         resolver: Resolver | None = None,
+        concurrency: int = 4,
         backoff: Backoff = Backoff(),  # noqa: B008 - frozen value
         allow_empty: bool = False,
         resync: float = 30.0,
@@ -67,6 +68,8 @@ class Controller:
         self.resolver = resolver or Resolver(None, cgroup_parent=cgroup_parent or "/",
                                              max_age=resync / 2)
         self.backoff = backoff
+        self.concurrency = max(1, concurrency)
+        self._slots: anyio.CapacityLimiter | None = None
         self.allow_empty = allow_empty
         self.resync = resync
         self.clock = clock
@@ -116,6 +119,14 @@ class Controller:
             finally:
                 for w in self.workers.values():
                     w.close()
+
+    @property
+    def slots(self) -> anyio.CapacityLimiter:
+        """How many objects do runtime work at once (``--concurrency``): a worker holds a
+        slot for its steps, and lets it go while a stop's grace period runs out."""
+        if self._slots is None:  # made in the event loop that uses it
+            self._slots = anyio.CapacityLimiter(self.concurrency)
+        return self._slots
 
     def kick(self) -> None:
         self._kick.set()

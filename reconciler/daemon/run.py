@@ -68,14 +68,15 @@ async def serve(
         images = ImageStore(Path(opts.state_dir) / "images",
                             insecure_registries=opts.insecure_registries)
         runtime = RuncRuntime(state_dir=opts.state_dir, runc_root=opts.runc_root,
-                              cgroup_parent=parent, concurrency=opts.concurrency)
+                              cgroup_parent=parent)
         for name in await runtime.gc():
             log.info("cleared leftovers of %s (no runc container owned them)", name)
         source: Source = ManifestSource(opts.manifests, settle=opts.settle,
                                         resync=opts.resync, poll=opts.poll)
         metrics = DaemonMetrics()
         resolver = Resolver(images, cgroup_parent=parent, max_age=opts.resync / 2)
-        ctl = Controller(runtime, store, resolver=resolver, backoff=opts.backoff,
+        ctl = Controller(runtime, store, resolver=resolver, concurrency=opts.concurrency,
+                         backoff=opts.backoff,
                          allow_empty=opts.allow_empty, resync=opts.resync, metrics=metrics,
                          stats_reader=lambda i: _cgroup_stats(runtime, i),
                          cgroup_parent=parent)

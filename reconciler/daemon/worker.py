@@ -7,9 +7,10 @@
 Never two operations on one object at a time, many objects at once (kopf's per-object
 queues). The worker executes the planner's steps in order and decides nothing: a live
 change the runtime refuses is recorded in the history, and the next plan makes a new
-instance. The runtime bounds its own runc/conmon processes; waiting out a grace period
-holds no slot. The worker is the only writer of its object's entries in the loop's
-``observed``/``history``/``actual`` maps (the relist writes only an idle object's).
+instance. A worker holds one of the loop's ``--concurrency`` slots while it works (runc
+and conmon are the CPU-bound part), and lets it go while a grace period runs out. The
+worker is the only writer of its object's entries in the loop's ``observed``,
+``history`` and ``actual`` maps (the relist writes only an idle object's).
 """
 
 from __future__ import annotations
@@ -141,7 +142,8 @@ class Worker:
         started = time.perf_counter()
         log.info("%s %s: %s", action.kind.value, self.name, action.reason)
         try:
-            await self._steps(action)
+            async with ctl.slots:
+                await self._steps(action)
             outcome = "success"
         except errors.LiveUpdateImpossible as exc:
             assert action.desired is not None
@@ -256,6 +258,7 @@ class Worker:
             await rt.signal(step.instance, step.signal)
         self.in_grace = True
         self.ctl.kick()  # readiness does not wait out grace periods
+        self.ctl.slots.release()  # nor does anyone else: the slot is free meanwhile
         try:
             with anyio.move_on_after(step.grace):
                 return await rt.wait_exit(step.instance)
@@ -263,6 +266,8 @@ class Worker:
             return None
         finally:
             self.in_grace = False
+            with anyio.CancelScope(shield=True):
+                await self.ctl.slots.acquire()
         log.info("instance %s ignored %s for %gs; sending SIGKILL", step.instance,
                  step.signal, step.grace)
         with contextlib.suppress(errors.RuncError):

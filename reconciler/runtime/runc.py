@@ -65,8 +65,8 @@ log = logging.getLogger(__name__)
 class RuncRuntime:
     """One method per operation, each a thin call with a typed result, keyed by instance id.
 
-    ``concurrency`` bounds the runc and conmon processes running at once (the CPU-bound
-    part); waiting out a stop's grace period holds no slot.
+    No limit of its own: the daemon's workers bound how many objects do runtime work at
+    once (``--concurrency``), and a stop's grace period holds no slot there.
     """
 
     def __init__(
@@ -79,7 +79,6 @@ class RuncRuntime:
         conmon: str = "conmon",
         timeout: float = 30.0,
         log_size_max: int = 10 << 20,
-        concurrency: int = 8,
     ) -> None:
         self.state_dir = Path(state_dir).absolute()
         self.runc_root = Path(runc_root).absolute()
@@ -89,16 +88,8 @@ class RuncRuntime:
         self.conmon = shutil.which(conmon) or conmon
         self.timeout = timeout
         self.log_size_max = log_size_max
-        self.concurrency = max(1, concurrency)
-        self._limiter: anyio.CapacityLimiter | None = None
 
     # -- helpers ---------------------------------------------------------------------------
-
-    @property
-    def limiter(self) -> anyio.CapacityLimiter:
-        if self._limiter is None:  # made in the event loop that uses it
-            self._limiter = anyio.CapacityLimiter(self.concurrency)
-        return self._limiter
 
     def depot(self, instance: str) -> depots.Depot:
         return depots.Depot.of(self.state_dir, instance)
@@ -131,9 +122,8 @@ class RuncRuntime:
 
     async def _call(self, *args: str, name: str | None, timeout: float | None = None,
                     input: bytes | None = None) -> bytes:  # noqa: A002
-        async with self.limiter:
-            result = await proc.run(self._runc(*args), timeout=timeout or self.timeout,
-                                    container=name, input=input)
+        result = await proc.run(self._runc(*args), timeout=timeout or self.timeout,
+                                container=name, input=input)
         return result.stdout
 
     # -- create ----------------------------------------------------------------------------
@@ -173,8 +163,7 @@ class RuncRuntime:
                                     target=d.rootfs)
             depots.write_json_atomic(d.config, config)
             d.applied.write_text(annotations[ANN_MANIFEST])
-            async with self.limiter:
-                pid = await self._conmon_create(iid, d)
+            pid = await self._conmon_create(iid, d)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._teardown(iid, keep_logs=True)
