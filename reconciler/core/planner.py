@@ -24,6 +24,7 @@ Rules, per object name:
 from __future__ import annotations
 
 import enum
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -343,10 +344,15 @@ def _stop(have: Observed, container: Container | None) -> Stop:
 
 def applied_container(have: Observed) -> Container | None:
     """The manifest an instance runs with (a deleted one is no longer desired)."""
-    if not have.applied:
-        return None
+    return _parse_applied(have.applied) if have.applied else None
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_applied(text: str) -> Container | None:
+    """Parsed once per distinct text: a pass plans every object, and 100 pending deletes
+    would otherwise parse 100 manifests on every pass (the models are frozen)."""
     try:
-        return Container.model_validate(json.loads(have.applied))
+        return Container.model_validate(json.loads(text))
     except ValueError:
         return None
 

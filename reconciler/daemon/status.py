@@ -15,7 +15,7 @@ import json
 import os
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -145,7 +145,17 @@ def _flock(path: Path, me: str, *, unlinked: bool = False) -> tuple[int | None, 
 
 
 def history_to_json(hist: History) -> dict[str, Any]:
-    return asdict(hist)
+    """As ``dataclasses.asdict`` would, without its deep copies (status.json is written
+    many times a second during a burst; every field is a scalar but ``last_exit``)."""
+    doc = {f: getattr(hist, f) for f in _HISTORY_FIELDS}
+    if hist.last_exit is not None:
+        e = hist.last_exit
+        doc["last_exit"] = {"code": e.code, "signal": e.signal, "oom_killed": e.oom_killed,
+                            "finished_at": e.finished_at}
+    return doc
+
+
+_HISTORY_FIELDS = tuple(f.name for f in fields(History))
 
 
 def history_from_json(data: Mapping[str, Any]) -> History:

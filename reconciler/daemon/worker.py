@@ -257,7 +257,8 @@ class Worker:
         with contextlib.suppress(errors.RuncError):
             await rt.signal(step.instance, step.signal)
         self.in_grace = True
-        self.ctl.kick()  # readiness does not wait out grace periods
+        if not self.ctl.ready.is_set():
+            self.ctl.kick()  # readiness does not wait out grace periods
         self.ctl.slots.release()  # nor does anyone else: the slot is free meanwhile
         try:
             with anyio.move_on_after(step.grace):
