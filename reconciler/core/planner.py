@@ -293,9 +293,9 @@ def _make(kind: Kind, want: Desired, have: Observed | None, hist: History, reaso
     A new revision gets the next generation; a restart, a start after a stop we made and
     a half-made leftover keep the instance's id (same object, same logs)."""
     steps: list[Step] = []
-    if have is None:
+    if have is None:  # the last instance made, if any, left its logs (a failed create)
         generation = hist.generation + 1
-        previous = None
+        previous = instance_id(want.name, hist.generation) if hist.generation else None
     else:
         if kind is Kind.RECREATE and cause is not Cause.HALF_MADE:
             generation = max(hist.generation, have.generation) + 1

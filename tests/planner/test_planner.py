@@ -574,3 +574,28 @@ def test_status_json_roundtrip_keeps_the_backoff() -> None:
     observed = {"web": seen(WEB, Status.STOPPED)}
     assert planner.plan(state_of((WEB,)), observed, {"web": back}, NOW) == planner.plan(
         state_of((WEB,)), observed, {"web": hist}, NOW)
+
+
+# -- instances: ids, generations and the steps that make them ------------------------------
+
+
+def test_steps_of_a_create_a_recreate_and_a_restart() -> None:
+    """A new revision makes the next generation and takes over the old one's logs; a
+    restart keeps the id; a create after a failed one names the last instance made."""
+    from reconciler.core.planner import Create, Delete, Start, Stop
+
+    def steps(have: Observed | None, hist: History, want: Desired = WEB) -> tuple[object, ...]:
+        plan = planner.plan(state_of((want,)), {"web": have} if have else {}, {"web": hist},
+                            NOW)
+        [action] = plan.actions
+        return action.steps
+
+    running = replace(seen(WEB), instance="web.2", generation=2)
+    assert steps(running, History(generation=2), WEB_V2) == (
+        Stop("web.2", "SIGTERM", 10.0), Delete("web.2", keep_logs=True),
+        Create("web.3", 3, "web.2"), Start("web.3"))
+    exited_ = replace(seen(WEB, Status.STOPPED), instance="web.2", generation=2)
+    assert steps(exited_, crashed(WEB, at=NOW - 100)) == (
+        Delete("web.2", keep_logs=True), Create("web.2", 2, "web.2"), Start("web.2"))
+    assert steps(None, History(generation=2)) == (Create("web.3", 3, "web.2"), Start("web.3"))
+    assert steps(None, History()) == (Create("web.1", 1, None), Start("web.1"))
