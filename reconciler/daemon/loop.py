@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+import types
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -31,7 +32,7 @@ from reconciler.core import desired as desired_mod
 from reconciler.core import planner
 from reconciler.core.backoff import Backoff
 from reconciler.core.history import History
-from reconciler.core.observed import Limits, Observed, Stats, Status
+from reconciler.core.observed import ExitStatus, Limits, Observed, Stats, Status
 from reconciler.daemon import view as view_mod
 from reconciler.daemon.status import Store, history_from_json
 from reconciler.daemon.worker import Worker
@@ -241,8 +242,24 @@ class Controller:
         self.kick()
 
     def _publish(self) -> None:
-        self.view = view_mod.capture(self)
+        self.view = self._capture()
         self._status_due.set()
+
+    def _capture(self) -> view_mod.ControllerView:
+        """A frozen copy of the loop's state (shallow: the values are frozen already)."""
+        return view_mod.ControllerView(
+            desired=self.desired,
+            observed=types.MappingProxyType(dict(self.observed)),
+            history=types.MappingProxyType(dict(self.history)),
+            busy=types.MappingProxyType(dict(self.busy)),
+            plan=self.last_plan,
+            actual=types.MappingProxyType(dict(self.actual)),
+            passes=self.passes,
+            last_pass_at=self.last_pass_at,
+            ready=self.ready.is_set(),
+            cgroup_parent=self.cgroup_parent,
+            taken_at=self.clock(),
+        )
 
     # -- observing -------------------------------------------------------------------------
 
@@ -313,7 +330,8 @@ class Controller:
         worker.busy = action.kind
         await worker.execute(action)
 
-    async def record_exit(self, name: str, instance: str, *, by_us: bool, known: Any) -> None:
+    async def record_exit(self, name: str, instance: str, *, by_us: bool,
+                          known: ExitStatus | None) -> None:
         exit_ = known or await self.runtime.exit_status(instance)
         hist = self.history.get(name, History())
         if exit_ is None or (hist.last_exit == exit_):
@@ -384,7 +402,7 @@ class Controller:
                 self.history[name] = history_from_json(record.get("history", {}))
 
     def write_status(self) -> None:
-        self.view = view_mod.capture(self)
+        self.view = self._capture()
         self.status_pass = self.view.passes
         try:
             self.store.write_status(view_mod.status_document(self.view, self._since))

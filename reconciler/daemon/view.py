@@ -1,7 +1,7 @@
 """The controller's view: a frozen copy published after every pass and step, and what
 `reconciler get` shows of it (each object's phase and message).
 
-    loop ─capture()─▶ ControllerView ─▶ status_document() ─▶ status.json (get, describe)
+    loop (publishes) ─▶ ControllerView ─▶ status_document() ─▶ status.json (get, describe)
                                       └▶ the Prometheus collector (metrics thread)
 
 Readers outside the loop see only a published view, never the loop's live maps. The
@@ -11,7 +11,6 @@ when each object is in its phase.
 
 from __future__ import annotations
 
-import types
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -24,7 +23,6 @@ from reconciler.manifest.model import RestartPolicy, RunState
 
 if TYPE_CHECKING:
     from reconciler.core.desired import Desired, DesiredState
-    from reconciler.daemon.loop import Controller
 
 
 @dataclass(frozen=True)
@@ -44,23 +42,6 @@ class ControllerView:
 
 def empty(cgroup_parent: str | None) -> ControllerView:
     return ControllerView(None, {}, {}, {}, None, {}, 0, None, False, cgroup_parent, 0.0)
-
-
-def capture(ctl: Controller) -> ControllerView:
-    """A frozen copy of the loop's state (shallow: the values are frozen already)."""
-    return ControllerView(
-        desired=ctl.desired,
-        observed=types.MappingProxyType(dict(ctl.observed)),
-        history=types.MappingProxyType(dict(ctl.history)),
-        busy=types.MappingProxyType(dict(ctl.busy)),
-        plan=ctl.last_plan,
-        actual=types.MappingProxyType(dict(ctl.actual)),
-        passes=ctl.passes,
-        last_pass_at=ctl.last_pass_at,
-        ready=ctl.ready.is_set(),
-        cgroup_parent=ctl.cgroup_parent,
-        taken_at=ctl.clock(),
-    )
 
 
 class PhaseClock:

@@ -20,7 +20,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import anyio.abc
@@ -34,7 +34,46 @@ from reconciler.core.planner import Action, Cause, Kind
 from reconciler.manifest.model import Resources, RunState
 
 if TYPE_CHECKING:
-    from reconciler.daemon.loop import Controller
+    from collections.abc import Callable
+
+    from reconciler.core.backoff import Backoff
+    from reconciler.manifest.model import Container
+    from reconciler.resolve.spec import Resolver
+    from reconciler.runtime.types import Runtime
+
+
+class Loop(Protocol):
+    """What a worker uses of the loop that owns it (``loop.Controller``): the maps whose
+    entries for its own object it writes, the runtime and resolver, and a few calls back."""
+
+    runtime: Runtime
+    resolver: Resolver
+    backoff: Backoff
+    clock: Callable[[], float]
+    observed: dict[str, Observed]
+    history: dict[str, History]
+    actual: dict[str, dict[str, Any]]
+    ready: anyio.Event
+
+    @property
+    def slots(self) -> anyio.CapacityLimiter: ...
+
+    def kick(self) -> None: ...
+
+    def touch(self, name: str) -> None: ...
+
+    def event(self, name: str | None, reason: str, message: str, *,
+              warning: bool = False) -> None: ...
+
+    def action_done(self, action: Action, outcome: str, seconds: float) -> None: ...
+
+    async def record_exit(self, name: str, instance: str, *, by_us: bool,
+                          known: ExitStatus | None) -> None: ...
+
+    async def read_state(self, name: str, instance: str) -> Observed: ...
+
+    async def readback(self, name: str, instance: str, container: Container | None, *,
+                       pid: int | None = None) -> None: ...
 
 log = logging.getLogger("reconciler")
 
@@ -49,7 +88,7 @@ class _Exited:
 
 
 class Worker:
-    def __init__(self, name: str, ctl: Controller) -> None:
+    def __init__(self, name: str, ctl: Loop) -> None:
         self.name = name
         self.ctl = ctl
         self.busy: Kind | None = None
