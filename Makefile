@@ -52,9 +52,11 @@ run: deps rootfs image
 # Remove the demo's containers (the daemon leaves them running when it stops, by design).
 down: venv
 	$(PY) -c 'import anyio, sys; from reconciler.runtime.runc import RuncRuntime; \
+	from reconciler.runtime import cgroups; \
 	rt = RuncRuntime(state_dir="$(STATE)/lib", runc_root="$(STATE)/runc"); \
 	names = [o.id for o in anyio.run(rt.list)]; \
-	[anyio.run(rt.delete, n) for n in names]; print("removed:", *names or ["nothing"])'
+	[anyio.run(rt.delete, n) for n in names]; print("removed:", *names or ["nothing"]); \
+	cgroups.remove_parent(rt.cgroup_parent)'
 
 bench: deps rootfs
 	$(PY) bench/run.py --rootfs $(ROOTFS)
