@@ -156,12 +156,10 @@ class Controller:
         async with snapshots:
             async for snap in snapshots:
                 before = self.desired
-                was = before.unavailable.get(snap.source, None) if before else None
                 was_down = before is not None and snap.source in before.unavailable
                 self.snapshots[snap.source] = snap
                 self.desired = desired_mod.build(self.snapshots, before)
-                if not snap.available and (before is None or not was_down
-                                           or was != snap.reason):
+                if not snap.available and not was_down:  # told once per outage
                     self.event(None, "SourceUnavailable", str(snap.reason), warning=True)
                 elif snap.available and was_down:
                     self.event(None, "SourceAvailable", "manifests are readable again")

@@ -98,11 +98,15 @@ class Worker:
         self._watching: tuple[str, anyio.CancelScope] | None = None
         self._tg: anyio.abc.TaskGroup | None = None
 
-    @property
-    def _send(self) -> MemoryObjectSendStream[Action | _Exited]:
+    def _streams(self) -> tuple[MemoryObjectSendStream[Action | _Exited],
+                                MemoryObjectReceiveStream[Action | _Exited]]:
         if self._inbox is None:  # made when first used: a worker a test drives has none
             self._inbox = anyio.create_memory_object_stream[Action | _Exited](math.inf)
-        return self._inbox[0]
+        return self._inbox
+
+    @property
+    def _send(self) -> MemoryObjectSendStream[Action | _Exited]:
+        return self._streams()[0]
 
     def submit(self, action: Action) -> None:
         self.busy = action.kind
@@ -134,9 +138,7 @@ class Worker:
             self._inbox[1].close()
 
     async def run(self) -> None:
-        self._send  # noqa: B018 - the inbox exists before the first receive
-        assert self._inbox is not None
-        send, receive = self._inbox
+        send, receive = self._streams()
         async with anyio.create_task_group() as tg:
             self._tg = tg
             async with send, receive:
