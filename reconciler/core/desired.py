@@ -64,8 +64,6 @@ class Desired:
 class DesiredState:
     """Every object the sources ask for, and what got in the way of the rest."""
 
-    available: bool  # every source is
-    reason: str | None  # why not, in words
     specs: Mapping[str, Desired]
     broken_sources: frozenset[str]  # origins with findings
     conflicts: Mapping[str, tuple[str, ...]]
@@ -74,10 +72,19 @@ class DesiredState:
     sources: frozenset[str] = frozenset()  # every source heard from
     defined: Mapping[str, int] = field(default_factory=dict)  # source -> objects it defines
 
+    @property
+    def available(self) -> bool:
+        """Every source is."""
+        return not self.unavailable
+
+    @property
+    def reason(self) -> str | None:
+        """Why not, in words."""
+        return "; ".join(str(r) for r in self.unavailable.values()) or None
+
     def source_available(self, source_id: str | None) -> bool:
-        if source_id is None or not self.unavailable:  # unknown: held if any is down
-            return self.available and not self.unavailable
-        return source_id not in self.unavailable
+        """``None``: a record older than source ids, held while any source is down."""
+        return source_id not in self.unavailable if source_id else self.available
 
 
 def build(
@@ -116,8 +123,6 @@ def build(
     for d in specs.values():
         defined[d.source_id] = defined.get(d.source_id, 0) + 1
     return DesiredState(
-        available=not unavailable,
-        reason="; ".join(str(r) for r in unavailable.values()) or None,
         specs=types.MappingProxyType(specs),
         broken_sources=broken | kept_broken,
         conflicts=types.MappingProxyType(conflicts),

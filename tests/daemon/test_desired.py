@@ -58,7 +58,7 @@ def state(specs: Specs | None) -> desired.DesiredState | None:
     for name, (file, program) in specs.items():
         c = container(name, program)
         made[name] = desired.Desired(name, c, file, model.spec_hash(c))
-    return desired.DesiredState(True, None, made, frozenset(), {}, ())
+    return desired.DesiredState(made, frozenset(), {}, ())
 
 
 def summary(got: desired.DesiredState) -> Specs:

@@ -38,7 +38,6 @@ WEB, DB, OLD = desired("web"), desired("db"), desired("old")
 
 def a_view(**changes: object) -> view.ControllerView:
     state = DesiredState(
-        available=True, reason=None,
         specs=types.MappingProxyType({"web": WEB, "db": DB}),
         broken_sources=frozenset(), conflicts=types.MappingProxyType({}), problems=(),
         sources=frozenset({"directory"}), defined=types.MappingProxyType({"directory": 2}))
@@ -84,8 +83,7 @@ def test_phase_since_holds_while_the_phase_does() -> None:
 def test_an_unavailable_source_shows_in_the_document() -> None:
     v = a_view()
     assert v.desired is not None
-    down = replace(v.desired, available=False, reason="directory /m does not exist",
-                   unavailable=types.MappingProxyType({"directory": "directory /m does not exist"}))
+    down = replace(v.desired, unavailable={"directory": "directory /m does not exist"})
     daemon = view.status_document(a_view(desired=down), view.PhaseClock())["daemon"]
     assert daemon["source"] == {"available": False, "reason": "directory /m does not exist"}
     assert daemon["sources"]["directory"]["available"] is False

@@ -97,12 +97,11 @@ def state_of(specs: tuple[Desired, ...], *, available: bool = True,
              broken: frozenset[str] = frozenset(),
              conflicts: Mapping[str, tuple[str, ...]] | None = None) -> DesiredState:
     return DesiredState(
-        available=available,
-        reason=None if available else "manifests directory /m does not exist",
         specs=types.MappingProxyType({d.name: d for d in specs}),
         broken_sources=broken,
         conflicts=types.MappingProxyType(dict(conflicts or {})),
         problems=(),
+        unavailable={} if available else {"directory": "manifests directory /m does not exist"},
     )
 
 

@@ -136,7 +136,7 @@ def desired_state(world: World) -> DesiredState:
     for name, w in world.desired.items():
         c = container(name, command=w.command, live=w.live, state=w.state, policy=w.policy)
         specs[name] = Desired(name, c, source_of(name), model.spec_hash(c))
-    return DesiredState(True, None, types.MappingProxyType(specs), frozenset(),
+    return DesiredState(types.MappingProxyType(specs), frozenset(),
                         types.MappingProxyType({}), ())
 
 
