@@ -223,7 +223,7 @@ def _guard_prune(actions: list[Action], desired: DesiredState,
                 f"refusing to delete all {len(deletes)} containers: the manifests directory"
                 " is valid but defines none (start the daemon with --allow-empty to allow"
                 " this)")
-    return [a for a in actions if a.name not in refused or a.kind is not Kind.DELETE], notes
+    return [a for a in actions if a.name not in refused], notes
 
 
 def _source_of(obs: Observed, desired: DesiredState) -> str | None:

@@ -209,14 +209,13 @@ class Controller:
             self.metrics.pass_seconds.observe(time.perf_counter() - started)
         return plan.wake_at
 
-    def _dispatch(self, action: planner.Action) -> bool:
+    def _dispatch(self, action: planner.Action) -> None:
+        """To the object's worker, if it is idle (else the next pass plans again)."""
         if self._tg is None:  # not running (a test drives it with ``apply``)
-            return False
+            return
         worker = self._worker(action.name)
-        if worker.busy is not None:
-            return False
-        worker.submit(action)
-        return True
+        if worker.busy is None:
+            worker.submit(action)
 
     async def _run_worker(self, worker: Worker) -> None:
         try:
@@ -231,7 +230,7 @@ class Controller:
         worker = self.workers.get(action.name)
         if (worker is not None and action.kind is planner.Kind.DELETE
                 and action.cause is not planner.Cause.STRAY
-                and action.name not in self.observed and worker.busy is None):
+                and action.name not in self.observed):
             del self.workers[action.name]  # a later create gets a new worker
             worker.close()
         if self.metrics is not None:
@@ -278,7 +277,9 @@ class Controller:
             listed[obs.name] = obs
 
         def mine(name: str) -> bool:  # no worker busy with it, none touched it meanwhile
-            return name not in self.busy and self._touched.get(name, -1) <= mark
+            worker = self.workers.get(name)
+            idle = worker is None or worker.busy is None
+            return idle and self._touched.get(name, -1) <= mark
 
         for name in list(self.observed):
             if name not in listed and mine(name):
@@ -310,7 +311,8 @@ class Controller:
         self._publish()
 
     def _stray(self, obs: Observed, mark: int) -> None:
-        if obs.name not in self.busy and self._touched.get(obs.name, -1) <= mark:
+        worker = self.workers.get(obs.name)
+        if (worker is None or worker.busy is None) and self._touched.get(obs.name, -1) <= mark:
             log.warning("%s: found an older instance %s beside a newer one", obs.name, obs.id)
             self._dispatch(planner.remove_stray(obs))
 

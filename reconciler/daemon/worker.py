@@ -124,8 +124,9 @@ class Worker:
         self._watching = (instance, scope)
         self._tg.start_soon(self._watcher, instance, scope)
 
-    def unwatch(self) -> None:
-        if self._watching is not None:
+    def unwatch(self, instance: str | None = None) -> None:
+        """Stop watching (``instance``: only if that is the one watched)."""
+        if self._watching is not None and instance in (None, self._watching[0]):
             self._watching[1].cancel()
             self._watching = None
 
@@ -229,8 +230,7 @@ class Worker:
                             backoff=ctl.backoff)
                     ctl.event(name, "Stopped", action.reason)
             elif isinstance(step, planner.Delete):
-                if self._watching is not None and self._watching[0] == step.instance:
-                    self.unwatch()
+                self.unwatch(step.instance)
                 await rt.delete(step.instance, keep_logs=step.keep_logs)
                 if action.cause is Cause.STRAY:
                     ctl.event(name, "InstanceRemoved", f"{step.instance}: {action.reason}")
@@ -293,8 +293,7 @@ class Worker:
     async def _stop(self, step: planner.Stop) -> ExitStatus | None:
         """Stop signal, the grace period (no slot held), then SIGKILL to every process."""
         rt = self.ctl.runtime
-        if self._watching is not None and self._watching[0] == step.instance:
-            self.unwatch()
+        self.unwatch(step.instance)
         with contextlib.suppress(errors.RuncError):
             await rt.signal(step.instance, step.signal)
         self.in_grace = True

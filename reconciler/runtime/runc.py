@@ -383,8 +383,9 @@ class RuncRuntime:
         await self._call(*args, name=name)
 
     async def stop(self, name: str, *, sig: str, grace: float) -> ExitStatus:
-        """Stop signal, up to ``grace`` seconds, then SIGKILL (the operator commands' stop;
-        the daemon's workers do the same in steps)."""
+        """Stop signal, up to ``grace`` seconds, then SIGKILL, in one call (for scripts and
+        tests; the daemon's workers take the same steps apart, so that no slot is held
+        while the grace period runs out)."""
         with contextlib.suppress(errors.RuncError):
             await self.signal(name, sig)
         with anyio.move_on_after(grace):
@@ -452,6 +453,7 @@ class RuncRuntime:
 
     async def _teardown(self, name: str, *, keep_logs: bool) -> None:
         d = self.depot(name)
+        cg = self.cgroup(name)  # read before the depot goes
         try:
             obs = await self.state(name)
             if obs.status is Status.PAUSED:
@@ -461,14 +463,12 @@ class RuncRuntime:
             # runc forgot it (its state removed by hand, or by a racing `runc delete`) but
             # its processes may live on in its cgroup: they go, or conmon never exits. Only
             # a cgroup this runtime recorded for this instance, under its own parent.
-            cg = self.cgroup(name)
             if cg is not None and cg.path.startswith(self.cgroup_parent + "/"):
                 for pid in cg.kill_all():
                     log.warning("instance %s: killed pid %d in %s: runc no longer knows the "
                                 "instance", name, pid, cg.path)
         await self._wait_monitor(d)
         hostmount.unmount(d.rootfs)
-        cg = self.cgroup(name)
         if cg is not None:
             cg.remove()
         if keep_logs:
