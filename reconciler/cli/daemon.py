@@ -49,6 +49,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--backoff-reset", type=float, default=600.0, metavar="SECONDS",
                    help="a run this long forgets earlier crashes (default: %(default)s)")
     p.add_argument("--log-format", choices=("text", "json"), default="text")
+    p.add_argument("--seccomp-root", default="/etc/reconciler/seccomp", metavar="DIR",
+                   help="where a manifest's relative Localhost seccompProfile is found"
+                        " (default: %(default)s)")
     p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
                    help="pull from this registry without TLS verification (loopback always)")
     p.add_argument("--metrics-addr", metavar="HOST:PORT",
@@ -99,6 +102,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                         reset_after=args.backoff_reset),
         metrics_addr=args.metrics_addr,
         insecure_registries=tuple(args.insecure_registry),
+        seccomp_root=args.seccomp_root,
     )
     anyio.run(serve, opts)
     return 0

@@ -51,6 +51,7 @@ class Options:
     backoff: Backoff = field(default_factory=Backoff)
     metrics_addr: str | None = None
     insecure_registries: tuple[str, ...] = ()
+    seccomp_root: str = "/etc/reconciler/seccomp"  # relative Localhost seccomp profiles
 
 
 async def serve(
@@ -68,7 +69,7 @@ async def serve(
         images = ImageStore(Path(opts.state_dir) / "images",
                             insecure_registries=opts.insecure_registries)
         runtime = RuncRuntime(state_dir=opts.state_dir, runc_root=opts.runc_root,
-                              cgroup_parent=parent)
+                              cgroup_parent=parent, seccomp_root=opts.seccomp_root)
         for name in await runtime.gc():
             log.info("cleared leftovers of %s (no runc container owned them)", name)
         source: Source = ManifestSource(opts.manifests, settle=opts.settle,

@@ -205,6 +205,35 @@ class Capabilities(_Model):
     drop: list[Capability] = Field(default_factory=list)
 
 
+class SeccompType(str, Enum):
+    RUNTIME_DEFAULT = "RuntimeDefault"
+    UNCONFINED = "Unconfined"
+    LOCALHOST = "Localhost"
+
+
+class SeccompProfile(_Model):
+    """Kubernetes' ``securityContext.seccompProfile``: the default profile (the daemon's,
+    native architecture only), none, or a profile file on this host."""
+
+    type: Annotated[SeccompType, _Lax] = Field(
+        description="RuntimeDefault (the daemon's profile, native architecture only), "
+                    "Unconfined (no filter), or Localhost (localhostProfile).")
+    localhost_profile: str | None = Field(
+        None, description="Localhost only: a Docker/Podman-format profile file, relative to "
+                          "the daemon's --seccomp-root, or an absolute path.")
+
+    @pydantic.model_validator(mode="after")
+    def _localhost(self) -> SeccompProfile:
+        if self.type is SeccompType.LOCALHOST:
+            path = self.localhost_profile
+            if not path or "\x00" in path or ".." in path.split("/"):
+                raise ValueError("type Localhost needs localhostProfile: a file name under the "
+                                 "daemon's --seccomp-root (no '..'), or an absolute path")
+        elif self.localhost_profile is not None:
+            raise ValueError(f"localhostProfile is only for type Localhost, not {self.type.value}")
+        return self
+
+
 def _signal(value: str) -> str:
     name = value.upper()
     if not name.startswith("SIG"):
@@ -234,6 +263,8 @@ class Spec(_Model):
     host_network: bool = False
     read_only_root_filesystem: bool = False
     capabilities: Capabilities = Field(default_factory=Capabilities)
+    seccomp_profile: SeccompProfile | None = Field(
+        None, description="The seccomp filter; unset means RuntimeDefault.")
 
     @pydantic.field_validator("image")
     @classmethod

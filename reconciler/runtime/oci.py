@@ -28,6 +28,7 @@ import resource
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from reconciler import errors
 from reconciler.manifest import model, quantity
 from reconciler.runtime import seccomp
 
@@ -88,15 +89,17 @@ def build_config(
     cgroups_path: str,
     base: Config | None = None,
     seccomp_profile: str | None = seccomp.DEFAULT_PATH,
+    seccomp_root: str = seccomp.DEFAULT_ROOT,
     host_rlimits: Mapping[str, int] | None = None,
     entrypoint: Sequence[str] = (),
 ) -> Config:
     """The complete config.json of ``container``, as a new dict (``base`` is not changed).
 
-    ``seccomp_profile`` is a Docker-format profile file, None for none (a base's own
-    ``linux.seccomp`` is kept either way). ``host_rlimits`` maps names such as
-    ``RLIMIT_NOFILE`` to the host's hard limit (None: ask the host); no rlimit is raised
-    above it, since runc cannot start a container that asks for more.
+    ``seccomp_profile`` is the Docker-format profile behind ``RuntimeDefault``, None for
+    none; a base's own ``linux.seccomp`` is kept unless the manifest names a profile.
+    ``seccomp_root`` is where a relative ``Localhost`` profile is found. ``host_rlimits``
+    maps names such as ``RLIMIT_NOFILE`` to the host's hard limit (None: ask the host); no
+    rlimit is raised above it, since runc cannot start a container that asks for more.
     ``entrypoint`` is an image's Entrypoint, which manifest ``args`` are appended to.
     """
     spec = container.spec
@@ -137,13 +140,8 @@ def build_config(
     config["mounts"] = mounts
     linux["resources"] = _resources(linux.get("resources") or {}, spec.resources, keep_unset=True)
     linux["cgroupsPath"] = cgroups_path
-    if seccomp_profile is not None and "seccomp" not in linux:
-        bounding = process.get("capabilities", {}).get("bounding", ())
-        profile = seccomp.for_capabilities(bounding, path=seccomp_profile)
-        if profile is None:
-            _warn_no_seccomp(seccomp_profile)
-        else:
-            linux["seccomp"] = profile
+    _apply_seccomp(linux, process, spec.seccomp_profile, default=seccomp_profile,
+                   root=seccomp_root, name=container.name)
 
     merged = {**config.get("annotations", {}), **annotations}
     config["annotations"] = _with_ledger(merged, ledger)
@@ -350,6 +348,41 @@ def _resources(current: Config, resources: model.Resources, *, keep_unset: bool)
         else:
             out.pop(section, None)
     return out
+
+
+def _apply_seccomp(linux: Config, process: Config, choice: model.SeccompProfile | None, *,
+                   default: str | None, root: str, name: str) -> None:
+    """``linux.seccomp`` per the manifest's ``seccompProfile`` (unset: RuntimeDefault)."""
+    kind = model.SeccompType.RUNTIME_DEFAULT if choice is None else choice.type
+    if choice is None and "seccomp" in linux:
+        return  # a bundle's own profile, and the manifest said nothing
+    linux.pop("seccomp", None)
+    if kind is model.SeccompType.UNCONFINED:
+        return
+    bounding = process.get("capabilities", {}).get("bounding", ())
+    if kind is model.SeccompType.RUNTIME_DEFAULT:
+        if default is None:
+            return
+        profile = seccomp.for_capabilities(bounding, path=default)
+        if profile is None:
+            _warn_no_seccomp(default)
+        else:
+            linux["seccomp"] = profile
+        return
+    assert choice is not None and choice.localhost_profile is not None
+    path = os.path.join(root, choice.localhost_profile)
+    try:
+        profile = seccomp.for_capabilities(bounding, path=path, native_only=False)
+    except errors.RuntimeFailure as exc:
+        raise exc.for_container(name) from exc
+    except OSError as exc:
+        raise errors.RuntimeFailure(f"seccompProfile: cannot read {path}: {exc.strerror}",
+                                    container=name) from exc
+    if profile is None:
+        raise errors.RuntimeFailure(
+            f"seccompProfile: Localhost profile {path} not found (relative names are "
+            f"looked up under the daemon's --seccomp-root, {root})", container=name)
+    linux["seccomp"] = profile
 
 
 @functools.cache

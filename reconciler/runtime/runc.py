@@ -52,7 +52,7 @@ from reconciler.core.observed import (
 )
 from reconciler.manifest import model, quantity
 from reconciler.paths import DEFAULT_RUNC_ROOT, DEFAULT_STATE_DIR, recorded_cgroup_parent
-from reconciler.runtime import cgroups, hostmount, oci
+from reconciler.runtime import cgroups, hostmount, oci, seccomp
 from reconciler.runtime import depot as depots
 from reconciler.runtime.types import MountChange
 
@@ -79,6 +79,7 @@ class RuncRuntime:
         conmon: str = "conmon",
         timeout: float = 30.0,
         log_size_max: int = 10 << 20,
+        seccomp_root: str = seccomp.DEFAULT_ROOT,
     ) -> None:
         self.state_dir = Path(state_dir).absolute()
         self.runc_root = Path(runc_root).absolute()
@@ -88,6 +89,7 @@ class RuncRuntime:
         self.conmon = shutil.which(conmon) or conmon
         self.timeout = timeout
         self.log_size_max = log_size_max
+        self.seccomp_root = seccomp_root
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -149,7 +151,7 @@ class RuncRuntime:
             spec.container, rootfs=str(d.rootfs), annotations=annotations,
             cgroups_path=spec.cgroup_path,
             base=dict(spec.base) if spec.base is not None else None,
-            entrypoint=list(spec.entrypoint),
+            entrypoint=list(spec.entrypoint), seccomp_root=self.seccomp_root,
         )
         await self._clear_leftovers(iid)
         try:

@@ -10,6 +10,12 @@ conversion picks the rules that apply here, as containers/common and moby do:
 - ``includes.caps``: every listed capability is granted; ``excludes.caps``: none is;
 - ``includes.arches`` / ``excludes.arches``: Go architecture names (``amd64``, ``arm64``);
 - ``includes.minKernel``: the running kernel is at least that ``major.minor``.
+
+The daemon's default (Kubernetes' ``RuntimeDefault``) keeps only the native architecture:
+32-bit (``int 0x80``) and x32 system calls then fail, which is stricter, and runc's
+``runc init`` compiles a third of the filter, which is most of its start-up cost here
+(docs/runtime.md, "seccomp"). A profile named by a manifest (``Localhost``) keeps the
+sub-architectures its ``archMap`` lists, or its own ``architectures``: its author chose.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import Any
 from reconciler import errors
 
 DEFAULT_PATH = "/usr/share/containers/seccomp.json"
+DEFAULT_ROOT = "/etc/reconciler/seccomp"  # where a relative Localhost profile is found
 
 # platform.machine() → (Go's GOARCH, which the profile's arches use; libseccomp's name).
 _ARCHES: dict[str, tuple[str, str]] = {
@@ -85,15 +92,21 @@ def _rule(rule: dict[str, Any]) -> dict[str, Any]:
 
 
 def convert(
-    profile: dict[str, Any], caps: Iterable[str], *, machine: str, kernel: str
+    profile: dict[str, Any], caps: Iterable[str], *, machine: str, kernel: str,
+    native_only: bool = True,
 ) -> dict[str, Any]:
-    """The OCI form of ``profile`` for capabilities ``caps`` (``CHOWN`` or ``CAP_CHOWN``)."""
+    """The OCI form of ``profile`` for capabilities ``caps`` (``CHOWN`` or ``CAP_CHOWN``):
+    for the native architecture only, or (``native_only=False``) also the sub-architectures
+    the profile names."""
     granted = frozenset("CAP_" + c.upper().removeprefix("CAP_") for c in caps)
     goarch, native = _ARCHES.get(machine, (machine, "SCMP_ARCH_" + machine.upper()))
     arches = [native]
-    for entry in profile.get("archMap") or ():
-        if entry["architecture"] == native:
-            arches.extend(entry.get("subArchitectures") or ())
+    if not native_only:
+        for entry in profile.get("archMap") or ():
+            if entry["architecture"] == native:
+                arches.extend(entry.get("subArchitectures") or ())
+        if not profile.get("archMap"):
+            arches.extend(a for a in profile.get("architectures") or () if a not in arches)
     out: dict[str, Any] = {"defaultAction": profile["defaultAction"], "architectures": arches}
     if profile.get("defaultErrnoRet") is not None:
         out["defaultErrnoRet"] = profile["defaultErrnoRet"]
@@ -111,6 +124,7 @@ def for_capabilities(
     path: str = DEFAULT_PATH,
     machine: str | None = None,
     kernel: str | None = None,
+    native_only: bool = True,
 ) -> dict[str, Any] | None:
     """``linux.seccomp`` for this host (or ``machine``/``kernel``); None if ``path`` is missing."""
     try:
@@ -122,4 +136,5 @@ def for_capabilities(
         caps,
         machine=machine or platform.machine(),
         kernel=kernel or os.uname().release,
+        native_only=native_only,
     )

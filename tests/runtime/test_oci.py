@@ -447,7 +447,8 @@ def test_seccomp_socket_rules_depend_on_audit_write() -> None:
 @needs_x86_64
 def test_seccomp_architectures_and_arch_rules_on_x86_64() -> None:
     profile = build()["linux"]["seccomp"]
-    assert profile["architectures"] == ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
+    # RuntimeDefault: the native architecture only (int 0x80 and x32 calls are refused).
+    assert profile["architectures"] == ["SCMP_ARCH_X86_64"]
     assert rules(profile, "arch_prctl", "SCMP_ACT_ALLOW")
     assert not [r for r in profile["syscalls"] if "s390_pci_mmio_read" in r["names"]]
     assert not [r for r in profile["syscalls"] if "sync_file_range2" in r["names"]]
@@ -491,9 +492,13 @@ def test_seccomp_conversion_filters_by_kernel_arch_and_caps(
 ) -> None:
     path = tmp_path / "profile.json"
     path.write_text(json.dumps(SYNTHETIC))
-    profile = seccomp.for_capabilities(granted, path=str(path), machine=machine, kernel=kernel)
+    native = seccomp.for_capabilities(granted, path=str(path), machine=machine, kernel=kernel)
+    assert native is not None and native["architectures"] == arches[:1]
+    profile = seccomp.for_capabilities(granted, path=str(path), machine=machine, kernel=kernel,
+                                       native_only=False)
     assert profile is not None
     assert profile["architectures"] == arches
+    assert native["syscalls"] == profile["syscalls"]
     assert "defaultErrnoRet" not in profile
     assert {n for r in profile["syscalls"] for n in r["names"]} == names
     for rule in profile["syscalls"]:
@@ -535,6 +540,70 @@ def test_a_profile_that_appears_later_is_used_and_a_broken_one_is_our_error(
 
 def test_no_seccomp_when_asked_for_none() -> None:
     assert "seccomp" not in build(seccomp_profile=None)["linux"]
+
+
+def test_an_old_style_profile_keeps_its_own_architectures_when_named(tmp_path: Path) -> None:
+    old_style = {"defaultAction": "SCMP_ACT_ERRNO",
+                 "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"], "syscalls": []}
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(old_style))
+    named = seccomp.for_capabilities([], path=str(path), machine="x86_64", kernel="6.1",
+                                     native_only=False)
+    assert named is not None and named["architectures"] == ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"]
+
+
+def seccomp_of(profile: Config | None, **kwargs: Any) -> Config:
+    linux: Config = build(make(seccompProfile=profile), **kwargs)["linux"]
+    return linux
+
+
+@needs_profile
+def test_seccomp_profile_runtime_default_unconfined_and_localhost(tmp_path: Path) -> None:
+    default = seccomp_of(None)["seccomp"]
+    assert seccomp_of({"type": "RuntimeDefault"})["seccomp"] == default
+    assert "seccomp" not in seccomp_of({"type": "Unconfined"})
+    shutil.copy(PROFILE, tmp_path / "podman.json")
+    for ref in ("podman.json", str(tmp_path / "podman.json")):  # under the root, or absolute
+        mine = seccomp_of({"type": "Localhost", "localhostProfile": ref},
+                          seccomp_root=str(tmp_path))["seccomp"]
+        assert mine["syscalls"] == default["syscalls"]
+        if platform.machine() == "x86_64":  # the file's archMap: its sub-architectures too
+            assert mine["architectures"] == ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86",
+                                             "SCMP_ARCH_X32"]
+
+
+def test_a_missing_localhost_profile_is_an_error_on_that_container(tmp_path: Path) -> None:
+    with pytest.raises(errors.RuntimeFailure) as caught:
+        seccomp_of({"type": "Localhost", "localhostProfile": "nope.json"},
+                   seccomp_root=str(tmp_path))
+    assert caught.value.container == "web"
+    assert f"Localhost profile {tmp_path}/nope.json not found" in str(caught.value)
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(errors.RuntimeFailure, match="not valid JSON") as caught:
+        seccomp_of({"type": "Localhost", "localhostProfile": "bad.json"},
+                   seccomp_root=str(tmp_path))
+    assert caught.value.container == "web"
+
+
+def test_a_named_profile_replaces_a_bundles_own_and_unset_keeps_it() -> None:
+    base: Config = {"linux": {"seccomp": {"defaultAction": "SCMP_ACT_LOG"}}}
+    assert build(base=base)["linux"]["seccomp"] == {"defaultAction": "SCMP_ACT_LOG"}
+    assert "seccomp" not in build(make(seccompProfile={"type": "Unconfined"}), base=base)["linux"]
+
+
+@pytest.mark.parametrize(
+    ("profile", "message"),
+    [
+        ({"type": "Localhost"}, "type Localhost needs localhostProfile"),
+        ({"type": "Localhost", "localhostProfile": "../etc/x.json"}, "no '..'"),
+        ({"type": "Unconfined", "localhostProfile": "x.json"},
+         "localhostProfile is only for type Localhost, not Unconfined"),
+        ({"type": "Strict"}, "'RuntimeDefault', 'Unconfined' or 'Localhost'"),
+    ],
+)
+def test_seccomp_profile_validation(profile: Config, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        make(seccompProfile=profile)
 
 
 # --- determinism ----------------------------------------------------------------------
