@@ -49,6 +49,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--backoff-reset", type=float, default=600.0, metavar="SECONDS",
                    help="a run this long forgets earlier crashes (default: %(default)s)")
     p.add_argument("--log-format", choices=("text", "json"), default="text")
+    p.add_argument("--log-level", choices=("debug", "info", "warning"), default="info",
+                   help="debug adds one line per stage of a change, for timing it"
+                        " (default: %(default)s)")
     p.add_argument("--seccomp-root", default="/etc/reconciler/seccomp", metavar="DIR",
                    help="where a manifest's relative Localhost seccompProfile is found"
                         " (default: %(default)s)")
@@ -93,7 +96,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.concurrency < 1 or args.settle < 0 or args.resync <= 0:
         raise errors.UsageError("--concurrency must be >= 1, --settle >= 0, --resync > 0")
-    setup_logging(args.log_format)
+    setup_logging(args.log_format, args.log_level.upper())
     opts = Options(
         manifests=args.manifests, state_dir=args.state_dir, runc_root=args.runc_root,
         cgroup_parent=args.cgroup_parent, resync=args.resync, settle=args.settle,

@@ -165,6 +165,8 @@ class Controller:
                     self.event(None, "SourceAvailable", "manifests are readable again")
                 self._report_problems(before)
                 await self.resolver.digests.refresh(self.desired, pull=False)
+                log.debug("desired state of %d objects", len(self.desired.specs),
+                          extra={"stage": "desired"})
                 self.kick()
 
     async def _resync_loop(self) -> None:
@@ -197,6 +199,9 @@ class Controller:
             if note not in self._last_notes:
                 log.info("%s", note)
         self._last_notes = plan.notes
+        if plan.actions:
+            log.debug("plan of %d actions in %.1f ms", len(plan.actions),
+                      (time.perf_counter() - started) * 1000, extra={"stage": "plan"})
         for action in plan.actions:
             self._dispatch(action)
         self.passes += 1

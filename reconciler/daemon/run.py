@@ -145,6 +145,9 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {"time": record.created, "level": record.levelname.lower(),
                                "message": record.getMessage()}
+        for key in ("stage", "object"):  # a debug trace line's (``extra``)
+            if key in record.__dict__:
+                doc[key] = record.__dict__[key]
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
         return json.dumps(doc)

@@ -182,7 +182,8 @@ class Worker:
         ctl = self.ctl
         outcome = "error"
         started = time.perf_counter()
-        log.info("%s %s: %s", action.kind.value, self.name, action.reason)
+        log.info("%s %s: %s", action.kind.value, self.name, action.reason,
+                 extra={"stage": "action", "object": self.name})
         try:
             async with ctl.slots:
                 await self._steps(action)

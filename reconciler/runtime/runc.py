@@ -165,7 +165,9 @@ class RuncRuntime:
                                     target=d.rootfs)
             depots.write_json_atomic(d.config, config)
             d.applied.write_text(annotations[ANN_MANIFEST])
+            log.debug("conmon for %s", iid, extra={"stage": "conmon", "object": spec.name})
             pid = await self._conmon_create(iid, d)
+            log.debug("created %s", iid, extra={"stage": "created", "object": spec.name})
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._teardown(iid, keep_logs=True)
@@ -179,6 +181,7 @@ class RuncRuntime:
     async def start(self, instance: str) -> None:
         try:
             await self._call("start", instance, name=instance)
+            log.debug("started %s", instance, extra={"stage": "started"})
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._teardown(instance, keep_logs=True)

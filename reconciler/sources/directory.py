@@ -22,9 +22,11 @@ Watching, with watchdog's inotify observer (see the notes on watching directorie
   parent, which sees a symlink renamed over the path (git-sync ``--link``) and the
   directory removed, recreated or renamed away; every look resolves the path again and
   re-arms a watch whose target changed (by device and inode) or whose emitter died;
-- a burst of events is one look, once no event came for ``QUIET`` seconds (at most
-  ``BATCH_MAX`` after the first); content events on names that are no manifest (a vim
-  swap file, ``sed``'s temporary file) are dropped on the observer thread;
+- events that leave no file open for writing (a rename into place, a close, a delete)
+  make a look at once; while a file is being written, a burst of events is one look,
+  once no event came for ``QUIET`` seconds (at most ``BATCH_MAX`` after the first);
+  content events on names that are no manifest (a vim swap file, ``sed``'s temporary
+  file) are dropped on the observer thread;
 - a look also happens every ``resync`` seconds, at once on ``rescan()`` (SIGHUP), when
   events were lost (the bridge into the loop was full, or inotify's own queue overflowed,
   which watchdog only logs), and every ``HEALTH_EVERY`` seconds while a watch is not armed
@@ -173,6 +175,7 @@ class ManifestSource:
         self._rescan.clear()
         distrust = self._poll or self._lost.is_set()
         self._lost.clear()
+        started = time.perf_counter()
         look = await anyio.to_thread.run_sync(_look, self._tracker, watches, distrust)
         self._looked_at, self._due = time.monotonic(), look.due
         last = self._last
@@ -181,6 +184,8 @@ class ManifestSource:
         ):
             return None
         self._last = self._snapshot(look)
+        log.debug("snapshot of %d files in %.1f ms", len(look.files),
+                  (time.perf_counter() - started) * 1000, extra={"stage": "snapshot"})
         return self._last
 
     async def _wait(
@@ -200,15 +205,29 @@ class ManifestSource:
                 return
 
     async def _burst(self, events: MemoryObjectReceiveStream[_Item], *, until: float) -> bool:
-        """Wait until ``until`` for an event, then take events until they pause; True if any."""
+        """Wait until ``until`` for an event, then take events until they pause; True if any.
+
+        When the events so far leave no file open for writing (a rename into place, a
+        close after writing, a delete), the look is at once: an atomic drop waits for
+        nothing. Otherwise (a ``tar -x`` or ``cp`` under way) the burst ends once no event
+        came for ``QUIET``. Either way the look is a full scan, so a burst split in two
+        is two correct looks, not a lost change."""
         received = False
         with anyio.move_on_after(until - time.monotonic()):
             self._note(await events.receive())
             received = True
         if not received:
             return False
+        log.debug("event", extra={"stage": "event"})
         give_up = time.monotonic() + BATCH_MAX
         while (left := give_up - time.monotonic()) > 0:
+            while True:  # what is queued already, without waiting
+                try:
+                    self._note(events.receive_nowait())
+                except anyio.WouldBlock:
+                    break
+            if not self._tracker.open_for_writing():
+                break
             with anyio.move_on_after(min(QUIET, left)) as pause:
                 self._note(await events.receive())
             if pause.cancelled_caught:
@@ -330,6 +349,10 @@ class _Tracker:
                 kind[key] = now
         elif isinstance(event, fs.FileClosedEvent | fs.FileDeletedEvent):
             self._ended(event.src_path)
+
+    def open_for_writing(self) -> bool:
+        """Whether an event left a file created or written to and not closed yet."""
+        return bool(self.writing or self.created)
 
     def look(
         self, target: _Target | None, reason: str | None, now: float, *, distrust: bool
