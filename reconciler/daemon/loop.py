@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("reconciler")
 
+STATUS_EVERY = 0.05  # seconds between two writes of status.json; the first is at once
+
 
 class Controller:
     def __init__(
@@ -109,7 +111,7 @@ class Controller:
         self._load_history()
         async with anyio.create_task_group() as tg:
             self._tg = tg
-            await self._relist()
+            await self._relist(first=True)
             await self.resolver.digests.gc(self.observed.values())
             tg.start_soon(self._status_writer)
             tg.start_soon(self._consume, snapshots)
@@ -141,16 +143,22 @@ class Controller:
         self._touched[name] = self._seq
 
     async def _status_writer(self) -> None:
-        """status.json after changes, at most every 50 ms: a burst of 100 creates writes it
-        a few dozen times, not after each of a hundred passes. A last write on the way out."""
+        """status.json at once after a change, then at most every ``STATUS_EVERY``: a burst
+        of 100 creates writes it a few dozen times, not after each of a hundred passes. A
+        last write on the way out.
+
+        Nothing is written before the first pass: until then the previous daemon's file
+        stays, which knows the desired state (a relist alone would not)."""
         try:
             while True:
                 await self._status_due.wait()
                 self._status_due = anyio.Event()
-                self.write_status()
-                await anyio.sleep(0.05)
+                if self.passes:
+                    self.write_status()
+                    await anyio.sleep(STATUS_EVERY)
         finally:
-            self.write_status()
+            if self.passes:
+                self.write_status()
 
     async def _consume(self, snapshots: MemoryObjectReceiveStream[SourceSnapshot]) -> None:
         async with snapshots:
@@ -265,10 +273,15 @@ class Controller:
 
     # -- observing -------------------------------------------------------------------------
 
-    async def _relist(self) -> None:
+    async def _relist(self, *, first: bool = False) -> None:
+        """What runc has now, merged into ``observed``; the first one also clears crash
+        leftovers (one ``runc list`` for both: it is most of a restart's cost)."""
         mark = self._seq
         try:
             found = await self.runtime.list()
+            if first:
+                for iid in await self.runtime.gc(known={o.id for o in found}):
+                    log.info("cleared leftovers of %s (no runc container owned them)", iid)
         except errors.RuntimeFailure as exc:
             log.warning("relist failed: %s", exc)
             return
@@ -357,13 +370,13 @@ class Controller:
                        pid: int | None = None) -> None:
         """What the kernel enforces now: cgroup limits, and the manifest's mounts as seen
         from inside the instance (``get``/``describe`` show these, not the request)."""
+        wanted = {m.destination for m in container.spec.mounts} if container else set()
         try:
             limits = await self.runtime.limits(instance)
-            mounts = await self.runtime.mounts(instance, pid=pid)
+            mounts = await self.runtime.mounts(instance, pid=pid) if wanted else []
         except errors.RuntimeFailure:
             self.actual.pop(name, None)
             return
-        wanted = {m.destination for m in container.spec.mounts} if container else set()
         self.actual[name] = {
             "limits": {"memoryBytes": limits.memory_bytes, "cpuQuotaUs": limits.cpu_quota_us,
                        "cpuPeriodUs": limits.cpu_period_us, "pids": limits.pids},

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
@@ -19,23 +19,11 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from reconciler import errors
+from reconciler.daemon.view import Viewed, health
 
 if TYPE_CHECKING:
-    from reconciler.core.observed import Limits, Stats
-    from reconciler.daemon.view import ControllerView
+    pass
 
-
-class Viewed(Protocol):
-    """What metrics and health read of the loop: its last published view (the Controller)."""
-
-    @property
-    def view(self) -> ControllerView: ...
-
-    @property
-    def stats_reader(self) -> Callable[[str], tuple[Stats, Limits] | None] | None: ...
-
-    @property
-    def resync(self) -> float: ...
 
 Metric = GaugeMetricFamily
 
@@ -127,16 +115,6 @@ def _gauge(name: str, doc: str, rows: Iterable[tuple[list[str], float]],
     for values, value in rows:
         g.add_metric(values, value)
     return g
-
-
-def health(ctl: Viewed, now: float) -> tuple[bool, str]:
-    """Alive: a pass finished within two resync periods (the loop is not stuck)."""
-    last = ctl.view.last_pass_at
-    if last is None:
-        return False, "no pass yet"
-    age = now - last
-    limit = 2 * ctl.resync + 10
-    return (age <= limit), f"last pass {age:.1f}s ago (limit {limit:.0f}s)"
 
 
 class _Quiet(WSGIRequestHandler):

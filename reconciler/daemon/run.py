@@ -20,14 +20,14 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from reconciler import paths
+from reconciler import paths, proc
 from reconciler.core.backoff import Backoff
 from reconciler.core.desired import SourceSnapshot
 from reconciler.core.observed import Limits, Stats
 from reconciler.daemon.loop import Controller
-from reconciler.daemon.metrics import DaemonMetrics, MetricsServer, health
 from reconciler.daemon.notify import Notifier
 from reconciler.daemon.status import Store
+from reconciler.daemon.view import health
 from reconciler.images.store import ImageStore
 from reconciler.resolve.spec import Resolver
 from reconciler.runtime.runc import RuncRuntime
@@ -52,6 +52,7 @@ class Options:
     metrics_addr: str | None = None
     insecure_registries: tuple[str, ...] = ()
     seccomp_root: str = "/etc/reconciler/seccomp"  # relative Localhost seccomp profiles
+    first_list: proc.Spawned | None = None  # the first `runc list`, started before imports
 
 
 async def serve(
@@ -69,20 +70,23 @@ async def serve(
         images = ImageStore(Path(opts.state_dir) / "images",
                             insecure_registries=opts.insecure_registries)
         runtime = RuncRuntime(state_dir=opts.state_dir, runc_root=opts.runc_root,
-                              cgroup_parent=parent, seccomp_root=opts.seccomp_root)
-        for name in await runtime.gc():
-            log.info("cleared leftovers of %s (no runc container owned them)", name)
+                              cgroup_parent=parent, seccomp_root=opts.seccomp_root,
+                              first_list=opts.first_list)
         source: Source = ManifestSource(opts.manifests, settle=opts.settle,
                                         resync=opts.resync, poll=opts.poll)
-        metrics = DaemonMetrics()
+        metrics = server = None
+        if opts.metrics_addr:  # prometheus_client and the HTTP server only when asked for
+            from reconciler.daemon.metrics import DaemonMetrics, MetricsServer
+            metrics = DaemonMetrics()
         resolver = Resolver(images, cgroup_parent=parent, max_age=opts.resync / 2)
         ctl = Controller(runtime, store, resolver=resolver, concurrency=opts.concurrency,
                          backoff=opts.backoff,
                          allow_empty=opts.allow_empty, resync=opts.resync, metrics=metrics,
                          stats_reader=lambda i: _cgroup_stats(runtime, i),
                          cgroup_parent=parent)
-        metrics.attach(ctl)
-        server = MetricsServer(opts.metrics_addr, ctl, metrics) if opts.metrics_addr else None
+        if opts.metrics_addr and metrics is not None:
+            metrics.attach(ctl)
+            server = MetricsServer(opts.metrics_addr, ctl, metrics)
         send, receive = anyio.create_memory_object_stream[SourceSnapshot](64)
         try:
             if server is not None:
@@ -90,8 +94,11 @@ async def serve(
                 log.info("metrics on http://%s/metrics", opts.metrics_addr)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_signals, tg.cancel_scope, source)
-                await tg.start(ctl.run, receive)
-                await tg.start(source.run, send)
+                # The first relist (runc) and the first look (the files) at the same time:
+                # each is most of a restart's cost, and neither needs the other.
+                async with anyio.create_task_group() as starting:
+                    starting.start_soon(tg.start, ctl.run, receive)
+                    starting.start_soon(tg.start, source.run, send)
                 log.info("watching %s (state %s, runc root %s, cgroup parent %s)",
                          opts.manifests, opts.state_dir, opts.runc_root, parent)
                 tg.start_soon(_tell_systemd, ctl, notifier)

@@ -11,12 +11,12 @@ when each object is in its phase.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from reconciler.core.history import History
-from reconciler.core.observed import ExitStatus, Observed, Status
+from reconciler.core.observed import ExitStatus, Limits, Observed, Stats, Status
 from reconciler.core.planner import Kind, Plan
 from reconciler.daemon.status import history_to_json
 from reconciler.manifest.model import RestartPolicy, RunState
@@ -42,6 +42,29 @@ class ControllerView:
 
 def empty(cgroup_parent: str | None) -> ControllerView:
     return ControllerView(None, {}, {}, {}, None, {}, 0, None, False, cgroup_parent, 0.0)
+
+
+class Viewed(Protocol):
+    """What metrics and health read of the loop: its last published view (the Controller)."""
+
+    @property
+    def view(self) -> ControllerView: ...
+
+    @property
+    def stats_reader(self) -> Callable[[str], tuple[Stats, Limits] | None] | None: ...
+
+    @property
+    def resync(self) -> float: ...
+
+
+def health(ctl: Viewed, now: float) -> tuple[bool, str]:
+    """Alive: a pass finished within two resync periods (the loop is not stuck)."""
+    last = ctl.view.last_pass_at
+    if last is None:
+        return False, "no pass yet"
+    age = now - last
+    limit = 2 * ctl.resync + 10
+    return (age <= limit), f"last pass {age:.1f}s ago (limit {limit:.0f}s)"
 
 
 class PhaseClock:

@@ -94,8 +94,18 @@ def containers_dir(state_dir: str | os.PathLike[str]) -> Path:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """config.json and friends: old or new, never half (``reconciler.atomic``)."""
-    atomic.write(path, json.dumps(data, indent=1, sort_keys=True).encode())
+    """config.json: old or new, never half, for a reader or a daemon that crashes
+    (``reconciler.atomic``); compact, so the C encoder writes it.
+
+    Not fsynced: it is on the critical path of every create, and nothing needs it to
+    outlive a power cut. A power cut ends the container with it; runc's own state (under
+    ``/run`` by default) goes too, the next daemon clears the depot as a leftover and
+    creates anew; and a relist reads the annotations from runc's state, not from here.
+    What is fsynced, because it must outlive a power cut: the image store's index and
+    blobs, ``daemon.json`` (the cgroup parent), and ``applied.json`` after a live change.
+    """
+    atomic.write(path, json.dumps(data, sort_keys=True, separators=(",", ":")).encode(),
+                 fsync=False)
 
 
 def read_int(path: Path) -> int | None:

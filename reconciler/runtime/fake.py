@@ -10,7 +10,7 @@ Real runc proves the product end to end; this only stands in for unit tests.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -216,5 +216,5 @@ class FakeRuntime:
             raise errors.ContainerNotFound("container does not exist", container=name)
         return self.exits[name]
 
-    async def gc(self) -> builtins.list[str]:
+    async def gc(self, known: Collection[str] | None = None) -> builtins.list[str]:
         return []

@@ -16,10 +16,9 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -60,6 +59,7 @@ if TYPE_CHECKING:
     from reconciler.manifest.model import Container, Mount, Resources
 
 log = logging.getLogger(__name__)
+_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"  # conmon's, when the daemon has none
 
 
 class RuncRuntime:
@@ -80,6 +80,7 @@ class RuncRuntime:
         timeout: float = 30.0,
         log_size_max: int = 10 << 20,
         seccomp_root: str = seccomp.DEFAULT_ROOT,
+        first_list: proc.Spawned | None = None,
     ) -> None:
         self.state_dir = Path(state_dir).absolute()
         self.runc_root = Path(runc_root).absolute()
@@ -90,6 +91,9 @@ class RuncRuntime:
         self.timeout = timeout
         self.log_size_max = log_size_max
         self.seccomp_root = seccomp_root
+        # A `runc list` the daemon started before its imports (cli.daemon.cmd_run): the
+        # first list() takes its answer, if it asked this runc about this root.
+        self._first_list = first_list
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -210,22 +214,22 @@ class RuncRuntime:
             "--persist-dir", str(d.bundle),  # conmon drops its `oom` marker here
             "--log-level", "error", "--runtime-arg", f"--root={self.runc_root}",
         ]
-        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-               "_OCI_SYNCPIPE": str(w)}
         try:
             with anyio.fail_after(self.timeout):
                 try:
-                    await anyio.run_process(argv, env=env, pass_fds=[w], check=True, cwd=d.bundle,
-                                            stdin=subprocess.DEVNULL,
-                                            stdout=subprocess.DEVNULL)
-                except Exception as exc:
-                    raise errors.RuncError(f"conmon failed to start: {exc}",
-                                           container=name) from exc
+                    done = await proc.run(argv, timeout=self.timeout, container=name,
+                                          check=False, pass_fds=[w], cwd=d.bundle,
+                                          env={"PATH": os.environ.get("PATH", _PATH),
+                                               "_OCI_SYNCPIPE": str(w)})
                 finally:
                     os.close(w)
                     w = -1
+                if done.returncode != 0:
+                    raise errors.RuncError(
+                        f"conmon failed to start: exit {done.returncode}: "
+                        f"{proc.runc_message(done.stderr)}", container=name)
                 reply = await _read_line(r)
-        except TimeoutError as exc:
+        except (TimeoutError, errors.RuntimeTimeout) as exc:
             await self._kill_monitor(d)
             raise errors.RuntimeTimeout(
                 f"runc create did not finish within {self.timeout:g}s; killed and cleaned up",
@@ -249,7 +253,18 @@ class RuncRuntime:
 
     # -- observe ---------------------------------------------------------------------------
 
+    def list_argv(self) -> builtins.list[str]:
+        return self._runc("list", "--format", "json")
+
     async def list(self) -> Sequence[Observed]:
+        early, self._first_list = self._first_list, None
+        if early is not None:
+            if list(early.argv) == self.list_argv():
+                result = await proc.finish(early, timeout=self.timeout)
+                if result.returncode == 0:
+                    return self._listed(result.stdout)
+            else:
+                proc.discard(early)  # it asked about something else
         if not self.runc_root.exists():
             return []
         for attempt in range(5):
@@ -262,6 +277,9 @@ class RuncRuntime:
                 if attempt == 4 or "no such file or directory" not in exc.detail:
                     raise
                 await anyio.sleep(0.01)
+        return self._listed(out)
+
+    def _listed(self, out: bytes) -> builtins.list[Observed]:
         entries: builtins.list[dict[str, Any]] = json.loads(out or b"null") or []
         result = []
         for entry in entries:
@@ -460,8 +478,13 @@ class RuncRuntime:
         d = self.depot(name)
         cg = self.cgroup(name)  # read before the depot goes
         try:
-            obs = await self.state(name)
-            if obs.status is Status.PAUSED:
+            # Read from runc's own record and the freezer, not from `runc state`: one runc
+            # call less on every delete and restart. `runc delete --force` says nothing
+            # about a container it does not know, so that is asked here first; a frozen
+            # instance is thawed first, or its processes never die.
+            if not (self.runc_root / name / "state.json").exists():
+                raise errors.ContainerNotFound("container does not exist", container=name)
+            if cg is not None and cg.frozen():
                 await self.resume(name)
             await self._call("delete", "--force", name, name=name)
         except errors.ContainerNotFound:
@@ -485,6 +508,7 @@ class RuncRuntime:
             shutil.rmtree(d.root, ignore_errors=True)
         if d.bundle.exists() and hostmount.is_mountpoint(d.rootfs):
             raise errors.MountError(f"{d.rootfs} is still mounted", container=name)
+        log.debug("deleted %s", name, extra={"stage": "deleted"})
 
     async def _wait_monitor(self, d: depots.Depot) -> None:
         """conmon exits once the container is gone; never leave it writing into a removed dir."""
@@ -505,9 +529,11 @@ class RuncRuntime:
         if d.bundle.exists() or (d.root / "layer").exists():
             await self._teardown(name, keep_logs=True)
 
-    async def gc(self) -> builtins.list[str]:
-        """Remove depots that no runc container of ours owns (crash leftovers)."""
-        known = {o.id for o in await self.list()}
+    async def gc(self, known: Collection[str] | None = None) -> builtins.list[str]:
+        """Remove depots that no runc container of ours owns (crash leftovers); ``known``:
+        the instance ids a listing just found (the daemon's first relist), else list now."""
+        if known is None:
+            known = {o.id for o in await self.list()}
         removed = []
         base = depots.containers_dir(self.state_dir)
         if base.is_dir():

@@ -11,7 +11,7 @@ default was resolved before the call (``resolve/``): the runtime never reads an 
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -68,5 +68,6 @@ class Runtime(Protocol):
     async def mounts(self, instance: str, *, pid: int | None = None
                      ) -> builtins.list[MountInfo]: ...
 
-    async def gc(self) -> builtins.list[str]:
-        """Remove crash leftovers (depots no instance owns); the ids cleared."""
+    async def gc(self, known: Collection[str] | None = None) -> builtins.list[str]:
+        """Remove crash leftovers (depots no instance owns); the ids cleared. ``known``:
+        the instance ids a listing just found (None: list them now)."""

@@ -134,8 +134,8 @@ def test_collector_before_the_first_pass() -> None:
 
 
 def test_health_follows_the_last_published_pass() -> None:
-    assert metrics.health(Loop(view.empty(None)), NOW) == (False, "no pass yet")
-    ok, why = metrics.health(Loop(a_view()), NOW)
+    assert view.health(Loop(view.empty(None)), NOW) == (False, "no pass yet")
+    ok, why = view.health(Loop(a_view()), NOW)
     assert ok and "1.0s ago" in why
-    stale, _ = metrics.health(Loop(a_view(), resync=1.0), NOW + 100)
+    stale, _ = view.health(Loop(a_view(), resync=1.0), NOW + 100)
     assert not stale
