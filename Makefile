@@ -58,7 +58,18 @@ down: venv
 	[anyio.run(rt.delete, n) for n in names]; print("removed:", *names or ["nothing"]); \
 	cgroups.remove_parent(rt.cgroup_parent)'
 
-bench: deps rootfs
+# The benchmark's peers: podman (`podman run -d`, `podman kube play`) and catatonit, which
+# podman builds kube play's infra (pause) image from. apt-get only when one is missing.
+BENCH_PKGS := podman catatonit
+
+.PHONY: benchdeps
+benchdeps:
+	@if ! dpkg -s $(BENCH_PKGS) >/dev/null 2>&1; then \
+	  echo "installing the benchmark's peers: $(BENCH_PKGS)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BENCH_PKGS) >/dev/null; \
+	fi
+
+bench: deps rootfs benchdeps
 	$(PY) bench/run.py --rootfs $(ROOTFS)
 
 # Part of `make test` (and so of CI): ruff over everything, mypy --strict over the package
