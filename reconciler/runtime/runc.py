@@ -184,12 +184,72 @@ class RuncRuntime:
 
     async def start(self, instance: str) -> None:
         try:
-            await self._call("start", instance, name=instance)
+            if not await self._release(instance):
+                await self._call("start", instance, name=instance)
             log.debug("started %s", instance, extra={"stage": "started"})
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._teardown(instance, keep_logs=True)
             raise
+
+    async def _release(self, instance: str) -> bool:
+        """What ``runc start`` does, without starting runc (a Go process: ~6 ms and ~5 ms
+        of CPU per container): read runc's ``exec.fifo`` to its end, which lets the
+        created init exec the container's process, then remove it.
+
+        runc's protocol since 1.0 (libcontainer ``exec()``): ``runc create`` leaves init
+        blocked opening ``<root>/<id>/exec.fifo`` for writing; a reader makes it write one
+        byte and exec, which closes its end (close-on-exec); the fifo gone means running.
+        False when that does not apply (no fifo: not created, or started already), and
+        ``runc start`` then does it, with its own words for what is wrong."""
+        fifo = self.runc_root / instance / "exec.fifo"
+        pid = depots.read_int(self.depot(instance).pidfile)
+        if pid is None:
+            return False
+        try:
+            fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        data = b""
+        try:
+            try:
+                pidfd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                pidfd = -1
+            try:
+                if pidfd >= 0:
+                    data = await self._read_fifo(fd, pidfd)
+                data += _read_now(fd) or b""  # written just before a quick exit
+            finally:
+                if pidfd >= 0:
+                    os.close(pidfd)
+        finally:
+            os.close(fd)
+        if not data:
+            raise errors.RuncError("container process is already dead", container=instance)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(fifo)
+        return True
+
+    async def _read_fifo(self, fd: int, pidfd: int) -> bytes:
+        """The fifo to its end, or what came before init died (its pidfd readable)."""
+        data = b""
+        with anyio.fail_after(self.timeout):
+            async with anyio.create_task_group() as tg:
+
+                async def death() -> None:
+                    await anyio.wait_readable(pidfd)
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(death)
+                while True:  # no POLLIN before init opens its end, so no early EOF
+                    await anyio.wait_readable(fd)
+                    chunk = _read_now(fd)
+                    if chunk == b"":
+                        break
+                    data += chunk or b""
+                tg.cancel_scope.cancel()
+        return data
 
     def _adopt_logs(self, previous: str, d: depots.Depot) -> None:
         """A new generation: the old instance's last log is this one's previous log, and
@@ -674,6 +734,14 @@ async def _wait_pid(pid: int | None, *, comm: str | None = None) -> None:
         await anyio.wait_readable(fd)
     finally:
         os.close(fd)
+
+
+def _read_now(fd: int) -> bytes | None:
+    """What a non-blocking fd has now: b"" at its end, None when nothing is there yet."""
+    try:
+        return os.read(fd, 64)
+    except BlockingIOError:
+        return None
 
 
 def _children(pid: int) -> builtins.list[int]:

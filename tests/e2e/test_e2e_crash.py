@@ -4,6 +4,7 @@ nothing leaked (runc state, conmon monitors, overlay mounts, cgroups, depots).""
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -67,20 +68,28 @@ def test_sigkill_in_the_middle_of_a_delete_batch(e2e: E2E) -> None:
 
 def test_sigkill_between_conmon_create_and_start(e2e: E2E, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    """`runc start` held back by a wrapper: the daemon dies with the container created,
-    not started (conmon waiting beside it). The next daemon replaces it, once."""
+    """The daemon held after the create by a conmon wrapper that returns only once a hold
+    file is gone: it dies with the container created, not started (conmon waiting beside
+    it). The next daemon replaces it, once."""
     shim = tmp_path / "shim"
     shim.mkdir()
-    real = next(p for p in ("/usr/sbin/runc", "/usr/bin/runc") if Path(p).exists())
-    (shim / "runc").write_text(
-        f'#!/bin/sh\nfor a in "$@"; do [ "$a" = start ] && sleep 30; done\nexec {real} "$@"\n')
-    (shim / "runc").chmod(0o755)
+    hold = tmp_path / "hold"
+    hold.touch()
+    real = shutil.which("conmon")
+    assert real is not None
+    (shim / "conmon").write_text(
+        f'#!/bin/sh\n{real} "$@"\nrc=$?\n'
+        f'while [ -e {hold} ]; do sleep 0.05; done\nexit $rc\n')
+    (shim / "conmon").chmod(0o755)
     e2e.write("h.yaml", e2e.manifest("h"))
     monkeypatch.setenv("PATH", f"{shim}:{os.environ['PATH']}")
     d = e2e.start(ready=False)
-    wait_until(lambda: (e2e.runc("h") or {}).get("status") == "created", 10,
-               what="h created, not started")
-    d.kill()
+    try:
+        wait_until(lambda: (e2e.runc("h") or {}).get("status") == "created", 10,
+                   what="h created, not started")
+        d.kill()
+    finally:
+        hold.unlink()  # the wrapper goes too
     monkeypatch.setenv("PATH", os.environ["PATH"].split(":", 1)[1])
     e2e.start()
     e2e.wait_running("h", timeout=20)

@@ -362,19 +362,14 @@ async def test_missing_rootfs(rt: RuncRuntime, tmp_path: Path) -> None:
 
 
 async def test_failed_start_cleans_up_and_keeps_the_logs(
-    sandbox: Any, busybox_rootfs: Path, tmp_path: Path
+    rt: RuncRuntime, busybox_rootfs: Path
 ) -> None:
-    fake = tmp_path / "failing-runc"
-    fake.write_text('#!/bin/sh\nfor a in "$@"; do [ "$a" = start ] && '
-                    '{ echo "no start today" >&2; exit 1; }; done\nexec runc "$@"\n')
-    fake.chmod(0o755)
-    rt = RuncRuntime(state_dir=sandbox.state_dir, runc_root=sandbox.runc_root,
-                     cgroup_parent=sandbox.cgroup_parent, runc=str(fake), timeout=10)
     spec = await instance_spec(rt, manifest("f", busybox_rootfs, *SLEEPER))
     made = await rt.create(spec)
-    assert made.status is Status.CREATED
+    assert made.status is Status.CREATED and made.pid is not None
     cg = own_cgroup(rt, "f.1")
-    with pytest.raises(errors.RuncError, match="no start today"):
+    os.kill(made.pid, signal.SIGKILL)  # init dies between create and start
+    with anyio.fail_after(5), pytest.raises(errors.RuncError, match="already dead"):
         await rt.start("f.1")
     d = rt.depot("f.1")
     assert not d.bundle.exists() and not hostmount.is_mountpoint(d.rootfs)
@@ -382,6 +377,21 @@ async def test_failed_start_cleans_up_and_keeps_the_logs(
     assert not cg.exists() and await rt.list() == []
     assert not Path(f"/proc/{made.pid}").exists() or \
         Path(f"/proc/{made.pid}/stat").read_text().split()[2] == "Z"
+
+
+async def test_start_does_what_runc_start_does(rt: RuncRuntime, busybox_rootfs: Path) -> None:
+    """runc's exec.fifo read to its end (runtime._release): running as runc sees it, a
+    second start refused in runc's words, and a process that exits at once started."""
+    made = await up(rt, manifest("s", busybox_rootfs, *SLEEPER))
+    assert not (rt.runc_root / "s.1" / "exec.fifo").exists()
+    assert runc_state(rt, "s.1")["status"] == "running"
+    assert (await rt.state("s.1")).pid == made.pid
+    with pytest.raises(errors.RuncError, match="cannot start an already running container"):
+        await rt.start("s.1")  # no fifo: runc start itself answers
+    quick = await up(rt, manifest("q", busybox_rootfs, "/bin/sh", "-c", "exit 7"))
+    with anyio.fail_after(5):
+        status = await rt.wait_exit("q.1")
+    assert (status.code, quick.status) == (7, Status.RUNNING)
 
 
 async def test_hung_runc_create_is_killed_and_cleaned(
