@@ -281,6 +281,7 @@ class Controller:
         """What runc has now, merged into ``observed``; the first one also clears crash
         leftovers (one ``runc list`` for both: it is most of a restart's cost)."""
         mark = self._seq
+        started = time.perf_counter()
         try:
             found = await self.runtime.list()
             if first:
@@ -290,6 +291,7 @@ class Controller:
             log.warning("relist failed: %s", exc)
             return
         listed: dict[str, Observed] = {}
+        later: list[tuple[str, Observed]] = []
         for obs in found:  # the newest generation is the object's; older ones are strays
             if obs.name in listed and listed[obs.name].generation > obs.generation:
                 self._stray(obs, mark)
@@ -323,13 +325,31 @@ class Controller:
             elif obs.status in (Status.RUNNING, Status.PAUSED):
                 worker.watch(obs.id)
                 if old is None or old.pid != obs.pid or name not in self.actual:
-                    await self.readback(name, obs.id, _applied(obs), pid=obs.pid)
+                    if first:  # after the first pass: a restart's ready waits for nothing
+                        later.append((name, obs))
+                    else:
+                        await self.readback(name, obs.id, _applied(obs), pid=obs.pid)
                 hist = self.history.get(name, History())
                 if hist.started_at is None or hist.generation < obs.generation:
                     self.history[name] = replace(
                         hist, spec_hash=obs.spec_hash,
                         started_at=hist.started_at or obs.created,
                         generation=max(hist.generation, obs.generation))
+        log.debug("relist of %d instances in %.1f ms", len(found),
+                  (time.perf_counter() - started) * 1000, extra={"stage": "relist"})
+        if later and self._tg is not None:
+            self._tg.start_soon(self._readback_adopted, later)
+        self._publish()
+
+    async def _readback_adopted(self, adopted: list[tuple[str, Observed]]) -> None:
+        """What the kernel enforces for the instances the first relist adopted, once the
+        first pass is done (until then status shows no read-back limits for them)."""
+        await self.ready.wait()
+        for name, obs in adopted:
+            await anyio.sleep(0)  # one at a time: readiness is told and written first
+            now = self.observed.get(name)
+            if now is not None and now.id == obs.id and name not in self.actual:
+                await self.readback(name, obs.id, _applied(obs), pid=obs.pid)
         self._publish()
 
     def _stray(self, obs: Observed, mark: int) -> None:

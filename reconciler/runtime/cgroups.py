@@ -8,6 +8,7 @@ leaves behind (the empty parent).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 from dataclasses import dataclass
@@ -22,8 +23,10 @@ _V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "freezer", "blkio", "cpus
                    "unified")
 
 
+@functools.cache
 def unified() -> bool:
-    """True on a pure cgroup v2 host (hybrid hosts use the v1 controllers)."""
+    """True on a pure cgroup v2 host (hybrid hosts use the v1 controllers); asked once,
+    since a host does not change its cgroup mode while it runs."""
     return (CGROUP_ROOT / "cgroup.controllers").exists()
 
 
