@@ -1446,7 +1446,8 @@ def run(box: Sandbox, plan: Plan, daemons: list[Daemon], peers: list[Podman]) ->
     out("  'running' = runc's own rule read from R/<name>/state.json, exec.fifo and "
         f"/proc/<pid>/stat, polled every {POLL * 1000:g} ms ({BULK_POLL * 1000:g} ms in bulk)")
     out(f"  daemon: --settle {SETTLE:g} --backoff-reset {BACKOFF_RESET:g} --allow-empty "
-        "--log-format json; a drop is a rename from a staging dir on the same filesystem")
+        "--log-format json --log-level debug; a drop is a rename from a staging dir on the "
+        "same filesystem")
     out(f"  tree {revision()}; load average before {loadavg()}")
     results = measure(box, plan, daemons, peers)
     out(f"  load average after {loadavg()} (other work on this machine skews every figure)")
