@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from reconciler import errors
@@ -346,7 +347,7 @@ class Controller:
         first pass is done (until then status shows no read-back limits for them)."""
         await self.ready.wait()
         for name, obs in adopted:
-            await anyio.sleep(0)  # one at a time: readiness is told and written first
+            await anyio.lowlevel.checkpoint()  # one at a time: readiness is told first
             now = self.observed.get(name)
             if now is not None and now.id == obs.id and name not in self.actual:
                 await self.readback(name, obs.id, _applied(obs), pid=obs.pid)
