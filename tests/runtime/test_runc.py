@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 import pytest
 
-from reconciler import errors
+from reconciler import errors, proc
 from reconciler.core.instance import (
     ANN_GENERATION,
     ANN_MANAGED_BY,
@@ -522,3 +522,23 @@ async def test_bundle_source_is_the_base_and_the_manifest_overrides(
     assert config["root"]["path"] == str(rt.depot("b.1").rootfs)
     assert not (bundle / "rootfs" / "written-inside").exists()  # the bundle is never written
     assert (rt.depot("b.1").upper / "written-inside").exists()
+
+
+async def test_an_early_list_is_taken_once_and_only_for_this_root(
+    sandbox: Any, rt: RuncRuntime, busybox_rootfs: Path
+) -> None:
+    """The daemon's first `runc list`, started before its imports (cli.daemon)."""
+    await up(rt, manifest("e", busybox_rootfs, *SLEEPER))
+
+    def runtime(first: proc.Spawned) -> RuncRuntime:
+        return RuncRuntime(state_dir=sandbox.state_dir, runc_root=sandbox.runc_root,
+                           cgroup_parent=sandbox.cgroup_parent, timeout=10, first_list=first)
+
+    early = proc.Spawned.start(rt.list_argv())
+    taken = runtime(early)
+    assert [o.id for o in await taken.list()] == ["e.1"]
+    assert early.out.closed and early.process.returncode == 0
+    assert [o.id for o in await taken.list()] == ["e.1"]  # later lists ask runc again
+    elsewhere = proc.Spawned.start(["runc", "--root=/nonexistent", "list", "--format", "json"])
+    assert [o.id for o in await runtime(elsewhere).list()] == ["e.1"]  # not this root's
+    assert elsewhere.out.closed and elsewhere.process.returncode is not None
