@@ -220,6 +220,10 @@ class RuncRuntime:
                 if pidfd >= 0:
                     data = await self._read_fifo(fd, pidfd)
                 data += _read_now(fd) or b""  # written just before a quick exit
+            except TimeoutError as exc:
+                raise errors.RuntimeTimeout(
+                    f"start did not finish within {self.timeout:g}s (init never opened "
+                    "its exec.fifo)", container=instance) from exc
             finally:
                 if pidfd >= 0:
                     os.close(pidfd)

@@ -542,3 +542,18 @@ async def test_an_early_list_is_taken_once_and_only_for_this_root(
     elsewhere = proc.Spawned.start(["runc", "--root=/nonexistent", "list", "--format", "json"])
     assert [o.id for o in await runtime(elsewhere).list()] == ["e.1"]  # not this root's
     assert elsewhere.out.closed and elsewhere.process.returncode is not None
+
+
+async def test_a_start_that_hangs_is_a_timeout_and_cleans_up(
+    sandbox: Any, busybox_rootfs: Path
+) -> None:
+    rt = RuncRuntime(state_dir=sandbox.state_dir, runc_root=sandbox.runc_root,
+                     cgroup_parent=sandbox.cgroup_parent, timeout=1)
+    made = await rt.create(await instance_spec(rt, manifest("z", busybox_rootfs, *SLEEPER)))
+    assert made.pid is not None
+    os.kill(made.pid, signal.SIGSTOP)  # init never gets to write into its exec.fifo
+    t0 = time.monotonic()
+    with pytest.raises(errors.RuntimeTimeout, match="start did not finish within 1s"):
+        await rt.start("z.1")
+    assert time.monotonic() - t0 < 5
+    assert await rt.list() == [] and not rt.depot("z.1").bundle.exists()
