@@ -10,8 +10,9 @@ One file, step by step:
     stat (size limit) → read → NUL / UTF-8 checks
     → compose each YAML document while checking nesting depth, node count with aliases
       expanded, tags, duplicate and non-string keys: libyaml's parser under our Python
-      composer first; a file with any problem is loaded again by the pure-Python
-      SafeLoader (the reference), whose findings are reported
+      composer first; a file with any problem, or with a character on which the two
+      parsers disagree, is loaded by the pure-Python SafeLoader (the reference), whose
+      result is the one given
     → construct plain data → ``model.Container`` (pydantic)
     → each pydantic error becomes a finding on the line of its YAML node
 
@@ -210,6 +211,17 @@ def _line(mark: yaml.Mark | None) -> int | None:
     return None if mark is None else mark.line + 1
 
 
+# Text the fast path leaves to the reference: what the Reader refuses, and the characters
+# on which libyaml accepts what PyYAML's pure scanner refuses (a tab as separation space,
+# "?" inside a flow plain scalar such as [/var?/www], a byte-order mark inside the text),
+# found by fuzzing the example manifests (tests/manifest/test_manifest_fast_loader.py).
+_DISAGREE = re.compile("[\t?\ufeff]")
+
+
+def _fast_refuses(text: str) -> bool:
+    return bool(_DISAGREE.search(text) or yaml.reader.Reader.NON_PRINTABLE.search(text))
+
+
 class _Checks(yaml.composer.Composer):
     """The composer with the loader's checks, shared by both loaders below.
 
@@ -403,11 +415,12 @@ def _short_tag(tag: str) -> str:
 
 
 def _parse(text: str, *, file: str, base_dir: str) -> tuple[list[Loaded], list[Finding]]:
-    """The documents of ``text``, or its findings. libyaml's parser first, when the text
-    has only printable characters; anything but a clean load (a YAML error, a refused
-    limit or tag, a duplicate key, an invalid field) is loaded again by the reference
-    loader, whose findings are the ones reported."""
-    if not yaml.reader.Reader.NON_PRINTABLE.search(text):
+    """The documents of ``text``, or its findings, exactly as the reference loader gives
+    them. libyaml's parser first, unless the text has a character on which the two
+    parsers are known to disagree (``_fast_refuses``); anything but a clean load (a YAML
+    error, a refused limit or tag, a duplicate key, an invalid field) is loaded again by
+    the reference, whose findings are the ones reported."""
+    if not _fast_refuses(text):
         try:
             documents, findings = _parse_with(_FastLoader, text, file=file,
                                               base_dir=base_dir)
