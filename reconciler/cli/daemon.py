@@ -8,6 +8,7 @@ they work while it runs (and after it stopped). All take ``--state-dir`` and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -98,16 +99,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from reconciler import proc
 
-    first_list = proc.Spawned.start([shutil.which("runc") or "runc",
-                                   f"--root={Path(args.runc_root).absolute()}",
-                                   "list", "--format", "json"])
+    first_list: proc.Spawned | None = None
+    with contextlib.suppress(OSError):  # no runc, no temp file: the daemon says so itself
+        first_list = proc.Spawned.start([shutil.which("runc") or "runc",
+                                         f"--root={Path(args.runc_root).absolute()}",
+                                         "list", "--format", "json"])
     try:
         return _run(args, first_list)
     finally:
-        proc.discard(first_list)  # if never taken (a usage error, the state dir locked)
+        if first_list is not None:  # if never taken (a usage error, the state dir locked)
+            proc.discard(first_list)
 
 
-def _run(args: argparse.Namespace, first_list: proc.Spawned) -> int:
+def _run(args: argparse.Namespace, first_list: proc.Spawned | None) -> int:
     import anyio
 
     from reconciler.core.backoff import Backoff

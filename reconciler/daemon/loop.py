@@ -280,15 +280,17 @@ class Controller:
 
     async def _relist(self, *, first: bool = False) -> None:
         """What runc has now, merged into ``observed``; the first one also clears crash
-        leftovers (one ``runc list`` for both: it is most of a restart's cost)."""
+        leftovers (one ``runc list`` for both: it is most of a restart's cost).
+
+        The first one failing stops the daemon: a first pass over an empty ``observed``
+        would start a second copy of every running container."""
         mark = self._seq
         started = time.perf_counter()
         try:
             found = await self.runtime.list()
-            if first:
-                for iid in await self.runtime.gc(known={o.id for o in found}):
-                    log.info("cleared leftovers of %s (no runc container owned them)", iid)
         except errors.RuntimeFailure as exc:
+            if first:
+                raise
             log.warning("relist failed: %s", exc)
             return
         listed: dict[str, Observed] = {}
@@ -340,6 +342,9 @@ class Controller:
                   (time.perf_counter() - started) * 1000, extra={"stage": "relist"})
         if later and self._tg is not None:
             self._tg.start_soon(self._readback_adopted, later)
+        if first:  # each leftover on its own: one that cannot be cleared blocks nothing
+            for iid in await self.runtime.gc(known={o.id for o in found}):
+                log.info("cleared leftovers of %s (no runc container owned them)", iid)
         self._publish()
 
     async def _readback_adopted(self, adopted: list[tuple[str, Observed]]) -> None:

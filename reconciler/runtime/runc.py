@@ -603,7 +603,12 @@ class RuncRuntime:
         if base.is_dir():
             for entry in sorted(base.iterdir()):
                 if entry.name not in known and (entry / "bundle").exists():
-                    await self._teardown(entry.name, keep_logs=True)
+                    try:
+                        await self._teardown(entry.name, keep_logs=True)
+                    except errors.RuntimeFailure as exc:
+                        log.warning("cannot clear the leftovers of %s: %s (left as they are;"
+                                    " tried again at the next start)", entry.name, exc)
+                        continue
                     removed.append(entry.name)
         return removed
 
