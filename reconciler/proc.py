@@ -1,17 +1,17 @@
 """Running runc and friends: every external call has a deadline, and a failure becomes ours.
 
 The one helper the runc adapter uses for subprocesses: ``run`` starts a child with its
-output in temporary files and awaits its exit on a pidfd under a ``fail_after`` scope (on
-timeout or cancellation it kills and reaps the child). runc's logfmt stderr
-(``level=error msg="..."``) is reduced to runc's own words.
+output in anonymous in-memory files (memfd) and awaits its exit on a pidfd under a
+``fail_after`` scope (on timeout or cancellation it kills and reaps the child). runc's
+logfmt stderr (``level=error msg="..."``) is reduced to runc's own words.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO
@@ -70,9 +70,18 @@ async def run(
     return result
 
 
+_REAP_WAIT = 5.0  # seconds to await a killed child's exit before leaving it to be reaped
+
+
+def _buffer(name: str) -> IO[bytes]:
+    """An anonymous in-memory file (memfd) for a child's output: no disk, so a full or
+    read-only /tmp cannot take runc's answer or its error away."""
+    return open(os.memfd_create(name, os.MFD_CLOEXEC), "w+b")  # noqa: SIM115 - closed by close()
+
+
 @dataclass(frozen=True)
 class Spawned:
-    """A child process, its output in unlinked temporary files (it never blocks on a full
+    """A child process, its output in anonymous in-memory files (it never blocks on a full
     pipe, and nothing reads while it runs), its exit awaited on a pidfd by ``finish``.
 
     Lighter than a subprocess transport of the event loop: no pipes to watch and no
@@ -92,7 +101,7 @@ class Spawned:
               pass_fds: Sequence[int] = (),
               cwd: str | os.PathLike[str] | None = None,
               env: Mapping[str, str] | None = None) -> Spawned:
-        out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+        out, err = _buffer("stdout"), _buffer("stderr")
         try:
             process = subprocess.Popen(
                 list(argv), stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
@@ -136,9 +145,7 @@ async def finish(spawned: Spawned, *, timeout: float,
         return subprocess.CompletedProcess(list(spawned.argv), returncode,
                                            spawned.out.read(), spawned.err.read())
     except BaseException as exc:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
+        await _killed(process)
         if isinstance(exc, TimeoutError):
             raise errors.RuntimeTimeout(
                 f"{' '.join(_short(spawned.argv))} did not finish within {timeout:g}s and "
@@ -146,6 +153,27 @@ async def finish(spawned: Spawned, *, timeout: float,
         raise
     finally:
         spawned.close()
+
+
+async def _killed(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL, then its exit awaited on a pidfd (shielded, at most ``_REAP_WAIT``): never
+    a blocking wait on the loop, which a child stuck in the kernel (a hung FUSE or NFS
+    mount) would turn into a frozen daemon. One still there is reaped later by the
+    subprocess module."""
+    if process.poll() is not None:
+        return
+    process.kill()
+    with anyio.CancelScope(shield=True), anyio.move_on_after(_REAP_WAIT):
+        try:
+            fd = os.pidfd_open(process.pid)
+        except ProcessLookupError:
+            fd = -1
+        if fd >= 0:
+            try:
+                await anyio.wait_readable(fd)
+            finally:
+                os.close(fd)
+    process.poll()
 
 
 async def _feed(stdin: IO[bytes], data: bytes) -> None:
@@ -170,7 +198,8 @@ def discard(spawned: Spawned) -> None:
     """A ``Spawned`` process whose answer is not wanted: killed, reaped, closed."""
     if spawned.process.poll() is None:
         spawned.process.kill()
-    spawned.process.wait()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            spawned.process.wait(timeout=_REAP_WAIT)
     spawned.close()
 
 
