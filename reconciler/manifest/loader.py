@@ -39,8 +39,14 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic
 import yaml
+
+try:  # PyYAML built without libyaml (some source builds): the reference loader alone
+    import yaml._yaml as _libyaml
+
+    _CParser: Any = _libyaml.CParser
+except ImportError:  # pragma: no cover - Debian's and PyPI's x86-64 wheels have it
+    _CParser = None
 from pydantic_core import ErrorDetails
-from yaml._yaml import CParser
 
 from reconciler.manifest import model
 
@@ -211,11 +217,13 @@ def _line(mark: yaml.Mark | None) -> int | None:
     return None if mark is None else mark.line + 1
 
 
-# Text the fast path leaves to the reference: what the Reader refuses, and the characters
-# on which libyaml accepts what PyYAML's pure scanner refuses (a tab as separation space,
-# "?" inside a flow plain scalar such as [/var?/www], a byte-order mark inside the text),
-# found by fuzzing the example manifests (tests/manifest/test_manifest_fast_loader.py).
-_DISAGREE = re.compile("[\t?\ufeff]")
+# Text the fast path leaves to the reference: what the Reader refuses, and where libyaml
+# reads differently from PyYAML's pure scanner (found by fuzzing the example manifests,
+# tests/manifest/test_manifest_fast_loader.py): a tab as separation space, "?" inside a
+# flow plain scalar ([/var?/www]), a byte-order mark inside the text, a tag ("!" on an
+# empty value is "" for libyaml, null for PyYAML; "!!str," ends the tag for libyaml
+# only), and "#" right after a block scalar's header ("|#x" is a comment for libyaml).
+_DISAGREE = re.compile("[\t?\ufeff!]|[|>][-+0-9]*#")
 
 
 def _fast_refuses(text: str) -> bool:
@@ -377,7 +385,8 @@ class _Loader(_Checks, yaml.SafeLoader):
             raise _Refused(f"nested deeper than {MAX_DEPTH} levels", line=self.line + 1)
 
 
-class _FastLoader(_Checks, CParser, yaml.constructor.SafeConstructor, yaml.resolver.Resolver):
+class _FastLoader(_Checks, _CParser or object,  # type: ignore[misc]
+                  yaml.constructor.SafeConstructor, yaml.resolver.Resolver):
     """libyaml's parser under the same composer and checks: the events come from C (about
     five times faster for a typical manifest), the nodes, limits, tags and keys are
     composed and checked in Python exactly as by ``_Loader``. Used only for files that
@@ -385,7 +394,7 @@ class _FastLoader(_Checks, CParser, yaml.constructor.SafeConstructor, yaml.resol
     and line a user sees comes from the reference loader."""
 
     def __init__(self, text: str) -> None:
-        CParser.__init__(self, text)
+        _CParser.__init__(self, text)
         yaml.composer.Composer.__init__(self)
         yaml.constructor.SafeConstructor.__init__(self)
         yaml.resolver.Resolver.__init__(self)
@@ -420,7 +429,7 @@ def _parse(text: str, *, file: str, base_dir: str) -> tuple[list[Loaded], list[F
     parsers are known to disagree (``_fast_refuses``); anything but a clean load (a YAML
     error, a refused limit or tag, a duplicate key, an invalid field) is loaded again by
     the reference, whose findings are the ones reported."""
-    if not _fast_refuses(text):
+    if _CParser is not None and not _fast_refuses(text):
         try:
             documents, findings = _parse_with(_FastLoader, text, file=file,
                                               base_dir=base_dir)

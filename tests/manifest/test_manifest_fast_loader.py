@@ -86,6 +86,9 @@ DISAGREE = [
     CLEAN.replace("{name: web}", "{name:\tweb}"),  # a tab as separation space
     CLEAN.replace("/var/www", "/var?/www"),  # "?" inside a flow plain scalar
     CLEAN.replace("kind:", "\ufeff\nkind:"),  # a byte-order mark inside the text
+    CLEAN.replace("{name: web}", "{name: web, annotations: {a: !!str, b: x}}"),  # a tag
+    CLEAN.replace("spec: {rootfs: /srv/r, command: [/bin/sh, -c, /var/www]}",
+                  "spec:\n  rootfs: /srv/r\n  command:\n    - |#x\n      echo hi"),  # |#
 ]
 
 
@@ -120,7 +123,7 @@ def test_what_only_libyaml_accepts_is_refused_as_before(text: str) -> None:
     fast = loader._parse_with(loader._FastLoader, text, file="f.yaml", base_dir="/srv")
     assert fast[0] and not fast[1]  # libyaml alone would take it
     documents, findings = loader._parse(text, file="f.yaml", base_dir="/srv")
-    assert not documents and findings[0].message.startswith("invalid YAML")
+    assert not documents and findings
     assert (documents, findings) == loader._parse_with(
         loader._Loader, text, file="f.yaml", base_dir="/srv")
 
