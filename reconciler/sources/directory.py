@@ -76,6 +76,7 @@ from reconciler.manifest import files, loader
 log = logging.getLogger(__name__)
 
 QUIET = 0.01  # a burst of events is over when none came for this long (tar: < 1 ms apart)
+FRESH = 0.01  # a file changed this recently, with no close seen since, waits this long
 BATCH_MAX = 0.5  # ... or this long after its first event, whichever comes first
 HEALTH_EVERY = 1.0  # how often a missing or dead watch is retried
 _BRIDGE_SIZE = 4096
@@ -329,6 +330,7 @@ class _Tracker:
         self.writing: dict[str, float] = {}  # last sign of a write not yet closed
         self.created: dict[str, float] = {}  # created, not yet written to or closed
         self.absent_since: dict[str, float] = {}
+        self.complete: dict[str, float] = {}  # wall time a close or rename-in was seen
         self.target: _Target | None = None
         self.looked = False
 
@@ -341,7 +343,7 @@ class _Tracker:
         """
         if isinstance(event, fs.FileMovedEvent):
             self._ended(event.src_path)
-            self._ended(event.dest_path)
+            self._ended(event.dest_path, complete=True)
         elif isinstance(event, fs.FileCreatedEvent | fs.FileModifiedEvent):
             key = self._key(event.src_path)
             if key is not None:
@@ -399,12 +401,35 @@ class _Tracker:
         if since is None and signature is not None and signature[2] == 0:
             since = self.created.get(key)
         if since is None:
-            return None
+            return self._fresh_until(key, signature, now, distrust=distrust)
         if now - since >= self.settle:
             self.writing.pop(key, None)
             self.created.pop(key, None)
             return None
         return since + self.settle
+
+    def _fresh_until(
+        self, key: str, signature: Signature | None, now: float, *, distrust: bool
+    ) -> float | None:
+        """A look at once (no quiet wait) must not read a file a writer has just touched
+        but whose events are still on their way (``cp a b`` over an existing b, ``rsync
+        --inplace``, a truncate right after an earlier close): a file changed within
+        ``FRESH`` of now waits until it is ``FRESH`` old, unless it was renamed into place
+        after that change (an atomic drop, git-sync, a ConfigMap swap: taken at once). A
+        close proves nothing here, since the next write's events may still be on their way,
+        so a file written in place waits ``FRESH`` after its last write, as the quiet
+        window had it wait before. Not on the first look (no events yet: everything there
+        counts) nor when events are distrusted (the stat-stability rule holds them)."""
+        if distrust or not self.looked or signature is None:
+            return None
+        old = self.seen.get(key)
+        if old is not None and old.signature == signature:
+            return None  # unchanged: nothing to read
+        mtime = signature[3] / 1e9
+        if self.complete.get(key, -math.inf) >= mtime:
+            return None
+        age = time.time() - mtime
+        return None if age >= FRESH else now + (FRESH - age)
 
     def _read(self, key: str, signature: Signature | None) -> _Seen:
         old = self.seen.get(key)
@@ -433,16 +458,19 @@ class _Tracker:
 
     def _forget(self, found: set[str], now: float) -> None:
         self.observed = {k: s for k, s in self.observed.items() if k in found}
+        self.complete = {k: t for k, t in self.complete.items() if k in found}
         self.writing, self.created = (
             {k: t for k, t in kind.items() if k in found or now - t < self.settle}
             for kind in (self.writing, self.created)
         )
 
-    def _ended(self, path: bytes | str) -> None:
+    def _ended(self, path: bytes | str, *, complete: bool = False) -> None:
         key = self._key(path)
         if key is not None:
             self.writing.pop(key, None)
             self.created.pop(key, None)
+            if complete:  # renamed into place: whole as it was then
+                self.complete[key] = time.time()
 
     def _key(self, path: bytes | str) -> str | None:
         """``path`` under the target as a key under the configured directory."""

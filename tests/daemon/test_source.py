@@ -23,6 +23,7 @@ from pathlib import Path
 import anyio
 import pytest
 from anyio.streams.memory import MemoryObjectReceiveStream
+from watchdog.events import FileClosedEvent, FileMovedEvent
 from watchdog.utils import BaseThread
 
 from reconciler.sources import directory as source
@@ -495,3 +496,30 @@ async def test_no_thread_outlives_the_source(tmp_path: Path) -> None:
         write(d / "b.yaml", manifest("b"))
         await stream.next(lambda v: "b.yaml" in v)
     assert watchdog_threads() == before
+
+
+def test_a_look_at_once_never_reads_a_file_whose_events_are_still_on_their_way(
+        tmp_path: Path) -> None:
+    """A drop makes a look at once, with no quiet wait. Another file truncated just now,
+    whose modify event has not reached the source yet (``cp a b`` over an existing b),
+    keeps its previous content until it is FRESH old; the dropped one is taken at once."""
+    write(tmp_path / "b.yaml", manifest("b"))
+    tracker = source._Tracker(str(tmp_path), settle=SETTLE, max_size=1 << 20)
+    target = source._resolve(str(tmp_path))[0]
+    first = tracker.look(target, None, time.monotonic(), distrust=False)
+    assert sorted(first.files) == [str(tmp_path / "b.yaml")]
+    # the close of an earlier write arrives; the truncate that followed it has no event yet
+    tracker.note(FileClosedEvent(str(tmp_path / "b.yaml")), time.monotonic())
+    (tmp_path / "b.yaml").write_text("")
+    write(tmp_path / "staged.yaml", manifest("c"))
+    os.rename(tmp_path / "staged.yaml", tmp_path / "c.yaml")
+    tracker.note(FileMovedEvent(str(tmp_path / "staged.yaml"),
+                                          str(tmp_path / "c.yaml")), time.monotonic())
+    look = tracker.look(target, None, time.monotonic(), distrust=False)
+    names = {os.path.basename(k): [d.container.name for d in r.documents]
+             for k, r in look.files.items()}
+    assert names == {"b.yaml": ["b"], "c.yaml": ["c"]}  # b as it was, c at once
+    assert look.due <= time.monotonic() + source.FRESH
+    time.sleep(source.FRESH + 0.005)
+    later = tracker.look(target, None, time.monotonic(), distrust=False)
+    assert not {os.path.basename(k): r.documents for k, r in later.files.items()}["b.yaml"]
