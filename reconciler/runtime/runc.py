@@ -200,11 +200,21 @@ class RuncRuntime:
         runc's protocol since 1.0 (libcontainer ``exec()``): ``runc create`` leaves init
         blocked opening ``<root>/<id>/exec.fifo`` for writing; a reader makes it write one
         byte and exec, which closes its end (close-on-exec); the fifo gone means running.
-        False when that does not apply (no fifo: not created, or started already), and
-        ``runc start`` then does it, with its own words for what is wrong."""
+        False when that does not apply, and ``runc start`` then does it, with its own
+        words for what is wrong: no fifo (not created, or started already), a frozen
+        instance (runc refuses at once, where the fifo would wait), or a config with hooks
+        (a runc that runs poststart hooks at start, as runc's main branch does now)."""
         fifo = self.runc_root / instance / "exec.fifo"
-        pid = depots.read_int(self.depot(instance).pidfile)
+        d = self.depot(instance)
+        pid = depots.read_int(d.pidfile)
         if pid is None:
+            return False
+        try:
+            raw = d.config.read_bytes()
+            frozen = cgroups.Cgroup(json.loads(raw)["linux"]["cgroupsPath"]).frozen()
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        if frozen or b'"hooks"' in raw:
             return False
         try:
             fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)

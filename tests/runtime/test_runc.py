@@ -557,3 +557,17 @@ async def test_a_start_that_hangs_is_a_timeout_and_cleans_up(
         await rt.start("z.1")
     assert time.monotonic() - t0 < 5
     assert await rt.list() == [] and not rt.depot("z.1").bundle.exists()
+
+
+async def test_a_frozen_created_instance_is_refused_by_runc_start_at_once(
+    rt: RuncRuntime, busybox_rootfs: Path
+) -> None:
+    made = await rt.create(await instance_spec(rt, manifest("p", busybox_rootfs, *SLEEPER)))
+    assert made.status is Status.CREATED
+    subprocess.run(["runc", f"--root={rt.runc_root}", "pause", "p.1"], check=True,
+                   capture_output=True)
+    t0 = time.monotonic()
+    with pytest.raises(errors.RuncError):  # runc's own refusal, not a 30 s wait on the fifo
+        await rt.start("p.1")
+    assert time.monotonic() - t0 < 5
+    assert await rt.list() == []
