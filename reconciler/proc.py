@@ -129,16 +129,7 @@ async def finish(spawned: Spawned, *, timeout: float,
         with anyio.fail_after(timeout):
             if process.stdin is not None:
                 await _feed(process.stdin, spawned.input or b"")
-            if process.poll() is None:
-                try:
-                    fd = os.pidfd_open(process.pid)
-                except ProcessLookupError:
-                    fd = -1
-                if fd >= 0:
-                    try:
-                        await anyio.wait_readable(fd)
-                    finally:
-                        os.close(fd)
+            await _exit_of(process)
         returncode = process.wait()
         spawned.out.seek(0)
         spawned.err.seek(0)
@@ -164,16 +155,27 @@ async def _killed(process: subprocess.Popen[bytes]) -> None:
         return
     process.kill()
     with anyio.CancelScope(shield=True), anyio.move_on_after(_REAP_WAIT):
-        try:
-            fd = os.pidfd_open(process.pid)
-        except ProcessLookupError:
-            fd = -1
-        if fd >= 0:
-            try:
-                await anyio.wait_readable(fd)
-            finally:
-                os.close(fd)
+        await _exit_of(process)
     process.poll()
+
+
+async def _exit_of(process: subprocess.Popen[bytes]) -> None:
+    """Until ``process`` has exited (not reaped)."""
+    if process.poll() is None:
+        await wait_pid(process.pid)
+
+
+async def wait_pid(pid: int) -> None:
+    """Until process ``pid`` has exited (at once if it is gone): its pidfd readable, no
+    polling, no thread."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        await anyio.wait_readable(fd)
+    finally:
+        os.close(fd)
 
 
 async def _feed(stdin: IO[bytes], data: bytes) -> None:

@@ -745,14 +745,7 @@ async def _wait_pid(pid: int | None, *, comm: str | None = None) -> None:
     """Until process ``pid`` has exited (at once if it is gone, or is not ``comm``)."""
     if pid is None or (comm is not None and not _alive(pid, comm)):
         return
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    try:
-        await anyio.wait_readable(fd)
-    finally:
-        os.close(fd)
+    await proc.wait_pid(pid)
 
 
 def _read_now(fd: int) -> bytes | None:
