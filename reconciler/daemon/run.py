@@ -74,17 +74,17 @@ async def serve(
                               first_list=opts.first_list)
         source: Source = ManifestSource(opts.manifests, settle=opts.settle,
                                         resync=opts.resync, poll=opts.poll)
-        metrics = server = None
-        if opts.metrics_addr:  # prometheus_client and the HTTP server only when asked for
-            from reconciler.daemon.metrics import DaemonMetrics, MetricsServer
-            metrics = DaemonMetrics()
         resolver = Resolver(images, cgroup_parent=parent, max_age=opts.resync / 2)
         ctl = Controller(runtime, store, resolver=resolver, concurrency=opts.concurrency,
                          backoff=opts.backoff,
-                         allow_empty=opts.allow_empty, resync=opts.resync, metrics=metrics,
+                         allow_empty=opts.allow_empty, resync=opts.resync,
                          stats_reader=lambda i: _cgroup_stats(runtime, i),
                          cgroup_parent=parent)
-        if opts.metrics_addr and metrics is not None:
+        server = None
+        if opts.metrics_addr:  # prometheus_client and the HTTP server only when asked for
+            from reconciler.daemon.metrics import DaemonMetrics, MetricsServer
+
+            ctl.metrics = metrics = DaemonMetrics()
             metrics.attach(ctl)
             server = MetricsServer(opts.metrics_addr, ctl, metrics)
         send, receive = anyio.create_memory_object_stream[SourceSnapshot](64)
