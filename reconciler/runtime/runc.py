@@ -19,7 +19,7 @@ import signal
 import sys
 import time
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -94,6 +94,9 @@ class RuncRuntime:
         # A `runc list` the daemon started before its imports (cli.daemon.cmd_run): the
         # first list() takes its answer, if it asked this runc about this root.
         self._first_list = first_list
+        # What create knew of the instances this runtime made, until their teardown: so
+        # start and the read-backs need not parse the config.json create just wrote.
+        self._made: dict[str, _Made] = {}
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -117,6 +120,9 @@ class RuncRuntime:
     def cgroup(self, instance: str) -> cgroups.Cgroup | None:
         """The instance's cgroup as its recorded config.json names it; None when this
         runtime made no such instance (then nothing of it is ours to read or kill)."""
+        made = self._made.get(instance)
+        if made is not None:
+            return cgroups.Cgroup(made.cgroup_path)
         try:
             path = json.loads(self.depot(instance).config.read_text())["linux"]["cgroupsPath"]
         except (OSError, ValueError, KeyError, TypeError):
@@ -171,6 +177,7 @@ class RuncRuntime:
             d.applied.write_text(annotations[ANN_MANIFEST])
             log.debug("conmon for %s", iid, extra={"stage": "conmon", "object": spec.name})
             pid = await self._conmon_create(iid, d)
+            self._made[iid] = _Made(pid, spec.cgroup_path, hooks=bool(config.get("hooks")))
             log.debug("created %s", iid, extra={"stage": "created", "object": spec.name})
         except BaseException:
             with anyio.CancelScope(shield=True):
@@ -201,21 +208,14 @@ class RuncRuntime:
         blocked opening ``<root>/<id>/exec.fifo`` for writing; a reader makes it write one
         byte and exec, which closes its end (close-on-exec); the fifo gone means running.
         False when that does not apply, and ``runc start`` then does it, with its own
-        words for what is wrong: no fifo (not created, or started already), a frozen
-        instance (runc refuses at once, where the fifo would wait), or a config with hooks
-        (a runc that runs poststart hooks at start, as runc's main branch does now)."""
-        fifo = self.runc_root / instance / "exec.fifo"
-        d = self.depot(instance)
-        pid = depots.read_int(d.pidfile)
-        if pid is None:
+        words for what is wrong: an instance this runtime did not create, no fifo (started
+        already), a frozen instance (runc refuses at once, where the fifo would wait), or
+        a config with hooks (a runc that runs poststart hooks at start, as runc's main
+        branch does now)."""
+        made = self._made.get(instance)
+        if made is None or made.hooks or cgroups.Cgroup(made.cgroup_path).frozen():
             return False
-        try:
-            raw = d.config.read_bytes()
-            frozen = cgroups.Cgroup(json.loads(raw)["linux"]["cgroupsPath"]).frozen()
-        except (OSError, ValueError, KeyError, TypeError):
-            return False
-        if frozen or b'"hooks"' in raw:
-            return False
+        pid, fifo = made.pid, self.runc_root / instance / "exec.fifo"
         try:
             fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -551,6 +551,7 @@ class RuncRuntime:
     async def _teardown(self, name: str, *, keep_logs: bool) -> None:
         d = self.depot(name)
         cg = self.cgroup(name)  # read before the depot goes
+        self._made.pop(name, None)
         try:
             # Read from runc's own record and the freezer, not from `runc state`: one runc
             # call less on every delete and restart. `runc delete --force` says nothing
@@ -746,6 +747,15 @@ async def _wait_pid(pid: int | None, *, comm: str | None = None) -> None:
     if pid is None or (comm is not None and not _alive(pid, comm)):
         return
     await proc.wait_pid(pid)
+
+
+@dataclass(frozen=True)
+class _Made:
+    """What ``create`` knew of an instance: its init, its cgroup, whether it has hooks."""
+
+    pid: int
+    cgroup_path: str
+    hooks: bool
 
 
 def _read_now(fd: int) -> bytes | None:
