@@ -48,7 +48,7 @@ except ImportError:  # pragma: no cover - Debian's and PyPI's x86-64 wheels have
     _CParser = None
 from pydantic_core import ErrorDetails
 
-from reconciler.manifest import model
+from reconciler.manifest import kube, model
 
 MAX_SIZE = 1 << 20  # bytes per file, checked with stat before reading
 MAX_NODES = 10_000  # YAML nodes per document, counted with every alias expanded
@@ -83,15 +83,44 @@ class Finding:
         return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
 
 
+Document = model.Container | kube.Pod | kube.ConfigMap | kube.Secret
+
+# (apiVersion, kind) -> the model of such a document
+KINDS: dict[tuple[str, str], type[pydantic.BaseModel]] = {
+    (model.API_VERSION, "Container"): model.Container,
+    ("v1", "Pod"): kube.Pod,
+    ("v1", "ConfigMap"): kube.ConfigMap,
+    ("v1", "Secret"): kube.Secret,
+}
+
+
 @dataclass(frozen=True)
 class Loaded:
     """A valid document: ``line`` is where it starts, ``index`` its position in the file
     counting every YAML document (empty ones included), from 0."""
 
-    container: model.Container
+    document: Document
     file: str
     line: int
     index: int
+
+    @property
+    def container(self) -> model.Container:
+        """The document of a ``kind: Container`` (the other kinds have none)."""
+        if not isinstance(self.document, model.Container):
+            raise TypeError(f"a {self.document.kind} document, not a Container")
+        return self.document
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """(kind, name): a Container's name, ``namespace/name`` for the Kubernetes kinds."""
+        return key_of(self.document)
+
+
+def key_of(document: Document) -> tuple[str, str]:
+    if isinstance(document, model.Container):
+        return "Container", document.name
+    return document.kind, document.key
 
 
 @dataclass(frozen=True)
@@ -154,19 +183,23 @@ def load_bytes(data: bytes, *, file: str, base_dir: str) -> FileResult:
 
 
 def check_duplicates(results: Iterable[FileResult]) -> list[Finding]:
-    """A finding for each container name defined again after its first definition."""
-    first: dict[str, Loaded] = {}
+    """A finding for each object (kind and name) defined again after its first definition."""
+    first: dict[tuple[str, str], Loaded] = {}
     findings = []
     for result in results:
         for doc in result.documents:
-            prior = first.setdefault(doc.container.name, doc)
+            prior = first.setdefault(doc.key, doc)
             if prior is not doc:
                 findings.append(Finding(
                     doc.file, doc.line, "metadata.name",
-                    f'container "{doc.container.name}" is already defined in'
-                    f" {prior.file}:{prior.line}",
+                    f"{describe_key(doc.key)} is already defined in {prior.file}:{prior.line}",
                 ))
     return findings
+
+
+def describe_key(key: tuple[str, str]) -> str:
+    """``container "web"``, ``pod "default/web"``."""
+    return f'{key[0].lower()} "{key[1]}"'
 
 
 # --- bytes to text ---------------------------------------------------------------------
@@ -495,26 +528,58 @@ def _document(
     except (ValueError, TypeError, AttributeError) as exc:
         # SafeConstructor's own failures on explicit tags such as `!!int abc`.
         return None, [Finding(file, start, "", f"cannot read a tagged value: {exc}")]
+    kind, wrong = _kind_of(data, root, file)
+    if wrong is not None:
+        return None, [*findings, wrong]
     try:
-        container = model.Container.model_validate(data, context={"base_dir": base_dir})
+        document = kind.model_validate(data, context={"base_dir": base_dir})
     except pydantic.ValidationError as exc:
         # A non-string key is already a finding; pydantic's word on it would repeat it.
         findings += [
-            _from_error(err, root, file) for err in exc.errors(include_url=False)
+            _from_error(err, root, file, kind) for err in exc.errors(include_url=False)
             if err["type"] != "invalid_key" and "[key]" not in err["loc"]
         ]
     if findings:
         return None, sorted(findings, key=lambda f: f.line or 0)
-    return Loaded(container, file, start, index), []
+    assert isinstance(document, model.Container | kube.Pod | kube.ConfigMap | kube.Secret)
+    return Loaded(document, file, start, index), []
+
+
+def _kind_of(data: object, root: yaml.Node, file: str
+             ) -> tuple[type[pydantic.BaseModel], Finding | None]:
+    """The model for a document by its apiVersion and kind: ours (the default, whose
+    errors say what is missing), or a Kubernetes v1 kind; a kind we do not know at all
+    is a finding on its line."""
+    if not isinstance(data, dict):
+        return model.Container, None
+    version, kind = data.get("apiVersion"), data.get("kind")
+    if not isinstance(kind, str) or not isinstance(version, str):
+        return model.Container, None
+    if (version, kind) in KINDS:
+        return KINDS[(version, kind)], None
+    known = [k for v, k in KINDS if k == kind]
+    if known:
+        versions = " or ".join(f'"{v}"' for v, k in KINDS if k == kind)
+        return model.Container, Finding(
+            file, _value_line(root, ("apiVersion",)), "apiVersion",
+            f"kind {kind} needs apiVersion {versions}; got {_describe(version)}")
+    if version == model.API_VERSION:
+        return model.Container, None  # the model says which kinds it has
+    kinds = ", ".join(sorted({k for v, k in KINDS if v == "v1"}))
+    return model.Container, Finding(
+        file, _value_line(root, ("kind",)), "kind",
+        f'kind {kind} ({version}) is not supported: use Container ({model.API_VERSION}) or '
+        f"the Kubernetes v1 kinds {kinds}")
 
 
 # --- pydantic errors to findings -------------------------------------------------------
 
 
-def _from_error(err: ErrorDetails, root: yaml.Node, file: str) -> Finding:
+def _from_error(err: ErrorDetails, root: yaml.Node, file: str,
+                top: type[pydantic.BaseModel] = model.Container) -> Finding:
     """One pydantic error as a finding, on the line of its node (see the module doc)."""
     kind = err["type"]
-    path, owner, candidates = _walk_model(err["loc"])
+    path, owner, candidates = _walk_model(err["loc"], top)
     line = _value_line(root, path)
     if kind == "missing":
         line, message = _value_line(root, path[:-1]), "required field missing"
@@ -522,7 +587,10 @@ def _from_error(err: ErrorDetails, root: yaml.Node, file: str) -> Finding:
         names = [f.alias or name for name, f in owner.model_fields.items()] if owner else []
         best = _closest(path[-1], names) if isinstance(path[-1], str) else None
         line, message = _key_line(root, path), "unknown field"
-        if best:
+        if path[-1] in getattr(owner, "UNSUPPORTED", ()):
+            message = (f"not supported by reconciler (a Kubernetes {_kube_type(owner)} field"
+                       " it cannot honour; see docs/pods.md)")
+        elif best:
             message += f'; did you mean "{best}"?'
     elif kind in ("union_tag_not_found", "union_tag_invalid"):
         field = str(err.get("ctx", {}).get("discriminator", "type")).strip("'")
@@ -630,8 +698,13 @@ def _literal_values(tp: Any, field: str) -> list[str]:
     return [str(v) for v in typing.get_args(info.annotation)]
 
 
+def _kube_type(owner: type[pydantic.BaseModel] | None) -> str:
+    name = owner.__name__ if owner is not None else "object"
+    return name.removeprefix("Kube")
+
+
 def _walk_model(
-    loc: Sequence[PathElem],
+    loc: Sequence[PathElem], top: type[pydantic.BaseModel] = model.Container,
 ) -> tuple[tuple[PathElem, ...], type[pydantic.BaseModel] | None, list[Any]]:
     """A pydantic loc as the user sees it, the model holding its last element, and the
     types found at its end.
@@ -639,7 +712,7 @@ def _walk_model(
     pydantic puts the tag of a tagged union into the loc (``mounts, 0, 'bind', source``);
     it is dropped here: the user wrote ``mounts[0].source``.
     """
-    candidates: list[Any] = [model.Container]
+    candidates: list[Any] = [top]
     path: list[PathElem] = []
     owner: type[pydantic.BaseModel] | None = None
     for elem in loc:

@@ -59,11 +59,11 @@ CASES: list[tuple[str, str, list[str]]] = [
      ["1: metadata: required field missing"]),
     # --- apiVersion and kind
     ("wrong-apiVersion", rootfs().replace("reconciler/v1", "v1"),
-     ["1: apiVersion: must be 'reconciler/v1'; got string \"v1\""]),
+     ['1: apiVersion: kind Container needs apiVersion "reconciler/v1"; got string "v1"']),
     ("apiVersion-number", rootfs().replace("reconciler/v1", "1"),
      ["1: apiVersion: must be 'reconciler/v1'; got integer 1"]),
     ("wrong-kind", rootfs().replace("kind: Container", "kind: Pod"),
-     ["2: kind: must be 'Container'; got string \"Pod\""]),
+     ['1: apiVersion: kind Pod needs apiVersion "v1"; got string "reconciler/v1"']),
     # --- metadata
     ("metadata-null", rootfs().replace("metadata:\n  name: web\n", "metadata:\n"),
      ["3: metadata: must be a mapping; got null"]),

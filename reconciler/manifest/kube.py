@@ -1,0 +1,1032 @@
+"""Kubernetes v1 kinds at the edge: loader → kube models → core.pods (expansion into containers).
+
+``Pod``, ``ConfigMap`` and ``Secret`` documents are accepted as written for a real cluster,
+with Kubernetes' defaults and its own validation rules. A real Kubernetes field that
+reconciler cannot honour is refused; each model lists those in ``UNSUPPORTED`` so the
+loader can say "not supported" rather than "unknown field".
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import posixpath
+import re
+from collections.abc import Iterable, Iterator
+from typing import Annotated, Any, ClassVar, Literal
+
+import pydantic
+from pydantic import ConfigDict, Field
+from pydantic.json_schema import models_json_schema
+
+from reconciler.manifest import model, quantity
+
+# --- names and small value types ------------------------------------------------------
+
+_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_DNS_LABEL_RE = re.compile(rf"^{_LABEL}$")
+_DNS_SUBDOMAIN_RE = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
+_QUALIFIED_RE = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_LABEL_VALUE_RE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_CONFIG_KEY_RE = re.compile(r"^[-._a-zA-Z0-9]+$")
+_IANA_SVC_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+_SYSCTL_RE = re.compile(r"^([a-z0-9]([-_a-z0-9]*[a-z0-9])?[./])*[a-z0-9]([-_a-z0-9]*[a-z0-9])?$")
+_HEADER_RE = re.compile(r"^[-!#$%&'*+.^_`|~0-9A-Za-z]+$")
+_MAX_OBJECT_BYTES = 1024 * 1024  # Kubernetes' limit on a ConfigMap's or Secret's data
+_MAX_ANNOTATION_BYTES = 256 * 1024
+
+
+def _dns_label(value: str) -> str:
+    if len(value) > 63 or not _DNS_LABEL_RE.match(value):
+        raise ValueError(f"{value!r} is not a DNS-1123 label: use 1 to 63 lowercase letters,"
+                         " digits and '-', starting and ending with a letter or digit")
+    return value
+
+
+def _dns_subdomain(value: str) -> str:
+    if len(value) > 253 or not _DNS_SUBDOMAIN_RE.match(value):
+        raise ValueError(f"{value!r} is not a DNS-1123 subdomain: use at most 253 lowercase"
+                         " letters, digits, '-' and '.', each part starting and ending with a"
+                         " letter or digit")
+    return value
+
+
+def _qualified_name(key: str) -> str:
+    """Kubernetes' label and annotation key: ``[prefix/]name``, prefix a DNS subdomain."""
+    prefix, slash, name = key.rpartition("/")
+    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN_RE.match(prefix)):
+        raise ValueError(f"key {key!r}: the prefix before '/' must be a DNS subdomain"
+                         " (e.g. example.com)")
+    if len(name) > 63 or not _QUALIFIED_RE.match(name):
+        raise ValueError(f"key {key!r}: the name must be 1 to 63 characters of letters, digits,"
+                         " '-', '_' and '.', starting and ending with a letter or digit")
+    return key
+
+
+def _config_key(key: str) -> str:
+    if len(key) > 253 or key in (".", "..") or not _CONFIG_KEY_RE.match(key):
+        raise ValueError(f"key {key!r} is not valid: use 1 to 253 letters, digits, '-', '_'"
+                         " and '.' (not '.' or '..')")
+    return key
+
+
+def _relative_path(value: str) -> str:
+    """Kubernetes' rule for file paths inside a volume: relative, never climbing out."""
+    if not value or value.startswith("/") or "\x00" in value:
+        raise ValueError(f"must be a relative path, got {value!r}")
+    if ".." in value.split("/"):
+        raise ValueError(f"must not contain '..', got {value!r}")
+    return value
+
+
+def _file_path(value: str) -> str:
+    # the kubelet keeps its own entries (..data, ..2024_01_01...) next to the files
+    if _relative_path(value).startswith(".."):
+        raise ValueError(f"must not start with '..', got {value!r}")
+    return value
+
+
+def _mode(value: int) -> int:
+    if not 0 <= value <= 0o777:
+        raise ValueError(f"must be a file mode from 0 to 0777 (octal 0644 is decimal 420),"
+                         f" got {value}")
+    return value
+
+
+def _port(value: int) -> int:
+    if not 1 <= value <= 65535:
+        raise ValueError(f"must be a port number from 1 to 65535, got {value}")
+    return value
+
+
+def _port_name(value: str) -> str:
+    """IANA_SVC_NAME: what Kubernetes allows as a named port."""
+    if (len(value) > 15 or not _IANA_SVC_RE.match(value) or "--" in value
+            or not any(c.isalpha() for c in value)):
+        raise ValueError(f"{value!r} is not a port name: at most 15 lowercase letters, digits"
+                         " and '-', with a letter, no '--', not starting or ending with '-'")
+    return value
+
+
+def _port_or_name(value: int | str) -> int | str:
+    return _port(value) if isinstance(value, int) else _port_name(value)
+
+
+def _absolute(value: str) -> str:
+    if not value.startswith("/") or "\x00" in value or ".." in value.split("/"):
+        raise ValueError(f"must be an absolute path without '..', got {value!r}")
+    return value
+
+
+DNSLabel = Annotated[str, pydantic.AfterValidator(_dns_label)]
+DNSSubdomain = Annotated[str, pydantic.AfterValidator(_dns_subdomain)]
+ConfigKey = Annotated[str, pydantic.AfterValidator(_config_key)]
+RelativePath = Annotated[str, pydantic.AfterValidator(_relative_path)]
+FilePath = Annotated[str, pydantic.AfterValidator(_file_path)]
+AbsolutePath = Annotated[str, pydantic.AfterValidator(_absolute)]
+Mode = Annotated[int, pydantic.AfterValidator(_mode)]
+Port = Annotated[int, pydantic.AfterValidator(_port)]
+PortName = Annotated[str, pydantic.AfterValidator(_port_name)]
+PortOrName = Annotated[int | str, pydantic.AfterValidator(_port_or_name)]
+Id = Annotated[int, Field(ge=0, le=2**31 - 1)]
+
+
+def _one_of(obj: pydantic.BaseModel, fields: Iterable[str], what: str) -> str:
+    """The alias of the one field of ``fields`` that is set; a ValueError otherwise."""
+    aliases = {n: type(obj).model_fields[n].alias or n for n in fields}
+    given = [a for n, a in aliases.items() if getattr(obj, n) is not None]
+    if len(given) != 1:
+        names = ", ".join(aliases.values())
+        got = " and ".join(given) if given else "none"
+        raise ValueError(f"{what} needs exactly one of {names}; got {got}")
+    return given[0]
+
+
+# --- metadata -------------------------------------------------------------------------
+
+
+def _creation_timestamp(value: object) -> None:
+    if value is not None:  # only the placeholder `kubectl create --dry-run -o yaml` writes
+        raise ValueError("not supported by reconciler: only creationTimestamp: null (as"
+                         " kubectl --dry-run writes it) is accepted; remove it")
+    return None
+
+
+class ObjectMeta(model._Model):
+    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({
+        "generateName", "uid", "resourceVersion", "generation", "selfLink", "ownerReferences",
+        "finalizers", "managedFields", "deletionTimestamp", "deletionGracePeriodSeconds",
+    })
+
+    name: DNSSubdomain = Field(description="The object's name; for a Pod a DNS-1123 label.")
+    namespace: DNSLabel = Field("default", description="A DNS-1123 label; default 'default'.")
+    labels: model.StringMap = Field(default_factory=dict)
+    annotations: model.StringMap = Field(default_factory=dict)
+    creation_timestamp: Annotated[None, pydantic.BeforeValidator(_creation_timestamp)] = Field(
+        None, description="Only null, as written by kubectl --dry-run.")
+
+    @pydantic.field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, text in value.items():
+            _qualified_name(key)
+            if len(text) > 63 or not _LABEL_VALUE_RE.match(text):
+                raise ValueError(f"label {key!r}: value {text!r} must be empty or 1 to 63"
+                                 " letters, digits, '-', '_' and '.', starting and ending"
+                                 " with a letter or digit")
+        return value
+
+    @pydantic.field_validator("annotations")
+    @classmethod
+    def _annotations(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            _qualified_name(key)
+        size = sum(len(k.encode()) + len(v.encode()) for k, v in value.items())
+        if size > _MAX_ANNOTATION_BYTES:
+            raise ValueError(f"annotations total {size} bytes; Kubernetes allows 256KiB")
+        return value
+
+
+class _Object(model._Model):
+    """What the three kinds share: apiVersion v1, metadata, and the key ``ns/name``."""
+
+    api_version: Literal["v1"] = Field(alias="apiVersion")
+    metadata: ObjectMeta
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def key(self) -> str:
+        return f"{self.metadata.namespace}/{self.metadata.name}"
+
+
+# --- ConfigMap and Secret -------------------------------------------------------------
+
+
+def _check_keys(value: dict[str, str]) -> dict[str, str]:
+    for key in value:
+        _config_key(key)
+    return value
+
+
+def _base64(value: dict[str, str], *, what: str) -> dict[str, bytes]:
+    """Decoded values; Go's decoder (and so Kubernetes') skips line breaks."""
+    out = {}
+    for key, text in value.items():
+        try:
+            out[key] = base64.b64decode(text.replace("\n", "").replace("\r", ""), validate=True)
+        except (binascii.Error, ValueError):
+            # the value is left out of the message: it may be a secret
+            raise ValueError(f"key {key!r}: not valid base64 ({what} values are"
+                             " base64-encoded)") from None
+    return out
+
+
+def _check_size(items: dict[str, bytes], kind: str) -> None:
+    size = sum(len(k) + len(v) for k, v in items.items())
+    if size > _MAX_OBJECT_BYTES:
+        raise ValueError(f"the data of a {kind} totals {size} bytes; Kubernetes allows 1MiB")
+
+
+class ConfigMap(_Object):
+    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset()
+
+    kind: Literal["ConfigMap"]
+    data: dict[ConfigKey, str] = Field(default_factory=dict, description="UTF-8 values.")
+    binary_data: dict[ConfigKey, str] = Field(
+        default_factory=dict, description="Base64-encoded values.")
+    immutable: bool | None = None
+
+    @pydantic.field_validator("binary_data")
+    @classmethod
+    def _binary(cls, value: dict[str, str]) -> dict[str, str]:
+        _base64(value, what="binaryData")
+        return value
+
+    @pydantic.model_validator(mode="after")
+    def _disjoint(self) -> ConfigMap:
+        both = sorted(set(self.data) & set(self.binary_data))
+        if both:
+            raise ValueError(f"key {both[0]!r} is in both data and binaryData; use one")
+        _check_size(self.items(), "ConfigMap")
+        return self
+
+    def items(self) -> dict[str, bytes]:
+        """Every key with its bytes, as a volume file or an environment value gets them."""
+        return {**{k: v.encode() for k, v in self.data.items()},
+                **_base64(self.binary_data, what="binaryData")}
+
+
+# Keys a Secret of a well-known type must have (Kubernetes' ValidateSecret).
+_SECRET_KEYS = {
+    "kubernetes.io/tls": ("tls.crt", "tls.key"),
+    "kubernetes.io/ssh-auth": ("ssh-privatekey",),
+    "kubernetes.io/dockerconfigjson": (".dockerconfigjson",),
+    "kubernetes.io/dockercfg": (".dockercfg",),
+}
+
+
+class Secret(_Object):
+    """Its values never appear in ``repr``/``str`` or in validation errors."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)
+    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset()
+
+    kind: Literal["Secret"]
+    data: dict[ConfigKey, str] = Field(default_factory=dict,
+                                       description="Base64-encoded values.")
+    string_data: dict[ConfigKey, str] = Field(
+        default_factory=dict, description="Plain-text values; they win over data.")
+    type: str = Field("Opaque", min_length=1, description="e.g. Opaque, kubernetes.io/tls.")
+    immutable: bool | None = None
+
+    @pydantic.field_validator("data")
+    @classmethod
+    def _data(cls, value: dict[str, str]) -> dict[str, str]:
+        _base64(value, what="Secret data")
+        return value
+
+    @pydantic.model_validator(mode="after")
+    def _typed(self) -> Secret:
+        if self.type == "kubernetes.io/service-account-token":
+            raise ValueError("type kubernetes.io/service-account-token is not supported by"
+                             " reconciler (it has no service accounts)")
+        items = self.items()
+        missing = [k for k in _SECRET_KEYS.get(self.type, ()) if k not in items]
+        if missing:
+            raise ValueError(f"a Secret of type {self.type} needs the key {missing[0]!r}")
+        _check_size(items, "Secret")
+        return self
+
+    def items(self) -> dict[str, bytes]:
+        """Every key with its bytes; a stringData key wins over the same data key."""
+        return {**_base64(self.data, what="Secret data"),
+                **{k: v.encode() for k, v in self.string_data.items()}}
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            if name in ("data", "string_data"):
+                value = dict.fromkeys(value, "<hidden>")
+            yield name, value
+
+
+# --- environment ----------------------------------------------------------------------
+
+
+def _env_name(value: str) -> str:
+    # Kubernetes 1.34 relaxed the rule to any printable ASCII except '='
+    if not value or any(not " " <= c <= "~" or c == "=" for c in value):
+        raise ValueError(f"{value!r} is not a variable name: printable ASCII without '='")
+    return value
+
+
+class KeySelector(model._Model):
+    """A key of a ConfigMap or Secret in the pod's namespace."""
+
+    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset()
+
+    name: DNSSubdomain
+    key: ConfigKey
+    optional: bool = False
+
+
+class ConfigMapKeySelector(KeySelector):
+    pass
+
+
+class SecretKeySelector(KeySelector):
+    pass
+
+
+_ENV_FIELDS = ("metadata.name", "metadata.namespace", "metadata.labels['KEY']",
+               "metadata.annotations['KEY']", "status.podIP", "status.podIPs",
+               "status.hostIP", "status.hostIPs")
+_FILE_FIELDS = ("metadata.name", "metadata.namespace", "metadata.labels",
+                "metadata.annotations", "metadata.labels['KEY']", "metadata.annotations['KEY']")
+_KNOWN_FIELDS = ("metadata.uid", "spec.nodeName", "spec.serviceAccountName")
+_SUBSCRIPT_RE = re.compile(r"^metadata\.(labels|annotations)\['([^']*)'\]$")
+
+
+def _field_path(path: str, supported: tuple[str, ...]) -> str:
+    m = _SUBSCRIPT_RE.match(path)
+    if m and f"metadata.{m.group(1)}['KEY']" in supported:
+        _qualified_name(m.group(2))
+        return path
+    if path in supported:
+        return path
+    listed = ", ".join(supported)
+    if path in _KNOWN_FIELDS:
+        raise ValueError(f"fieldPath {path!r} is not supported by reconciler; supported: {listed}")
+    raise ValueError(f"fieldPath {path!r} is not a field reconciler knows; supported: {listed}")
+
+
+class ObjectFieldSelector(model._Model):
+    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset()
+
+    field_path: str = Field(description="e.g. metadata.name or status.podIP.")
+    api_version: Literal["v1"] = Field("v1", alias="apiVersion")
+
+
+class EnvVarSource(model._Model):
+    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({"resourceFieldRef", "fileKeyRef"})
+
+    config_map_key_ref: ConfigMapKeySelector | None = None
+    secret_key_ref: SecretKeySelector | None = None
+    field_ref: ObjectFieldSelector | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _one(self) -> EnvVarSource:
+        _one_of(self, ("config_map_key_ref", "secret_key_ref", "field_ref"), "valueFrom")
+        if self.field_ref is not None:
+            _field_path(self.field_ref.field_path, _ENV_FIELDS)
+        return self
+
+
+class KubeEnvVar(model._Model):
+    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset()
+
+    name: Annotated[str, pydantic.AfterValidator(_env_name)]
+    value: str | None = None
+    value_from: EnvVarSource | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _value(self) -> KubeEnvVar:
+        # Kubernetes' rule: an empty value may sit next to valueFrom, a non-empty one not
+        if self.value and self.value_from is not None:
+            raise ValueError(f"env {self.name!r}: give value or valueFrom, not both")
+        return self
+
+
+class ConfigMapEnvSource(model._Model):
+    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset()
+
+    name: DNSSubdomain
+    optional: bool = False
+
+
+class SecretEnvSource(ConfigMapEnvSource):
+    pass
+
+
+class EnvFromSource(model._Model):
+    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset()
+
+    prefix: Annotated[str, pydantic.AfterValidator(_env_name)] | None = None
+    config_map_ref: ConfigMapEnvSource | None = None
+    secret_ref: SecretEnvSource | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _one(self) -> EnvFromSource:
+        _one_of(self, ("config_map_ref", "secret_ref"), "envFrom")
+        return self
+
+
+# --- volumes --------------------------------------------------------------------------
+
+
+def _unique_paths(paths: Iterable[str], what: str) -> None:
+    seen: set[str] = set()
+    for path in paths:
+        normal = posixpath.normpath(path)
+        if normal in seen:
+            raise ValueError(f"{what}: two files at path {path!r}")
+        seen.add(normal)
+
+
+class KeyToPath(model._Model):
+    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({"user"})
+
+    key: ConfigKey
+    path: FilePath = Field(description="The file's path in the volume, relative.")
+    mode: Mode | None = None
+
+
+class _Projection(model._Model):
+    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset()
+
+    items: list[KeyToPath] = Field(default_factory=list, description="Keys to project; "
+                                   "empty means every key, as a file of its name.")
+    optional: bool = False
+
+    @pydantic.model_validator(mode="after")
+    def _paths(self) -> _Projection:
+        _unique_paths((i.path for i in self.items), "items")
+        return self
+
+
+class ConfigMapProjection(_Projection):
+    name: DNSSubdomain
+
+
+class SecretProjection(_Projection):
+    name: DNSSubdomain
+
+
+class ConfigMapVolumeSource(ConfigMapProjection):
+    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({"defaultUser"})
+
+    default_mode: Mode = Field(0o644, description="Mode of the files (octal 0644).")
+
+
+class SecretVolumeSource(_Projection):
+    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({"defaultUser"})
+
+    secret_name: DNSSubdomain
+    default_mode: Mode = Field(0o644, description="Mode of the files (octal 0644).")
+
+
+class DownwardAPIVolumeFile(model._Model):
+    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({"resourceFieldRef", "user"})
+
+    path: FilePath
+    field_ref: ObjectFieldSelector
+    mode: Mode | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _field(self) -> DownwardAPIVolumeFile:
+        _field_path(self.field_ref.field_path, _FILE_FIELDS)
+        return self
+
+
+class DownwardAPIProjection(model._Model):
+    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset()
+
+    items: list[DownwardAPIVolumeFile] = Field(default_factory=list)
+
+    @pydantic.model_validator(mode="after")
+    def _paths(self) -> DownwardAPIProjection:
+        _unique_paths((i.path for i in self.items), "items")
+        return self
+
+
+class DownwardAPIVolumeSource(DownwardAPIProjection):
+    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({"defaultUser"})
+
+    default_mode: Mode = 0o644
+
+
+class VolumeProjection(model._Model):
+    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({
+        "serviceAccountToken", "clusterTrustBundle", "podCertificate"})
+
+    config_map: ConfigMapProjection | None = None
+    secret: SecretProjection | None = None
+    downward_api: DownwardAPIProjection | None = Field(None, alias="downwardAPI")
+
+    @pydantic.model_validator(mode="after")
+    def _one(self) -> VolumeProjection:
+        _one_of(self, ("config_map", "secret", "downward_api"), "a projection")
+        return self
+
+    def paths(self) -> list[str]:
+        source = self.config_map or self.secret or self.downward_api
+        return [i.path for i in source.items] if source is not None else []
+
+
+class ProjectedVolumeSource(model._Model):
+    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({"defaultUser"})
+
+    sources: list[VolumeProjection] = Field(default_factory=list)
+    default_mode: Mode = 0o644
+
+    @pydantic.model_validator(mode="after")
+    def _paths(self) -> ProjectedVolumeSource:
+        # Kubernetes refuses two sources that write the same explicit path
+        _unique_paths((p for s in self.sources for p in s.paths()), "sources")
+        return self
+
+
+class EmptyDirVolumeSource(model._Model):
+    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({"mode"})
+
+    medium: Literal["", "Memory"] = Field("", description="'' (disk) or Memory (tmpfs).")
+    size_limit: model.Quantity | None = None
+
+
+class HostPathVolumeSource(model._Model):
+    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset()
+
+    path: AbsolutePath = Field(description="An absolute path on this host.")
+    type: Literal["", "DirectoryOrCreate", "Directory", "FileOrCreate", "File", "Socket",
+                  "CharDevice", "BlockDevice"] = ""
+
+
+_VOLUME_SOURCES = ("empty_dir", "host_path", "config_map", "secret", "projected",
+                   "downward_api")
+
+
+class Volume(model._Model):
+    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({
+        "awsElasticBlockStore", "azureDisk", "azureFile", "cephfs", "cinder", "csi",
+        "ephemeral", "fc", "flexVolume", "flocker", "gcePersistentDisk", "gitRepo",
+        "glusterfs", "image", "iscsi", "nfs", "persistentVolumeClaim", "photonPersistentDisk",
+        "portworxVolume", "quobyte", "rbd", "scaleIO", "storageos", "vsphereVolume",
+    })
+
+    name: DNSLabel
+    empty_dir: EmptyDirVolumeSource | None = None
+    host_path: HostPathVolumeSource | None = None
+    config_map: ConfigMapVolumeSource | None = None
+    secret: SecretVolumeSource | None = None
+    projected: ProjectedVolumeSource | None = None
+    downward_api: DownwardAPIVolumeSource | None = Field(None, alias="downwardAPI")
+
+    @pydantic.model_validator(mode="after")
+    def _one(self) -> Volume:
+        given = [n for n in _VOLUME_SOURCES if getattr(self, n) is not None]
+        if not given:
+            raise ValueError(f"volume {self.name!r}: one volume source is required: emptyDir,"
+                             " hostPath, configMap, secret, projected or downwardAPI")
+        if len(given) > 1:
+            names = " and ".join(type(self).model_fields[n].alias or n for n in given)
+            raise ValueError(f"volume {self.name!r}: give one volume source, not {names}")
+        return self
+
+
+class VolumeMount(model._Model):
+    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({
+        "subPathExpr", "mountPropagation", "recursiveReadOnly", "bindMountOptions"})
+
+    name: str = Field(description="The name of a volume of the pod.")
+    mount_path: model.ContainerPath
+    read_only: bool = False
+    sub_path: RelativePath | None = None
+
+
+# --- probes, lifecycle, ports, resources, security ------------------------------------
+
+
+class ExecAction(model._Model):
+    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset()
+
+    command: list[str] = Field(description="Run in the container, not in a shell.")
+
+    @pydantic.field_validator("command")
+    @classmethod
+    def _command(cls, value: list[str]) -> list[str]:
+        if not value or not value[0]:
+            raise ValueError("must name a program: a non-empty list with a non-empty first item")
+        return value
+
+
+class HTTPHeader(model._Model):
+    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset()
+
+    name: str
+    value: str
+
+    @pydantic.field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _HEADER_RE.match(value):
+            raise ValueError(f"{value!r} is not an HTTP header name")
+        return value
+
+
+class HTTPGetAction(model._Model):
+    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({"protocol"})
+
+    path: str = "/"
+    port: PortOrName
+    host: str | None = None
+    scheme: Literal["HTTP", "HTTPS"] = "HTTP"
+    http_headers: list[HTTPHeader] = Field(default_factory=list)
+
+
+class TCPSocketAction(model._Model):
+    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset()
+
+    port: PortOrName
+    host: str | None = None
+
+
+class GRPCAction(model._Model):
+    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({"mode"})
+
+    port: Port
+    service: str | None = None
+
+
+class Probe(model._Model):
+    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset()
+
+    exec: ExecAction | None = None
+    http_get: HTTPGetAction | None = None
+    tcp_socket: TCPSocketAction | None = None
+    grpc: GRPCAction | None = None
+    initial_delay_seconds: int = Field(0, ge=0)
+    period_seconds: int = Field(10, ge=1)
+    timeout_seconds: int = Field(1, ge=1)
+    success_threshold: int = Field(1, ge=1, description="Must be 1 for liveness and startup.")
+    failure_threshold: int = Field(3, ge=1)
+    termination_grace_period_seconds: int | None = Field(None, ge=1)
+
+    @pydantic.model_validator(mode="after")
+    def _one(self) -> Probe:
+        _one_of(self, ("exec", "http_get", "tcp_socket", "grpc"), "a probe")
+        return self
+
+    @property
+    def port(self) -> int | str | None:
+        handler = self.http_get or self.tcp_socket or self.grpc
+        return handler.port if handler is not None else None
+
+
+class LifecycleHandler(model._Model):
+    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({"httpGet", "tcpSocket", "sleep"})
+
+    exec: ExecAction = Field(description="The only handler reconciler runs.")
+
+
+class Lifecycle(model._Model):
+    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({"postStart", "stopSignal"})
+
+    pre_stop: LifecycleHandler | None = None
+
+
+class ContainerPort(model._Model):
+    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset()
+
+    container_port: Port
+    host_port: Port | None = None
+    host_ip: str | None = Field(None, alias="hostIP")
+    name: PortName | None = None
+    protocol: Literal["TCP", "UDP", "SCTP"] = "TCP"
+
+    @pydantic.field_validator("host_ip")
+    @classmethod
+    def _ip(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise ValueError(f"{value!r} is not an IP address") from None
+        return value
+
+
+def _resource_name(name: str) -> str:
+    if name not in ("cpu", "memory", "ephemeral-storage") and not name.startswith("hugepages-"):
+        raise ValueError(f"resource {name!r} is not supported by reconciler: use cpu, memory,"
+                         " ephemeral-storage or hugepages-<size>")
+    return name
+
+
+ResourceName = Annotated[str, pydantic.AfterValidator(_resource_name)]
+
+
+class ResourceRequirements(model._Model):
+    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({"claims"})
+
+    limits: dict[ResourceName, model.Quantity] = Field(default_factory=dict)
+    requests: dict[ResourceName, model.Quantity] = Field(default_factory=dict)
+
+    @pydantic.model_validator(mode="after")
+    def _requests(self) -> ResourceRequirements:
+        for name, request in self.requests.items():
+            limit = self.limits.get(name)
+            if limit is not None and quantity.parse(request) > quantity.parse(limit):
+                raise ValueError(f"requests.{name} {request} is more than limits.{name} {limit}")
+        return self
+
+
+class SecurityContext(model._Model):
+    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({
+        "seLinuxOptions", "windowsOptions", "procMount", "appArmorProfile"})
+
+    run_as_user: Id | None = None
+    run_as_group: Id | None = None
+    run_as_non_root: bool | None = None
+    read_only_root_filesystem: bool | None = None
+    allow_privilege_escalation: bool | None = None
+    capabilities: model.Capabilities | None = None
+    privileged: bool | None = None
+    seccomp_profile: model.SeccompProfile | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _privileges(self) -> SecurityContext:
+        if self.privileged:
+            raise ValueError("privileged containers are not allowed (a daemon policy will be"
+                             " able to allow them)")
+        added = self.capabilities.add if self.capabilities is not None else []
+        if self.allow_privilege_escalation is False and "SYS_ADMIN" in added:
+            raise ValueError("allowPrivilegeEscalation: false cannot be set when adding"
+                             " CAP_SYS_ADMIN (Kubernetes refuses it)")
+        return self
+
+
+class Sysctl(model._Model):
+    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset()
+
+    name: str
+    value: str
+
+    @pydantic.field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if len(value) > 253 or not _SYSCTL_RE.match(value):
+            raise ValueError(f"{value!r} is not a sysctl name (e.g. net.ipv4.ip_forward)")
+        return value
+
+
+class PodSecurityContext(model._Model):
+    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({
+        "seLinuxOptions", "windowsOptions", "appArmorProfile", "fsGroupChangePolicy",
+        "seLinuxChangePolicy", "supplementalGroupsPolicy"})
+
+    run_as_user: Id | None = None
+    run_as_group: Id | None = None
+    run_as_non_root: bool | None = None
+    fs_group: Id | None = None
+    supplemental_groups: list[Id] = Field(default_factory=list)
+    sysctls: list[Sysctl] = Field(default_factory=list)
+    seccomp_profile: model.SeccompProfile | None = None
+
+    @pydantic.field_validator("sysctls")
+    @classmethod
+    def _unique(cls, value: list[Sysctl]) -> list[Sysctl]:
+        names = [s.name.replace("/", ".") for s in value]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"sysctl {name!r} is set twice")
+        return value
+
+
+# --- containers -----------------------------------------------------------------------
+
+
+def _image(value: str) -> str:
+    if not model._IMAGE_RE.match(value):
+        raise ValueError(f"{value!r} is not an image reference (e.g. busybox:1.36)")
+    return value
+
+
+class KubeContainer(model._Model):
+    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({
+        "resizePolicy", "restartPolicyRules", "stdinOnce", "volumeDevices"})
+
+    name: DNSLabel
+    image: Annotated[str, pydantic.AfterValidator(_image)] = Field(
+        description="An image reference, e.g. busybox:1.36.")
+    image_pull_policy: Annotated[model.PullPolicy, model._Lax] | None = Field(
+        None, description="Default: Always for a :latest or untagged image, else IfNotPresent.")
+    command: list[str] | None = Field(None, description="Replaces the image's entrypoint.")
+    args: list[str] | None = Field(None, description="Replaces the image's cmd.")
+    env: list[KubeEnvVar] = Field(default_factory=list)
+    env_from: list[EnvFromSource] = Field(default_factory=list)
+    working_dir: model.ContainerPath | None = None
+    ports: list[ContainerPort] = Field(default_factory=list)
+    resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
+    volume_mounts: list[VolumeMount] = Field(default_factory=list)
+    security_context: SecurityContext | None = None
+    stdin: bool = False
+    tty: bool = False
+    lifecycle: Lifecycle | None = None
+    termination_message_path: AbsolutePath = "/dev/termination-log"
+    termination_message_policy: Literal["File", "FallbackToLogsOnError"] = "File"
+    liveness_probe: Probe | None = None
+    readiness_probe: Probe | None = None
+    startup_probe: Probe | None = None
+    restart_policy: Literal["Always"] | None = Field(
+        None, description="Init containers only: Always makes a sidecar.")
+
+    @property
+    def pull_policy(self) -> model.PullPolicy:
+        """Kubernetes' default: Always for a ``latest`` tag, or no tag and no digest."""
+        if self.image_pull_policy is not None:
+            return self.image_pull_policy
+        name, _, digest = self.image.partition("@")
+        last = name.rsplit("/", 1)[-1]
+        tag = last.partition(":")[2] or ("" if digest else "latest")
+        return model.PullPolicy.ALWAYS if tag == "latest" else model.PullPolicy.IF_NOT_PRESENT
+
+    def probes(self) -> dict[str, Probe]:
+        """The probes that are set, by their field name (livenessProbe, ...)."""
+        found = {"livenessProbe": self.liveness_probe, "readinessProbe": self.readiness_probe,
+                 "startupProbe": self.startup_probe}
+        return {k: v for k, v in found.items() if v is not None}
+
+    @pydantic.model_validator(mode="after")
+    def _mounts(self) -> KubeContainer:
+        seen: set[str] = set()
+        for mount in self.volume_mounts:
+            if mount.mount_path in seen:
+                raise ValueError(f"container {self.name!r}: two volumeMounts at mountPath"
+                                 f" {mount.mount_path!r}")
+            seen.add(mount.mount_path)
+        return self
+
+    @pydantic.model_validator(mode="after")
+    def _ports(self) -> KubeContainer:
+        names = [p.name for p in self.ports if p.name is not None]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"container {self.name!r}: two ports named {name!r}")
+        for field, probe in self.probes().items():
+            if isinstance(probe.port, str) and probe.port not in names:
+                raise ValueError(f"container {self.name!r}: {field} uses port {probe.port!r},"
+                                 " which is not the name of one of its ports")
+        return self
+
+    @pydantic.model_validator(mode="after")
+    def _probes(self) -> KubeContainer:
+        for field, probe in self.probes().items():
+            if field != "readinessProbe" and probe.success_threshold != 1:
+                raise ValueError(f"container {self.name!r}: {field}.successThreshold must be 1")
+            if field == "readinessProbe" and probe.termination_grace_period_seconds is not None:
+                raise ValueError(f"container {self.name!r}: readinessProbe cannot set"
+                                 " terminationGracePeriodSeconds")
+        return self
+
+
+# --- the pod --------------------------------------------------------------------------
+
+
+def _containers(value: list[KubeContainer]) -> list[KubeContainer]:
+    if not value:
+        raise ValueError("a pod needs at least one container")
+    return value
+
+
+# Sysctls that a shared host namespace would set on the host (Kubernetes refuses them)
+_HOST_NET_SYSCTLS = ("net.",)
+_HOST_IPC_SYSCTLS = ("kernel.shm", "kernel.msg", "kernel.sem", "fs.mqueue.")
+
+
+class PodSpec(model._Model):
+    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({
+        "activeDeadlineSeconds", "affinity", "automountServiceAccountToken", "dnsConfig",
+        "enableServiceLinks", "ephemeralContainers", "evictionResponders", "hostAliases",
+        "hostUsers", "hostnameOverride", "imagePullSecrets", "nodeName", "nodeSelector", "os",
+        "overhead", "preemptionPolicy", "priority", "priorityClassName", "readinessGates",
+        "resourceClaims", "resources", "schedulerName", "schedulingGates", "schedulingGroup",
+        "serviceAccount", "serviceAccountName", "setHostnameAsFQDN", "tolerations",
+        "topologySpreadConstraints",
+    })
+
+    containers: Annotated[list[KubeContainer], pydantic.AfterValidator(_containers)]
+    init_containers: list[KubeContainer] = Field(
+        default_factory=list, description="Run in order before the containers; one with "
+                                          "restartPolicy Always is a sidecar.")
+    restart_policy: Annotated[model.RestartPolicy, model._Lax] = model.RestartPolicy.ALWAYS
+    termination_grace_period_seconds: int = Field(30, ge=0)
+    host_network: bool = False
+    host_pid: bool = Field(False, alias="hostPID")
+    host_ipc: bool = Field(False, alias="hostIPC")
+    share_process_namespace: bool = False
+    hostname: DNSLabel | None = Field(None, description="Default: the pod's name.")
+    subdomain: DNSLabel | None = None
+    dns_policy: Literal["ClusterFirst", "Default", "None", "ClusterFirstWithHostNet"] = (
+        "ClusterFirst")
+    security_context: PodSecurityContext = Field(default_factory=PodSecurityContext)
+    runtime_class_name: DNSSubdomain | None = None
+    volumes: list[Volume] = Field(default_factory=list)
+
+    def all_containers(self) -> Iterator[tuple[str, KubeContainer]]:
+        """Every container with its path: ``initContainers[0]``, ``containers[1]``."""
+        for i, c in enumerate(self.init_containers):
+            yield f"initContainers[{i}]", c
+        for i, c in enumerate(self.containers):
+            yield f"containers[{i}]", c
+
+    @pydantic.model_validator(mode="after")
+    def _names(self) -> PodSpec:
+        seen: dict[str, str] = {}
+        for where, c in self.all_containers():
+            if c.name in seen:
+                raise ValueError(f"{where}: container name {c.name!r} is already used by"
+                                 f" {seen[c.name]}")
+            seen[c.name] = where
+        volumes = [v.name for v in self.volumes]
+        for name in volumes:
+            if volumes.count(name) > 1:
+                raise ValueError(f"volumes: two volumes named {name!r}")
+        for where, c in self.all_containers():
+            for i, m in enumerate(c.volume_mounts):
+                if m.name not in volumes:
+                    raise ValueError(f"{where}.volumeMounts[{i}]: no volume named {m.name!r}"
+                                     " in volumes")
+        return self
+
+    @pydantic.model_validator(mode="after")
+    def _roles(self) -> PodSpec:
+        for i, c in enumerate(self.containers):
+            if c.restart_policy is not None:
+                raise ValueError(f"containers[{i}]: restartPolicy is only for initContainers"
+                                 " (restartPolicy: Always makes a sidecar)")
+        for i, c in enumerate(self.init_containers):
+            if c.restart_policy == "Always":
+                continue
+            # only a sidecar runs alongside the app; a plain init container must finish
+            refused = [*c.probes(), *(["lifecycle"] if c.lifecycle is not None else [])]
+            if refused:
+                raise ValueError(f"initContainers[{i}]: {refused[0]} is not allowed on an init"
+                                 " container unless it is a sidecar (restartPolicy: Always)")
+        return self
+
+    @pydantic.model_validator(mode="after")
+    def _host(self) -> PodSpec:
+        if self.host_pid and self.share_process_namespace:
+            raise ValueError("hostPID and shareProcessNamespace cannot both be true")
+        if self.dns_policy == "None":
+            raise ValueError("dnsPolicy None needs dnsConfig, which reconciler does not"
+                             " support")
+        seen: dict[tuple[int, str, str], str] = {}
+        for where, c in self.all_containers():
+            for i, p in enumerate(c.ports):
+                if self.host_network and p.host_port not in (None, p.container_port):
+                    raise ValueError(f"{where}.ports[{i}]: with hostNetwork, hostPort must"
+                                     f" equal containerPort {p.container_port}")
+                host_port = p.container_port if self.host_network else p.host_port
+                if host_port is None:
+                    continue
+                key = (host_port, p.protocol, p.host_ip or "")
+                if key in seen:
+                    raise ValueError(f"{where}.ports[{i}]: host port {host_port}/{p.protocol}"
+                                     f" is already used by {seen[key]}")
+                seen[key] = f"{where}.ports[{i}]"
+        return self
+
+    @pydantic.model_validator(mode="after")
+    def _sysctls(self) -> PodSpec:
+        for s in self.security_context.sysctls:
+            name = s.name.replace("/", ".")
+            if self.host_network and name.startswith(_HOST_NET_SYSCTLS):
+                raise ValueError(f"securityContext.sysctls: {s.name} cannot be set with"
+                                 " hostNetwork (it would change the host)")
+            if self.host_ipc and name.startswith(_HOST_IPC_SYSCTLS):
+                raise ValueError(f"securityContext.sysctls: {s.name} cannot be set with"
+                                 " hostIPC (it would change the host)")
+        return self
+
+
+class Pod(_Object):
+    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({"status"})
+
+    kind: Literal["Pod"]
+    spec: PodSpec
+
+    @pydantic.field_validator("metadata")
+    @classmethod
+    def _pod_name(cls, value: ObjectMeta) -> ObjectMeta:
+        # the name becomes the pod's hostname and part of its container names
+        if len(value.name) > 63 or "." in value.name:
+            raise ValueError(f"name {value.name!r}: reconciler needs pod names without dots,"
+                             " at most 63 characters (a DNS-1123 label; Kubernetes would"
+                             " allow a subdomain)")
+        return value
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a Pod, ConfigMap or Secret document, for editors and CI."""
+    refs, schema = models_json_schema(
+        [(Pod, "validation"), (ConfigMap, "validation"), (Secret, "validation")],
+        by_alias=True, ref_template="#/$defs/{model}")
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "Kubernetes v1 Pod, ConfigMap and Secret as reconciler accepts them",
+        "anyOf": [refs[(kind, "validation")] for kind in (Pod, ConfigMap, Secret)],
+        **schema,
+    }
