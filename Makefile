@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STATE := $(CURDIR)/.state
-SYS_PKGS := runc conmon busybox-static umoci skopeo golang-github-containers-common \
+SYS_PKGS := runc conmon catatonit busybox-static umoci skopeo golang-github-containers-common \
             docker-registry vim git
 ROOTFS := $(STATE)/rootfs/busybox
 

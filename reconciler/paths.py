@@ -21,6 +21,11 @@ CGROUP_LOCKS = "/run/reconciler/cgroup-locks"  # one flock per cgroup parent in 
 DAEMON_FILE = "daemon.json"
 
 
+def pods_dir(state_dir: str | os.PathLike[str]) -> str:
+    """Where pods' volumes live (``<state-dir>/pods``), and the sandboxes' root (``infra``)."""
+    return os.path.join(os.path.abspath(os.fspath(state_dir)), "pods")
+
+
 def default_cgroup_parent(state_dir: str | os.PathLike[str]) -> str:
     """``/reconciler-<8 hex>``: derived from the daemon's identity, its state dir."""
     key = os.path.realpath(os.fspath(state_dir)).encode()

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reconciler import errors
+from reconciler import errors, paths
 from reconciler.daemon.status import Store
 from reconciler.paths import DEFAULT_MANIFESTS, DEFAULT_RUNC_ROOT, DEFAULT_STATE_DIR
 
@@ -285,7 +285,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from reconciler.sources.directory import ManifestSource
 
     snap = ManifestSource(args.manifests).scan_once()
-    want = desired_mod.build(snap, None)
+    want = desired_mod.build(snap, None, pods_dir=paths.pods_dir(args.state_dir))
     rt = RuncRuntime(state_dir=args.state_dir, runc_root=args.runc_root)
     observed = {o.name: o for o in anyio.run(rt.list)}
     # image containers: their hash covers the digest the local store gives each tag now

@@ -29,7 +29,8 @@ import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from reconciler.manifest import loader, model
+from reconciler.core import pods
+from reconciler.manifest import kube, loader, model
 
 
 @dataclass(frozen=True)
@@ -53,11 +54,30 @@ class Desired:
     source: str  # the origin: a file path, later an etcd key
     spec_hash: str
     source_id: str = "directory"
+    pod: pods.PodInfo | None = None  # a unit of a v1 Pod (its sandbox or a container)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """The object that defined it: (kind, name), ``("Pod", "default/web")``."""
+        return ("Pod", self.pod.key) if self.pod is not None else ("Container", self.name)
 
     @functools.cached_property
     def manifest_json(self) -> str:
         """The manifest as the runtime records it (``applied.json``)."""
         return model.canonical_json(self.container)
+
+
+@dataclass(frozen=True)
+class ConfigObject:
+    """A ConfigMap or Secret as a source defines it: data pods take env and files from."""
+
+    document: kube.ConfigMap | kube.Secret
+    source: str
+    source_id: str = "directory"
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.document.kind, self.document.key
 
 
 @dataclass(frozen=True)
@@ -71,6 +91,7 @@ class DesiredState:
     unavailable: Mapping[str, str | None] = field(default_factory=dict)  # source -> why
     sources: frozenset[str] = frozenset()  # every source heard from
     defined: Mapping[str, int] = field(default_factory=dict)  # source -> objects it defines
+    config: Mapping[tuple[str, str], ConfigObject] = field(default_factory=dict)
 
     @property
     def available(self) -> bool:
@@ -87,31 +108,53 @@ class DesiredState:
         return source_id not in self.unavailable if source_id else self.available
 
 
+DEFAULT_PODS_DIR = "/var/lib/reconciler/pods"
+
+
 def build(
-    snapshots: SourceSnapshot | Mapping[str, SourceSnapshot], previous: DesiredState | None
+    snapshots: SourceSnapshot | Mapping[str, SourceSnapshot], previous: DesiredState | None,
+    *, pods_dir: str = DEFAULT_PODS_DIR,
 ) -> DesiredState:
-    """The desired state for the latest snapshot of each source, given the state before."""
+    """The desired state for the latest snapshot of each source, given the state before.
+    ``pods_dir``: where pods' volumes live on the host (the runtime's, under its state dir).
+    """
     if isinstance(snapshots, SourceSnapshot):
         snapshots = {snapshots.source: snapshots}
     before: Mapping[str, Desired] = previous.specs if previous is not None else {}
+    before_config = previous.config if previous is not None else {}
     unavailable = {sid: s.reason for sid, s in sorted(snapshots.items()) if not s.available}
     origins = sorted((key, sid, result) for sid, s in snapshots.items() if s.available
                      for key, result in s.origins.items())
     broken = frozenset(key for key, _, result in origins if not result.ok)
-    carried = [d for d in before.values()
-               if d.source in broken or d.source_id in unavailable]
-    claims = _claims(origins, carried=carried)
-    specs: dict[str, Desired] = {}
+
+    def held(source: str, source_id: str) -> bool:
+        return source in broken or source_id in unavailable
+
+    claims = _claims(origins,
+                     units=[d for d in before.values() if held(d.source, d.source_id)],
+                     config=[c for c in before_config.values() if held(c.source, c.source_id)])
+    chosen: dict[tuple[str, str], _Claim] = {}
     conflicts: dict[str, tuple[str, ...]] = {}
-    for name, defs in sorted(claims.items()):
+    for okey, defs in sorted(claims.items()):
         if len(defs) == 1:
-            specs[name] = defs[0]
+            chosen[okey] = defs[0]
             continue
-        conflicts[name] = tuple(sorted({d.source for d in defs}))
-        if name in before:
-            specs[name] = before[name]
+        conflicts[_conflict_name(okey)] = tuple(sorted({d.source for d in defs}))
+        earlier = _earlier(okey, before, before_config)
+        if earlier is not None:
+            chosen[okey] = earlier
+    config = {k: c.config for k, c in chosen.items() if c.config is not None}
+    for k, c in chosen.items():
+        if c.doc is not None and isinstance(c.doc.document, kube.ConfigMap | kube.Secret):
+            config[k] = ConfigObject(c.doc.document, c.source, c.source_id)
+    documents = {k: c.document for k, c in config.items()}
+    specs: dict[str, Desired] = {}
+    problems: list[loader.Finding] = []
+    for okey, c in chosen.items():
+        for unit in _units(okey, c, before, documents, pods_dir, problems):
+            specs[unit.name] = unit
     results = [result for _, _, result in origins]
-    problems = [f for r in results for f in r.findings]
+    problems = [f for r in results for f in r.findings] + problems
     problems += loader.check_duplicates(r for r in results if r.ok)
     problems += _carried_conflicts(claims, broken)
     seen = {key for key, _, _ in origins}
@@ -120,54 +163,105 @@ def build(
         problems += [p for p in previous.problems if p.file not in seen]
         kept_broken = frozenset(k for k in previous.broken_sources if k not in seen)
     defined: dict[str, int] = dict.fromkeys(snapshots, 0)
-    for d in specs.values():
-        defined[d.source_id] = defined.get(d.source_id, 0) + 1
+    for sid in [d.source_id for d in specs.values()] + [c.source_id for c in config.values()]:
+        defined[sid] = defined.get(sid, 0) + 1
     return DesiredState(
-        specs=types.MappingProxyType(specs),
+        specs=types.MappingProxyType(dict(sorted(specs.items()))),
         broken_sources=broken | kept_broken,
         conflicts=types.MappingProxyType(conflicts),
         problems=tuple(dict.fromkeys(problems)),
         unavailable=types.MappingProxyType(unavailable),
         sources=frozenset(snapshots) | (previous.sources if previous else frozenset()),
         defined=types.MappingProxyType(defined),
+        config=types.MappingProxyType(config),
     )
 
 
+@dataclass(frozen=True)
+class _Claim:
+    """One definition of an object: a document of a valid origin, or what a held origin
+    (broken, or its source unavailable) made of it before (``units`` or ``config``)."""
+
+    source: str
+    source_id: str
+    doc: loader.Loaded | None = None
+    units: tuple[Desired, ...] = ()
+    config: ConfigObject | None = None
+
+
 def _claims(
-    origins: Iterable[tuple[str, str, loader.FileResult]], *, carried: Iterable[Desired]
-) -> dict[str, list[Desired]]:
-    """Every definition of every name: documents of valid origins, then carried-over specs."""
-    claims: dict[str, list[Desired]] = {}
+    origins: Iterable[tuple[str, str, loader.FileResult]], *, units: Iterable[Desired],
+    config: Iterable[ConfigObject],
+) -> dict[tuple[str, str], list[_Claim]]:
+    """Every definition of every object: documents of valid origins, then carried ones."""
+    claims: dict[tuple[str, str], list[_Claim]] = {}
     for key, sid, result in origins:
         for doc in result.documents:
-            found = Desired(
-                name=doc.container.name,
-                container=doc.container,
-                source=key,
-                spec_hash=model.spec_hash(doc.container),
-                source_id=sid,
-            )
-            claims.setdefault(found.name, []).append(found)
-    for old in carried:
-        claims.setdefault(old.name, []).append(old)
+            claims.setdefault(doc.key, []).append(_Claim(key, sid, doc=doc))
+    grouped: dict[tuple[str, str], list[Desired]] = {}
+    for old in units:
+        grouped.setdefault(old.key, []).append(old)
+    for okey, olds in grouped.items():
+        claims.setdefault(okey, []).append(
+            _Claim(olds[0].source, olds[0].source_id, units=tuple(olds)))
+    for obj in config:
+        claims.setdefault(obj.key, []).append(_Claim(obj.source, obj.source_id, config=obj))
     return claims
 
 
+def _conflict_name(okey: tuple[str, str]) -> str:
+    """A Container's name, a pod's ``namespace/name``, ``ConfigMap namespace/name``."""
+    return okey[1] if okey[0] in ("Container", "Pod") else f"{okey[0]} {okey[1]}"
+
+
+def _earlier(okey: tuple[str, str], before: Mapping[str, Desired],
+             before_config: Mapping[tuple[str, str], ConfigObject]) -> _Claim | None:
+    """What the previous state had for a contested object: it stays in force."""
+    if okey in before_config:
+        obj = before_config[okey]
+        return _Claim(obj.source, obj.source_id, config=obj)
+    olds = tuple(d for d in before.values() if d.key == okey)
+    return _Claim(olds[0].source, olds[0].source_id, units=olds) if olds else None
+
+
+def _units(okey: tuple[str, str], claim: _Claim, before: Mapping[str, Desired],
+           config: pods.ConfigObjects, pods_dir: str, problems: list[loader.Finding]
+           ) -> list[Desired]:
+    """The planner's units for one chosen definition (none for a ConfigMap or Secret)."""
+    if claim.doc is None:
+        return list(claim.units)
+    document = claim.doc.document
+    if isinstance(document, model.Container):
+        return [Desired(name=document.name, container=document, source=claim.source,
+                        spec_hash=model.spec_hash(document), source_id=claim.source_id)]
+    if not isinstance(document, kube.Pod):
+        return []
+    try:
+        made = pods.expand(document, config=config, pods_dir=pods_dir)
+    except pods.PodError as exc:  # the pod keeps what it had (keep-last-good)
+        problems.append(pods.finding(claim.doc, exc))
+        return [d for d in before.values() if d.key == okey]
+    return [Desired(name=u.name, container=u.container, source=claim.source,
+                    spec_hash=u.spec_hash, source_id=claim.source_id, pod=u.pod)
+            for u in made]
+
+
 def _carried_conflicts(
-    claims: Mapping[str, list[Desired]], broken: frozenset[str]
+    claims: Mapping[tuple[str, str], list[_Claim]], broken: frozenset[str]
 ) -> list[loader.Finding]:
-    """A finding for each definition in a valid origin of a name a broken one defined before.
+    """A finding for each definition in a valid origin of an object a broken one defined
+    before.
 
     Duplicates among valid origins are ``loader.check_duplicates``'s to report.
     """
     findings = []
-    for name, defs in sorted(claims.items()):
+    for okey, defs in sorted(claims.items()):
         held = sorted({d.source for d in defs if d.source in broken})
         if not held or len(defs) < 2:
             continue
         message = (
-            f'container "{name}" was defined in {", ".join(held)}, which has errors now;'
-            " the definition from before stays in force until that file is fixed"
+            f"{loader.describe_key(okey)} was defined in {', '.join(held)}, which has errors"
+            " now; the definition from before stays in force until that file is fixed"
         )
         findings += [
             loader.Finding(d.source, None, "metadata.name", message)

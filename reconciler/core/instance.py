@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from reconciler.core.pods import PodInfo
     from reconciler.manifest.model import Container
 
 ANN_MANAGED_BY = "io.reconciler.managed-by"
@@ -31,6 +32,12 @@ ANN_SPEC_HASH = "io.reconciler.spec-hash"
 ANN_MANIFEST = "io.reconciler.manifest"  # the manifest applied at create (JSON)
 ANN_IMAGE_DIGEST = "io.reconciler.image-digest"  # manifest digest of an image: container
 ANN_STOP_SIGNAL = "io.reconciler.stop-signal"  # the effective one (an image may set it)
+# A Kubernetes v1 Pod's instances (core.pods): the pod (namespace/name), the role in it,
+# the container's name in the pod, and the sandbox instance and PID it joined.
+ANN_POD = "io.reconciler.pod"
+ANN_POD_ROLE = "io.reconciler.pod-role"  # sandbox, init, sidecar or app
+ANN_POD_CONTAINER = "io.reconciler.pod-container"
+ANN_SANDBOX = "io.reconciler.sandbox"  # "<instance>@<pid>"
 MANAGED_BY = "reconciler"
 
 
@@ -69,3 +76,7 @@ class InstanceSpec:
     entrypoint: tuple[str, ...] = ()
     base: Mapping[str, Any] | None = field(default=None, compare=False)
     previous: str | None = None  # the instance this one replaces: its logs carry over
+    # namespace type -> a path to join (/proc/PID/ns/net), or None: the host's (none made)
+    namespaces: Mapping[str, str | None] = field(default_factory=dict)
+    pod: PodInfo | None = None  # a pod's sandbox: its volumes are made with it
+    run_as_non_root: bool = False  # refuse to start as uid 0 (checked on the effective user)

@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.core import changes
+from reconciler.core import changes, pods
 from reconciler.core.backoff import Backoff
 from reconciler.core.desired import Desired, DesiredState
 
@@ -41,7 +41,13 @@ from reconciler.core.history import on_failure as on_failure
 from reconciler.core.history import on_live_impossible as on_live_impossible
 from reconciler.core.history import on_started as on_started
 from reconciler.core.history import restart_due as restart_due
-from reconciler.core.instance import ANN_STOP_SIGNAL, instance_id
+from reconciler.core.instance import (
+    ANN_POD,
+    ANN_POD_ROLE,
+    ANN_SANDBOX,
+    ANN_STOP_SIGNAL,
+    instance_id,
+)
 from reconciler.core.observed import ExitStatus, Observed, Status
 from reconciler.manifest.model import Container, Mount, Resources, RestartPolicy, RunState
 
@@ -70,6 +76,7 @@ class Cause(str, enum.Enum):
     RUN_STATE = "RunState"
     EXITED = "Exited"
     STRAY = "Stray"  # an older instance of an object that has a newer one
+    SANDBOX_GONE = "SandboxGone"  # a pod container whose sandbox was replaced or stopped
 
 
 # -- steps: what a worker does, one after the other ------------------------------------------
@@ -82,6 +89,7 @@ class Create:
     instance: str
     generation: int
     previous: str | None  # the instance it replaces (its logs carry over)
+    join: tuple[str, int] | None = None  # a pod container: its sandbox's instance and PID
 
 
 @dataclass(frozen=True)
@@ -133,7 +141,15 @@ class SetRunState:
     state: RunState  # RUNNING (resume) or PAUSED (pause)
 
 
-Step = Create | Start | Stop | Delete | UpdateMounts | UpdateLimits | RecordApplied | SetRunState
+@dataclass(frozen=True)
+class SyncVolumes:
+    """A pod sandbox's ConfigMap, Secret and downward API files written anew, in place."""
+
+    instance: str
+
+
+Step = (Create | Start | Stop | Delete | UpdateMounts | UpdateLimits | RecordApplied
+        | SetRunState | SyncVolumes)
 
 
 @dataclass(frozen=True)
@@ -170,6 +186,7 @@ def plan(
     actions: list[Action] = []
     notes: list[str] = []
     waiting: dict[str, float] = {}
+    members = _pod_members(observed)
     for name in sorted(set(desired.specs) | set(observed)):
         want = desired.specs.get(name)
         have = observed.get(name)
@@ -179,11 +196,28 @@ def plan(
             held = _hold_delete(desired, have)
             if held:
                 notes.append(f"{name}: kept: {held}")
+            elif (waits := _pod_delete_waits(have, members)) is not None:
+                notes.append(f"{name}: delete waits for {waits}")
             else:
                 actions.append(_delete(have))
             continue
-        action = _converge(want, have, hist)
+        sandbox: Observed | None = None
+        if want.pod is not None and want.pod.role is not pods.Role.SANDBOX:
+            gate = _pod_gate(want, have, desired, observed, history)
+            if isinstance(gate, Action):
+                actions.append(gate)
+                continue
+            if isinstance(gate, str):
+                notes.append(f"{name}: {gate}")
+                continue
+            sandbox = observed.get(want.pod.sandbox)
+        action = _converge(want, have, hist, sandbox=sandbox)
         if action is None:
+            continue
+        if (want.pod is not None and want.pod.role is pods.Role.SANDBOX
+                and action.kind is Kind.RECREATE
+                and any(n != name for n in members.get(want.pod.key, {}))):
+            notes.append(f"{name}: the new sandbox waits for the pod's containers to stop")
             continue
         due = _retry_due(hist, want, backoff)
         if action.kind is Kind.RESTART:
@@ -239,8 +273,9 @@ def _hold_delete(desired: DesiredState, have: Observed) -> str | None:
         return f"manifests source unavailable ({why})"
     if have.source is not None and have.source in desired.broken_sources:
         return f"its manifest {have.source} has errors; running on its last good spec"
-    if have.name in desired.conflicts:
-        return f"defined in several files: {', '.join(desired.conflicts[have.name])}"
+    contested = have.annotations.get(ANN_POD) or have.name
+    if contested in desired.conflicts:
+        return f"defined in several files: {', '.join(desired.conflicts[contested])}"
     return None
 
 
@@ -251,13 +286,93 @@ def _retry_due(hist: History, want: Desired, backoff: Backoff) -> float | None:
     return None
 
 
-def _converge(want: Desired, have: Observed | None, hist: History) -> Action | None:
+def _pod_members(observed: Mapping[str, Observed]) -> dict[str, dict[str, Observed]]:
+    """Pod key -> its instances on the host (by unit name), the sandbox's included."""
+    out: dict[str, dict[str, Observed]] = {}
+    for name, obs in observed.items():
+        key = obs.annotations.get(ANN_POD)
+        if key:
+            out.setdefault(key, {})[name] = obs
+    return out
+
+
+def _role(obs: Observed) -> str:
+    return obs.annotations.get(ANN_POD_ROLE, "")
+
+
+def _pod_delete_waits(have: Observed, members: Mapping[str, Mapping[str, Observed]]
+                      ) -> str | None:
+    """A pod goes in Kubernetes' order: app containers, then native sidecars, then the
+    sandbox (which holds the namespaces the others are in)."""
+    key = have.annotations.get(ANN_POD)
+    if not key:
+        return None
+    others = [o for n, o in members.get(key, {}).items() if n != have.name]
+    if _role(have) == pods.Role.SANDBOX.value and others:
+        return "the pod's containers to stop"
+    if _role(have) == pods.Role.SIDECAR.value and any(
+            _role(o) == pods.Role.APP.value for o in others):
+        return "the pod's app containers to stop (a sidecar stops last)"
+    return None
+
+
+def _sandbox_ref(obs: Observed) -> str:
+    return f"{obs.id}@{obs.pid}"
+
+
+def _pod_gate(want: Desired, have: Observed | None, desired: DesiredState,
+              observed: Mapping[str, Observed], history: Mapping[str, History]
+              ) -> Action | str | None:
+    """A pod container's place in its pod: an instance in a sandbox that is no longer the
+    pod's goes (an action); a missing one waits for the sandbox and for the containers
+    before it in the init order (a note); None: plan it as any object."""
+    assert want.pod is not None
+    info = want.pod
+    box_want = desired.specs.get(info.sandbox)
+    box = observed.get(info.sandbox)
+    current = (box is not None and box.status is Status.RUNNING and box_want is not None
+               and box.spec_hash == box_want.spec_hash)
+    ref = _sandbox_ref(box) if current and box is not None else None
+    if have is not None:
+        if ref is not None and have.annotations.get(ANN_SANDBOX) == ref:
+            return None
+        if have.status is Status.CREATING:
+            return "waits for its create to end"
+        steps: list[Step] = []
+        if have.status in (Status.RUNNING, Status.PAUSED):
+            steps.append(_stop(have, applied_container(have)))
+        steps.append(Delete(have.id))
+        return Action(Kind.DELETE, want.name,
+                      "its pod sandbox was replaced or stopped: it is made again in the new"
+                      " one", steps=tuple(steps), cause=Cause.SANDBOX_GONE)
+    if ref is None:
+        return "waits for its pod sandbox to run"
+    for before in info.before:
+        prior, prior_want = observed.get(before), desired.specs.get(before)
+        label = prior_want.pod.container if prior_want and prior_want.pod else before
+        if prior is None or prior.annotations.get(ANN_SANDBOX) != ref:
+            return f"waits for init container {label}"
+        if prior_want is not None and prior_want.pod is not None \
+                and prior_want.pod.role is pods.Role.SIDECAR:
+            if prior.status is not Status.RUNNING:
+                return f"waits for sidecar {label} to run"
+            continue
+        exit_ = history.get(before, History()).last_exit
+        if prior.status is not Status.STOPPED or exit_ is None:
+            return f"waits for init container {label} to complete"
+        if exit_.failed:
+            return f"waits: init container {label} failed ({_describe_exit(exit_)})"
+    return None
+
+
+def _converge(want: Desired, have: Observed | None, hist: History, *,
+              sandbox: Observed | None = None) -> Action | None:
     state = want.container.spec.state
     if have is None:
         if state is RunState.STOPPED:
             return None
         return _make(Kind.CREATE, want, None, hist, "in the manifests, not on the host",
-                     Cause.NOT_ON_HOST)
+                     Cause.NOT_ON_HOST, sandbox=sandbox)
     if state is RunState.STOPPED:  # never start anything: a changed or half-made one is
         if have.status is Status.STOPPED:  # recreated when it is started again
             return None
@@ -265,15 +380,17 @@ def _converge(want: Desired, have: Observed | None, hist: History) -> Action | N
                       steps=(_stop(have, want.container),), cause=Cause.RUN_STATE)
     if have.status in (Status.CREATING, Status.CREATED):
         return _make(Kind.RECREATE, want, have, hist, f"found half-made ({have.status.value})",
-                     Cause.HALF_MADE)
+                     Cause.HALF_MADE, sandbox=sandbox)
     if have.spec_hash != want.spec_hash:
-        return _make(Kind.RECREATE, want, have, hist, _changed(want, have), Cause.SPEC_CHANGED)
+        return _make(Kind.RECREATE, want, have, hist, _changed(want, have), Cause.SPEC_CHANGED,
+                     sandbox=sandbox)
     if have.status is Status.STOPPED:
-        return _exited(want, have, hist)
+        return _exited(want, have, hist, sandbox=sandbox)
     if hist.live_blocked is not None and hist.live_blocked == want.manifest_json \
             and have.applied != want.manifest_json:
         return _make(Kind.RECREATE, want, have, hist,
-                     "live change impossible in place: a new instance", Cause.LIVE_IMPOSSIBLE)
+                     "live change impossible in place: a new instance", Cause.LIVE_IMPOSSIBLE,
+                     sandbox=sandbox)
     update = _live_update(want, have)
     if update is not None:
         return update
@@ -287,7 +404,7 @@ def _converge(want: Desired, have: Observed | None, hist: History) -> Action | N
 
 
 def _make(kind: Kind, want: Desired, have: Observed | None, hist: History, reason: str,
-          cause: Cause) -> Action:
+          cause: Cause, *, sandbox: Observed | None = None) -> Action:
     """Steps that end with a running (or paused) instance of ``want``.
 
     A new revision gets the next generation; a restart, a start after a stop we made and
@@ -307,7 +424,8 @@ def _make(kind: Kind, want: Desired, have: Observed | None, hist: History, reaso
             steps.append(_stop(have, applied))
         steps.append(Delete(have.id, keep_logs=True))
     iid = instance_id(want.name, generation) if generation else want.name
-    steps += [Create(iid, generation, previous), Start(iid)]
+    join = (sandbox.id, sandbox.pid) if sandbox is not None and sandbox.pid else None
+    steps += [Create(iid, generation, previous, join=join), Start(iid)]
     if want.container.spec.state is RunState.PAUSED:
         steps.append(SetRunState(iid, RunState.PAUSED))
     return Action(kind, want.name, reason, want, steps=tuple(steps), cause=cause)
@@ -370,6 +488,9 @@ def _live_update(want: Desired, have: Observed) -> Action | None:
     old = applied_container(have)
     new = want.container
     steps: list[Step] = []
+    if (want.pod is not None and want.pod.role is pods.Role.SANDBOX
+            and _annotation(old, pods.ANN_VOLUMES) != _annotation(new, pods.ANN_VOLUMES)):
+        steps.append(SyncVolumes(have.id))
     if "mounts" in parts:
         steps.append(UpdateMounts(have.id, tuple(old.spec.mounts) if old else (),
                                   tuple(new.spec.mounts)))
@@ -386,13 +507,18 @@ def _live_update(want: Desired, have: Observed) -> Action | None:
                   patch=ops, steps=tuple(steps), cause=Cause.LIVE_CHANGE)
 
 
-def _exited(want: Desired, have: Observed, hist: History) -> Action | None:
+def _annotation(container: Container | None, key: str) -> str | None:
+    return container.metadata.annotations.get(key) if container is not None else None
+
+
+def _exited(want: Desired, have: Observed, hist: History, *,
+            sandbox: Observed | None = None) -> Action | None:
     spec = want.container.spec
     if spec.state is RunState.STOPPED:
         return None
     if hist.stopped_by_us:
         return _make(Kind.START, want, have, hist, f"desired state {spec.state.value}",
-                     Cause.RUN_STATE)
+                     Cause.RUN_STATE, sandbox=sandbox)
     exit_ = hist.last_exit
     policy = spec.restart_policy
     if policy is RestartPolicy.NEVER:
@@ -401,7 +527,7 @@ def _exited(want: Desired, have: Observed, hist: History) -> Action | None:
         return None
     code = "unknown status" if exit_ is None else _describe_exit(exit_)
     return _make(Kind.RESTART, want, have, hist,
-                 f"exited ({code}); restartPolicy {policy.value}", Cause.EXITED)
+                 f"exited ({code}); restartPolicy {policy.value}", Cause.EXITED, sandbox=sandbox)
 
 
 def _describe_exit(exit_: ExitStatus) -> str:

@@ -67,8 +67,10 @@ class Controller:
         metrics: DaemonMetrics | None = None,
         stats_reader: Callable[[str], tuple[Stats, Limits] | None] | None = None,
         cgroup_parent: str | None = None,
+        pods_dir: str = desired_mod.DEFAULT_PODS_DIR,
     ) -> None:
         self.runtime = runtime
+        self.pods_dir = pods_dir
         self.store = store
         self.resolver = resolver or Resolver(None, cgroup_parent=cgroup_parent or "/",
                                              max_age=resync / 2)
@@ -171,7 +173,8 @@ class Controller:
                 before = self.desired
                 was_down = before is not None and snap.source in before.unavailable
                 self.snapshots[snap.source] = snap
-                self.desired = desired_mod.build(self.snapshots, before)
+                self.desired = desired_mod.build(self.snapshots, before,
+                                                 pods_dir=self.pods_dir)
                 if not snap.available and not was_down:  # told once per outage
                     self.event(None, "SourceUnavailable", str(snap.reason), warning=True)
                 elif snap.available and was_down:

@@ -79,7 +79,7 @@ async def serve(
                          backoff=opts.backoff,
                          allow_empty=opts.allow_empty, resync=opts.resync,
                          stats_reader=lambda i: _cgroup_stats(runtime, i),
-                         cgroup_parent=parent)
+                         cgroup_parent=parent, pods_dir=paths.pods_dir(opts.state_dir))
         server = None
         if opts.metrics_addr:  # prometheus_client and the HTTP server only when asked for
             from reconciler.daemon.metrics import DaemonMetrics, MetricsServer

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from reconciler.core.history import History
+from reconciler.core.instance import ANN_POD, ANN_POD_CONTAINER, ANN_POD_ROLE
 from reconciler.core.observed import ExitStatus, Limits, Observed, Stats, Status
 from reconciler.core.planner import Kind, Plan
 from reconciler.daemon.status import history_to_json
@@ -142,6 +143,19 @@ def exit_text(e: ExitStatus) -> str:
     return e.text()
 
 
+def _pod_of(want: Desired | None, obs: Observed | None) -> dict[str, Any] | None:
+    """A pod unit's place: {pod, role, container, labels}; None for a ``kind: Container``."""
+    if want is not None and want.pod is not None:
+        return {"pod": want.pod.key, "role": want.pod.role.value,
+                "container": want.pod.container,
+                "labels": dict(want.container.metadata.labels)}
+    annotations = obs.annotations if obs is not None else {}
+    if not annotations.get(ANN_POD):
+        return None
+    return {"pod": annotations[ANN_POD], "role": annotations.get(ANN_POD_ROLE, ""),
+            "container": annotations.get(ANN_POD_CONTAINER, ""), "labels": {}}
+
+
 def status_document(view: ControllerView, clock: PhaseClock) -> dict[str, Any]:
     now = view.taken_at
     desired = view.desired
@@ -179,6 +193,7 @@ def status_document(view: ControllerView, clock: PhaseClock) -> dict[str, Any]:
             "created": obs.created if obs else None,
             "history": history_to_json(hist),
             "actual": view.actual.get(name),
+            "pod": _pod_of(want, obs),
         }
     return {
         "daemon": {

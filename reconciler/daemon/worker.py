@@ -275,6 +275,12 @@ class Worker:
                     ctl.event(name, reason, message)
                 obs = await ctl.read_state(name, step.instance)
                 await ctl.readback(name, step.instance, step.container, pid=obs.pid)
+            elif isinstance(step, planner.SyncVolumes):
+                assert action.desired is not None and action.desired.pod is not None
+                changed = await rt.sync_volumes(step.instance, action.desired.pod)
+                if changed:
+                    told.append(("VolumesUpdated", f"files of {', '.join(changed)} swapped"
+                                 " in place (..data)"))
             elif isinstance(step, planner.SetRunState):
                 if step.state is RunState.PAUSED:
                     await rt.pause(step.instance)

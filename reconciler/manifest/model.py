@@ -263,6 +263,9 @@ class Spec(_Model):
     host_network: bool = False
     read_only_root_filesystem: bool = False
     capabilities: Capabilities = Field(default_factory=Capabilities)
+    allow_privilege_escalation: bool = Field(
+        False, description="Let a process gain privileges (setuid binaries, file "
+                           "capabilities); false sets no_new_privs.")
     seccomp_profile: SeccompProfile | None = Field(
         None, description="The seccomp filter; unset means RuntimeDefault.")
 

@@ -103,5 +103,8 @@ class ImageDigests:
     def _hash(self, want: Desired, digest: str) -> str:
         key = (want.spec_hash, digest)
         if key not in self._hashes:
-            self._hashes[key] = model.spec_hash(want.container, extra={"image": digest})
+            extra = {"image": digest}
+            if want.pod is not None:  # a pod unit's hash also covers its pod's identity
+                extra.update(want.pod.hash_extra())
+            self._hashes[key] = model.spec_hash(want.container, extra=extra)
         return self._hashes[key]

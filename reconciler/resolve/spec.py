@@ -7,13 +7,19 @@ manifest (an image's config applied by Kubernetes' rules), its annotations and c
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reconciler import errors
+from reconciler.core import pods
 from reconciler.core.instance import (
     ANN_IMAGE_DIGEST,
     ANN_MANIFEST,
+    ANN_POD,
+    ANN_POD_CONTAINER,
+    ANN_POD_ROLE,
+    ANN_SANDBOX,
     ANN_SOURCE,
     ANN_SOURCE_ID,
     InstanceSpec,
@@ -40,9 +46,31 @@ class Resolver:
     async def instance(self, want: Desired, step: Create) -> InstanceSpec:
         """Pull per ``imagePullPolicy``, then the spec of the instance ``step`` makes."""
         spec_hash = await self.digests.resolve(want)
-        return await build(want, instance=step.instance, generation=step.generation,
+        made = await build(want, instance=step.instance, generation=step.generation,
                            previous=step.previous, spec_hash=spec_hash,
                            cgroup_parent=self.cgroup_parent, images=self.images)
+        if want.pod is None:
+            return made
+        return in_pod(made, want.pod, join=step.join, cgroup_parent=self.cgroup_parent)
+
+
+def in_pod(spec: InstanceSpec, info: pods.PodInfo, *, join: tuple[str, int] | None,
+           cgroup_parent: str) -> InstanceSpec:
+    """A pod unit's spec: its pod's annotations and cgroup, the sandbox's namespaces."""
+    annotations = {**spec.annotations, ANN_POD: info.key, ANN_POD_ROLE: info.role.value,
+                   ANN_POD_CONTAINER: info.container}
+    pid = None
+    if info.role is not pods.Role.SANDBOX:
+        if join is None:
+            raise errors.RuntimeFailure("its pod sandbox is not running",
+                                        container=spec.name)
+        annotations[ANN_SANDBOX] = f"{join[0]}@{join[1]}"
+        pid = join[1]
+    return replace(
+        spec, annotations=annotations, namespaces=info.namespaces(pid),
+        cgroup_path=f"{cgroup_parent.rstrip('/')}/{info.cgroup}/{spec.id}", pod=info,
+        run_as_non_root=info.run_as_non_root,
+    )
 
 
 async def build(

@@ -43,6 +43,7 @@ from reconciler.manifest import model
 from reconciler.runtime.types import MountChange
 
 if TYPE_CHECKING:
+    from reconciler.core.pods import PodInfo
     from reconciler.manifest.model import Container, Mount, Resources
 
 
@@ -57,6 +58,7 @@ class FakeRuntime:
         self._next_pid = 100
         self._failures: dict[str, errors.ReconcilerError] = {}
         self._exited: dict[str, anyio.Event] = {}
+        self.volumes: dict[str, PodInfo] = {}  # a pod sandbox's volumes, as last written
 
     # -- test controls -----------------------------------------------------------------------
 
@@ -116,6 +118,8 @@ class FakeRuntime:
             source_id=spec.annotations.get(ANN_SOURCE_ID),
         )
         self.containers[name] = obs
+        if spec.pod is not None:
+            self.volumes[spec.id] = spec.pod
         self.exits.pop(name, None)
         self._exited[name] = anyio.Event()
         res = spec.container.spec.resources
@@ -215,6 +219,12 @@ class FakeRuntime:
         if name not in self.exits:
             raise errors.ContainerNotFound("container does not exist", container=name)
         return self.exits[name]
+
+    async def sync_volumes(self, instance: str, pod: PodInfo) -> builtins.list[str]:
+        self._op("sync_volumes", instance)
+        self._get(instance)
+        self.volumes[instance] = pod
+        return [v.name for v in pod.volumes if v.kind == "files"]
 
     async def gc(self, known: Collection[str] | None = None) -> builtins.list[str]:
         return []

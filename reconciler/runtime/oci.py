@@ -92,6 +92,7 @@ def build_config(
     seccomp_root: str = seccomp.DEFAULT_ROOT,
     host_rlimits: Mapping[str, int] | None = None,
     entrypoint: Sequence[str] = (),
+    namespaces: Mapping[str, str | None] | None = None,
 ) -> Config:
     """The complete config.json of ``container``, as a new dict (``base`` is not changed).
 
@@ -101,21 +102,30 @@ def build_config(
     maps names such as ``RLIMIT_NOFILE`` to the host's hard limit (None: ask the host); no
     rlimit is raised above it, since runc cannot start a container that asks for more.
     ``entrypoint`` is an image's Entrypoint, which manifest ``args`` are appended to.
+    ``namespaces`` maps a namespace type to a path to join (a pod's sandbox's) or None
+    for the host's; the types it does not name stay the container's own.
     """
     spec = container.spec
+    pod_namespaces = dict(namespaces or {})
     config = copy.deepcopy(base) if base is not None else _defaults()
     config.setdefault("ociVersion", OCI_VERSION)
     process: Config = config.setdefault("process", {})
     linux: Config = config.setdefault("linux", {})
-    namespaces: list[Config] = linux.setdefault("namespaces", [])
+    own: list[Config] = linux.setdefault("namespaces", [])
 
     if spec.host_network:
-        namespaces[:] = [ns for ns in namespaces if ns.get("type") != "network"]
-    if spec.hostname is not None:
+        own[:] = [ns for ns in own if ns.get("type") != "network"]
+    for kind, path in pod_namespaces.items():
+        own[:] = [ns for ns in own if ns.get("type") != kind]
+        if path is not None:
+            own.append({"type": kind, "path": path})
+    if pod_namespaces.get("uts") is not None:
+        pass  # the sandbox set the pod's hostname in the namespace it holds
+    elif spec.hostname is not None:
         config["hostname"] = spec.hostname
-        if not _has_namespace(namespaces, "uts"):  # runc sets a hostname only in its own
-            namespaces.append({"type": "uts"})
-    elif not config.get("hostname") and _has_namespace(namespaces, "uts"):
+        if not _has_namespace(own, "uts"):  # runc sets a hostname only in its own
+            own.append({"type": "uts"})
+    elif not config.get("hostname") and _has_namespace(own, "uts"):
         config["hostname"] = container.name
 
     process["terminal"] = False
@@ -125,6 +135,8 @@ def build_config(
     if spec.user is not None:
         process["user"] = _user(spec.user)
     process.setdefault("user", {"uid": 0, "gid": 0})
+    if base is None or "allow_privilege_escalation" in spec.model_fields_set:
+        process["noNewPrivileges"] = not spec.allow_privilege_escalation
     caps = process.get("capabilities")
     if base is None or spec.capabilities.add or spec.capabilities.drop:
         process["capabilities"] = _capabilities(caps, spec.capabilities)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -26,12 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from reconciler import atomic, errors, proc
+from reconciler import atomic, errors, paths, proc
 from reconciler.core.instance import (
     ANN_GENERATION,
     ANN_MANAGED_BY,
     ANN_MANIFEST,
     ANN_NAME,
+    ANN_POD_ROLE,
     ANN_SOURCE,
     ANN_SOURCE_ID,
     ANN_SPEC_HASH,
@@ -51,11 +53,12 @@ from reconciler.core.observed import (
 )
 from reconciler.manifest import model, quantity
 from reconciler.paths import DEFAULT_RUNC_ROOT, DEFAULT_STATE_DIR, recorded_cgroup_parent
-from reconciler.runtime import cgroups, hostmount, oci, seccomp
+from reconciler.runtime import cgroups, hostmount, oci, seccomp, volumes
 from reconciler.runtime import depot as depots
 from reconciler.runtime.types import MountChange
 
 if TYPE_CHECKING:
+    from reconciler.core.pods import PodInfo
     from reconciler.manifest.model import Container, Mount, Resources
 
 log = logging.getLogger(__name__)
@@ -83,6 +86,7 @@ class RuncRuntime:
         first_list: proc.Spawned | None = None,
     ) -> None:
         self.state_dir = Path(state_dir).absolute()
+        self.pods_dir = Path(paths.pods_dir(self.state_dir))
         self.runc_root = Path(runc_root).absolute()
         parent = cgroup_parent or recorded_cgroup_parent(self.state_dir)
         self.cgroup_parent = "/" + parent.strip("/")
@@ -145,6 +149,8 @@ class RuncRuntime:
         started. The previous instance's log becomes this one's previous log."""
         iid = spec.id
         d = self.depot(iid)
+        if spec.pod is not None:
+            await anyio.to_thread.run_sync(functools.partial(self._pod_files, spec))
         if not Path(spec.lower).is_dir():
             what = "rootfs" if spec.container.spec.rootfs is not None else "root"
             raise errors.RootfsError(f"{what} {spec.lower} is not a directory",
@@ -162,7 +168,12 @@ class RuncRuntime:
             cgroups_path=spec.cgroup_path,
             base=dict(spec.base) if spec.base is not None else None,
             entrypoint=list(spec.entrypoint), seccomp_root=self.seccomp_root,
+            namespaces=spec.namespaces,
         )
+        if spec.run_as_non_root and config["process"]["user"].get("uid", 0) == 0:
+            raise errors.RuntimeFailure(
+                "runAsNonRoot: the container would run as root (uid 0); set runAsUser, or"
+                " use an image whose USER is not root", container=spec.name)
         await self._clear_leftovers(iid)
         try:
             d.exit_dir.mkdir(parents=True, exist_ok=True)
@@ -188,6 +199,18 @@ class RuncRuntime:
                         annotations=annotations, applied=annotations[ANN_MANIFEST],
                         instance=iid, generation=spec.generation,
                         source_id=annotations.get(ANN_SOURCE_ID))
+
+    @staticmethod
+    def _pod_files(spec: InstanceSpec) -> None:
+        """A pod's sandbox: the infra root and the pod's volumes; a pod container: the
+        sources of its mounts under the pod's directory."""
+        assert spec.pod is not None
+        if spec.pod.role.value == "sandbox":
+            volumes.infra(spec.lower, container=spec.name)
+            volumes.prepare(spec.pod, container=spec.name)
+        else:
+            volumes.sources(spec.pod, (getattr(m, "source", "") for m in
+                                       spec.container.spec.mounts))
 
     async def start(self, instance: str) -> None:
         try:
@@ -545,8 +568,34 @@ class RuncRuntime:
         return data
 
     async def delete(self, name: str, *, keep_logs: bool = False) -> None:
-        """Stop hard and remove everything: runc state, cgroup, overlay, depot dir."""
+        """Stop hard and remove everything: runc state, cgroup, overlay, depot dir; a pod's
+        sandbox (not kept for a restart) also its pod's volumes and cgroup."""
+        pod = None if keep_logs else self._sandbox_of(name)
         await self._teardown(name, keep_logs=keep_logs)
+        if pod is not None:
+            self._remove_pod(*pod)
+
+    def _sandbox_of(self, instance: str) -> tuple[str, str] | None:
+        """(unit name, pod cgroup) of a pod's sandbox instance; None for anything else."""
+        try:
+            config = json.loads(self.depot(instance).config.read_text())
+            annotations = config.get("annotations") or {}
+            cgroup = str(config["linux"]["cgroupsPath"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+        if annotations.get(ANN_POD_ROLE) != "sandbox":
+            return None
+        return str(annotations.get(ANN_NAME) or split_id(instance)[0]), cgroup.rsplit("/", 1)[0]
+
+    def _remove_pod(self, unit: str, cgroup: str) -> None:
+        volumes.remove(self.pods_dir / unit)
+        if cgroup.startswith(self.cgroup_parent + "/"):
+            cgroups.Cgroup(cgroup).remove()
+
+    async def sync_volumes(self, instance: str, pod: PodInfo) -> builtins.list[str]:
+        """A pod's projected files written anew (a ConfigMap or Secret changed)."""
+        return await anyio.to_thread.run_sync(
+            functools.partial(volumes.sync, pod, container=split_id(instance)[0]))
 
     async def _teardown(self, name: str, *, keep_logs: bool) -> None:
         d = self.depot(name)
@@ -620,6 +669,12 @@ class RuncRuntime:
                         log.warning("cannot clear the leftovers of %s: %s (left as they are;"
                                     " tried again at the next start)", entry.name, exc)
                         continue
+                    removed.append(entry.name)
+        units = {split_id(i)[0] for i in known}
+        if self.pods_dir.is_dir():  # a pod deleted while the daemon was down, half-way
+            for entry in sorted(self.pods_dir.iterdir()):
+                if entry.name != "infra" and entry.name not in units:
+                    self._remove_pod(entry.name, f"{self.cgroup_parent}/{entry.name}.pod")
                     removed.append(entry.name)
         return removed
 

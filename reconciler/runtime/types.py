@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from reconciler.core.instance import InstanceSpec
     from reconciler.core.observed import ExitStatus, Limits, MountInfo, Observed
+    from reconciler.core.pods import PodInfo
     from reconciler.manifest.model import Container, Mount, Resources
 
 MountChange = tuple[str, str]  # (event reason, destination): ("MountAdded", "/data")
@@ -67,6 +68,10 @@ class Runtime(Protocol):
 
     async def mounts(self, instance: str, *, pid: int | None = None
                      ) -> builtins.list[MountInfo]: ...
+
+    async def sync_volumes(self, instance: str, pod: PodInfo) -> builtins.list[str]:
+        """Write a pod's projected files anew in place (its sandbox ``instance``); the
+        volumes that changed."""
 
     async def gc(self, known: Collection[str] | None = None) -> builtins.list[str]:
         """Remove crash leftovers (depots no instance owns); the ids cleared. ``known``:

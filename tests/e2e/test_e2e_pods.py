@@ -1,0 +1,157 @@
+"""Kubernetes v1 Pods end to end: the real daemon, runc, conmon and catatonit.
+
+A two-container Pod with an init container and a ConfigMap, from one multi-document
+file: the init step runs first, the client reaches the server on 127.0.0.1 inside the
+pod's own network namespace (nothing leaves it), a ConfigMap change reaches the running
+pod's files without a restart, a changed command recreates that container alone, and a
+deleted file leaves nothing behind. Units are read from runc itself (``runc list``) and
+from /proc, not from our status.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from .harness import (
+    E2E,
+    current_entries,
+    mounts_under,
+    pid_alive,
+    runc_list,
+    skip_without,
+    wait_until,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+MKIMAGE = REPO / "deploy" / "mkimage-busybox.sh"
+IMAGE = "busybox:1.36"
+
+pytestmark = [skip_without("umoci", "skopeo", "catatonit")]
+
+
+@pytest.fixture(scope="session")
+def busybox_layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    layout = tmp_path_factory.mktemp("pod-image") / "layout"
+    subprocess.run([str(MKIMAGE), str(layout)], check=True, capture_output=True)
+    return layout
+
+
+@pytest.fixture
+def world(e2e: E2E, busybox_layout: Path) -> Iterator[E2E]:
+    """An e2e world whose image store has ``busybox:1.36``."""
+    subprocess.run([sys.executable, "-m", "reconciler", "image", "import", "--state-dir",
+                    str(e2e.state_dir), f"oci:{busybox_layout}:busybox:latest", IMAGE],
+                   check=True, capture_output=True)
+    yield e2e
+
+
+def pod_file(*, content: str = "hello v1", client_sleep: str = "0.2") -> str:
+    config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "web-content"},
+              "data": {"index.html": f"{content}\n"}}
+    pod = {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "web", "labels": {"app": "web"}},
+        "spec": {
+            "terminationGracePeriodSeconds": 3,
+            "initContainers": [{
+                "name": "prepare", "image": IMAGE, "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", "cat /proc/sys/kernel/random/uuid > /work/prepared"],
+                "volumeMounts": [{"name": "work", "mountPath": "/work"}],
+            }],
+            "containers": [
+                {"name": "server", "image": IMAGE, "imagePullPolicy": "IfNotPresent",
+                 "command": ["httpd", "-f", "-p", "127.0.0.1:8080", "-h", "/www"],
+                 "volumeMounts": [{"name": "content", "mountPath": "/www"}]},
+                {"name": "client", "image": IMAGE, "imagePullPolicy": "IfNotPresent",
+                 "command": ["sh", "-c",
+                             "trap 'exit 0' TERM; while true; do wget -q -O /work/got.tmp"
+                             " http://127.0.0.1:8080/index.html && mv /work/got.tmp /work/got;"
+                             f" sleep {client_sleep}; done"],
+                 "volumeMounts": [{"name": "work", "mountPath": "/work"}]},
+            ],
+            "volumes": [{"name": "content", "configMap": {"name": "web-content"}},
+                        {"name": "work", "emptyDir": {}}],
+        },
+    }
+    return yaml.safe_dump_all([config, pod], sort_keys=False)
+
+
+def units(e2e: E2E) -> dict[str, dict[str, Any]]:
+    """Unit name -> its current runc entry."""
+    return current_entries(runc_list(e2e.runc_root))
+
+
+def running(e2e: E2E, *names: str) -> dict[str, dict[str, Any]] | None:
+    found = units(e2e)
+    if all(found.get(n, {}).get("status") == "running" for n in names):
+        return found
+    return None
+
+
+def work(e2e: E2E, name: str) -> str | None:
+    path = e2e.state_dir / "pods" / "default_web" / "volumes" / "work" / name
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
+def test_two_container_pod_with_init_and_configmap(world: E2E) -> None:
+    e2e = world
+    e2e.write("web.yaml", pod_file())
+    e2e.start("--allow-empty")
+    apps = ("default_web", "default_web_server", "default_web_client")
+    found = wait_until(lambda: running(e2e, *apps), 30, what="the pod running")
+    init = found["default_web_prepare"]
+    assert init["status"] == "stopped"  # ran to completion before the others
+    prepared = work(e2e, "prepared")
+    assert prepared and len(prepared.strip()) == 36
+    server_pid, client_pid = found["default_web_server"]["pid"], found["default_web_client"]["pid"]
+    box_pid = found["default_web"]["pid"]
+    # one network, IPC and UTS namespace for the pod: the sandbox's
+    for kind in ("net", "ipc", "uts"):
+        box_ns = os.readlink(f"/proc/{box_pid}/ns/{kind}")
+        assert os.readlink(f"/proc/{server_pid}/ns/{kind}") == box_ns
+        assert os.readlink(f"/proc/{client_pid}/ns/{kind}") == box_ns
+        assert box_ns != os.readlink(f"/proc/self/ns/{kind}")
+    assert os.readlink(f"/proc/{server_pid}/ns/pid") != os.readlink(f"/proc/{box_pid}/ns/pid")
+    assert Path(f"/proc/{box_pid}/comm").read_text().strip() == "catatonit"
+    # the client reaches the server over the pod's loopback
+    wait_until(lambda: work(e2e, "got") == "hello v1\n", 15, what="the client's fetch")
+
+    # a ConfigMap change: the files swap in place, nothing restarts
+    e2e.write("web.yaml", pod_file(content="hello v2"))
+    wait_until(lambda: work(e2e, "got") == "hello v2\n", 15, what="the new content served")
+    now = units(e2e)
+    assert now["default_web_server"]["pid"] == server_pid
+    assert now["default_web_client"]["pid"] == client_pid
+    assert now["default_web"]["pid"] == box_pid
+
+    # the client's command changes: the client alone is made again, in the same sandbox
+    e2e.write("web.yaml", pod_file(content="hello v2", client_sleep="0.3"))
+    found = wait_until(
+        lambda: (u := running(e2e, *apps)) and u["default_web_client"]["pid"] != client_pid
+        and u, 20, what="a new client")
+    assert found["default_web_server"]["pid"] == server_pid
+    assert found["default_web"]["pid"] == box_pid
+    new_client = found["default_web_client"]["pid"]
+    assert os.readlink(f"/proc/{new_client}/ns/net") == os.readlink(f"/proc/{box_pid}/ns/net")
+    assert work(e2e, "prepared") == prepared  # the init step did not run again
+
+    # the file goes: every unit, mount, volume dir, cgroup and the infra process go
+    (e2e.manifests / "web.yaml").unlink()
+    wait_until(lambda: not units(e2e), 20, what="the pod gone")
+    assert not pid_alive(box_pid)
+    assert not (e2e.state_dir / "pods" / "default_web").exists()
+    assert not [m for m in mounts_under(e2e.state_dir) if "/pods/" in m]
+    assert not list((e2e.state_dir / "containers").glob("default_web*"))
+    parent = e2e.sandbox.cgroup_parent.strip("/")
+    assert not list(Path("/sys/fs/cgroup/pids", parent).glob("default_web*"))
