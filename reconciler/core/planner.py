@@ -104,6 +104,7 @@ class Stop:
     instance: str
     signal: str
     grace: float
+    pre_stop: tuple[str, ...] = ()  # run inside first, within the grace period
 
 
 @dataclass(frozen=True)
@@ -457,7 +458,8 @@ def _stop(have: Observed, container: Container | None) -> Stop:
     spec = container.spec if container is not None else None
     sig = have.annotations.get(ANN_STOP_SIGNAL) or (spec.stop_signal if spec else "SIGTERM")
     grace = spec.termination_grace_period_seconds if spec else 10
-    return Stop(have.id, sig, float(grace))
+    pre_stop = tuple(spec.pre_stop) if spec is not None and spec.pre_stop else ()
+    return Stop(have.id, sig, float(grace), pre_stop)
 
 
 def applied_container(have: Observed) -> Container | None:

@@ -89,6 +89,7 @@ class PodInfo:
     volumes: tuple[PodVolume, ...] = ()  # the sandbox's only
     run_as_non_root: bool = False
     identity: str = ""  # pod_identity: in every unit's spec hash
+    sysctls: tuple[tuple[str, str], ...] = ()  # the sandbox's: set in the pod's namespaces
 
     def hash_extra(self) -> dict[str, str]:
         """What a unit's spec hash covers beyond its container (``model.spec_hash``)."""
@@ -187,7 +188,8 @@ def expand(pod: kube.Pod, *, config: ConfigObjects, pods_dir: str) -> list[Unit]
         if role is not Role.APP:
             order.append(name)
     box = _validated(_sandbox_doc(pod, volumes, directory), where="sandbox")
-    info = PodInfo(role=Role.SANDBOX, container="", volumes=volumes,
+    sysctls = tuple((s.name, s.value) for s in sc.sysctls)
+    info = PodInfo(role=Role.SANDBOX, container="", volumes=volumes, sysctls=sysctls,
                    **shared)
     units.insert(0, Unit(sandbox, box, model.spec_hash(box, extra={"pod": identity}), info))
     return units
@@ -269,6 +271,7 @@ def _container_doc(pod: kube.Pod, c: kube.KubeContainer, *, role: Role, where: s
     """Our ``kind: Container`` document for one container of ``pod``."""
     psc = pod.spec.security_context
     sc = c.security_context
+    _refuse_unsupported(pod, c, where=where)
     env = _env(pod, c, lookup=lookup, where=where)
     spec: dict[str, Any] = {
         "image": c.image,
@@ -284,6 +287,8 @@ def _container_doc(pod: kube.Pod, c: kube.KubeContainer, *, role: Role, where: s
         spec["args"] = [_expand(a, env) for a in c.args]
     if c.working_dir is not None:
         spec["workingDir"] = c.working_dir
+    if c.lifecycle is not None and c.lifecycle.pre_stop is not None:
+        spec["preStop"] = list(c.lifecycle.pre_stop.exec.command)
     uid, gid = _pick(sc, psc, "run_as_user"), _pick(sc, psc, "run_as_group")
     groups = [*psc.supplemental_groups, *([psc.fs_group] if psc.fs_group is not None else [])]
     if uid is not None or gid is not None or groups:
@@ -317,6 +322,24 @@ def _container_doc(pod: kube.Pod, c: kube.KubeContainer, *, role: Role, where: s
                      "annotations": dict(pod.metadata.annotations)},
         "spec": spec,
     }
+
+
+def _refuse_unsupported(pod: kube.Pod, c: kube.KubeContainer, *, where: str) -> None:
+    """Values the schema accepts that this version cannot honour: said, never ignored."""
+    if c.tty or c.stdin:
+        field = "tty" if c.tty else "stdin"
+        raise PodError(f"{where}.{field}", f"{field}: true is not supported yet (containers"
+                                           " run detached; use reconciler exec -it)")
+    if c.termination_message_path != "/dev/termination-log" \
+            or c.termination_message_policy != "File":
+        raise PodError(f"{where}.terminationMessagePath",
+                       "only the default terminationMessagePath (/dev/termination-log, policy"
+                       " File) is accepted: termination messages are not collected yet")
+    for i, port in enumerate(c.ports):
+        if port.host_port is not None and not pod.spec.host_network:
+            raise PodError(f"{where}.ports[{i}].hostPort",
+                           "hostPort without hostNetwork is not supported yet (pods have no"
+                           " network of their own to publish from)")
 
 
 def _sandbox_doc(pod: kube.Pod, volumes: Sequence[PodVolume], directory: str

@@ -297,18 +297,42 @@ class Worker:
         if action.kind in _DONE_EVENT:
             ctl.event(name, _DONE_EVENT[action.kind], action.reason)
 
+    async def _pre_stop(self, step: planner.Stop) -> float:
+        """Run the preStop hook within the grace period; the grace left for the signal."""
+        started = anyio.current_time()
+        what = " ".join(step.pre_stop)
+        try:
+            with anyio.fail_after(step.grace):
+                result = await self.ctl.runtime.exec(step.instance, step.pre_stop,
+                                                     timeout=step.grace + 1)
+            if result.exit_code != 0:
+                tail = result.stderr.decode(errors="replace").strip()[-200:]
+                self.ctl.event(self.name, "FailedPreStopHook",
+                               f"{what}: exit {result.exit_code}{': ' + tail if tail else ''}",
+                               warning=True)
+        except TimeoutError:
+            self.ctl.event(self.name, "FailedPreStopHook",
+                           f"{what}: still running after the grace period", warning=True)
+        except errors.RuntimeFailure as exc:
+            self.ctl.event(self.name, "FailedPreStopHook", f"{what}: {exc}", warning=True)
+        left = step.grace - (anyio.current_time() - started)
+        return max(left, PRE_STOP_MIN_GRACE)
+
     async def _stop(self, step: planner.Stop) -> ExitStatus | None:
         """Stop signal, the grace period (no slot held), then SIGKILL to every process."""
         rt = self.ctl.runtime
         self.unwatch(step.instance)
-        with contextlib.suppress(errors.RuncError):
-            await rt.signal(step.instance, step.signal)
         self.in_grace = True
         if not self.ctl.ready.is_set():
             self.ctl.kick()  # readiness does not wait out grace periods
         self.ctl.slots.release()  # nor does anyone else: the slot is free meanwhile
+        grace = step.grace
         try:
-            with anyio.move_on_after(step.grace):
+            if step.pre_stop:  # the kubelet's order: the hook, then the signal
+                grace = await self._pre_stop(step)
+            with contextlib.suppress(errors.RuncError):
+                await rt.signal(step.instance, step.signal)
+            with anyio.move_on_after(grace):
                 return await rt.wait_exit(step.instance)
         except errors.RuntimeFailure:
             return None
@@ -317,13 +341,16 @@ class Worker:
             with anyio.CancelScope(shield=True):
                 await self.ctl.slots.acquire()
         log.info("instance %s ignored %s for %gs; sending SIGKILL", step.instance,
-                 step.signal, step.grace)
+                 step.signal, grace)
         with contextlib.suppress(errors.RuncError):
             await rt.signal(step.instance, "SIGKILL", every=True)
         try:
             return await rt.wait_exit(step.instance)
         except errors.RuntimeFailure:
             return None
+
+
+PRE_STOP_MIN_GRACE = 2.0  # seconds the signal still gets after a slow hook (the kubelet's)
 
 
 def _resources_text(before: Resources | None, after: Resources, limits: Limits) -> str:

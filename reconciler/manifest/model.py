@@ -259,6 +259,9 @@ class Spec(_Model):
     restart_policy: Annotated[RestartPolicy, _Lax] = RestartPolicy.ALWAYS
     state: Annotated[RunState, _Lax] = RunState.RUNNING
     stop_signal: Annotated[str, pydantic.AfterValidator(_signal)] = "SIGTERM"
+    pre_stop: list[str] | None = Field(
+        None, description="A command run inside the container before its stop signal, "
+                          "within the grace period (Kubernetes' lifecycle.preStop.exec).")
     termination_grace_period_seconds: int = Field(10, ge=0, le=3600)
     host_network: bool = False
     read_only_root_filesystem: bool = False

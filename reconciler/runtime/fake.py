@@ -58,6 +58,7 @@ class FakeRuntime:
         self._next_pid = 100
         self._failures: dict[str, errors.ReconcilerError] = {}
         self._exited: dict[str, anyio.Event] = {}
+        self.execs: builtins.list[tuple[str, tuple[str, ...]]] = []  # (instance, argv)
         self.volumes: dict[str, PodInfo] = {}  # a pod sandbox's volumes, as last written
 
     # -- test controls -----------------------------------------------------------------------
@@ -196,11 +197,6 @@ class FakeRuntime:
         name = self._get(instance).name
         return self.limits_.get(name, Limits(None, None, None, None))
 
-    async def exec(self, name: str, argv: Sequence[str], *, stdin: bytes | None = None,
-                   timeout: float = 30) -> ExecResult:
-        self._op("exec", name)
-        return ExecResult(exit_code=0, stdout=b"", stderr=b"")
-
     async def pids(self, name: str) -> builtins.list[int]:
         obs = self._get(name)
         return [obs.pid] if obs.pid else []
@@ -219,6 +215,14 @@ class FakeRuntime:
         if name not in self.exits:
             raise errors.ContainerNotFound("container does not exist", container=name)
         return self.exits[name]
+
+    async def exec(self, instance: str, argv: Sequence[str], *, stdin: bytes | None = None,
+                   timeout: float = 30) -> ExecResult:
+        self._op("exec", instance)
+        self.execs.append((instance, tuple(argv)))
+        if self._get(instance).status is not Status.RUNNING:
+            raise errors.RuncError("cannot exec in a stopped container", container=instance)
+        return ExecResult(exit_code=0, stdout=b"", stderr=b"")
 
     async def sync_volumes(self, instance: str, pod: PodInfo) -> builtins.list[str]:
         self._op("sync_volumes", instance)

@@ -170,6 +170,8 @@ class RuncRuntime:
             entrypoint=list(spec.entrypoint), seccomp_root=self.seccomp_root,
             namespaces=spec.namespaces,
         )
+        if spec.pod is not None and spec.pod.sysctls and spec.pod.role.value == "sandbox":
+            config["linux"]["sysctl"] = dict(spec.pod.sysctls)  # in the namespaces it holds
         if spec.run_as_non_root and config["process"]["user"].get("uid", 0) == 0:
             raise errors.RuntimeFailure(
                 "runAsNonRoot: the container would run as root (uid 0); set runAsUser, or"

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from reconciler.core.instance import InstanceSpec
-    from reconciler.core.observed import ExitStatus, Limits, MountInfo, Observed
+    from reconciler.core.observed import ExecResult, ExitStatus, Limits, MountInfo, Observed
     from reconciler.core.pods import PodInfo
     from reconciler.manifest.model import Container, Mount, Resources
 
@@ -34,6 +34,11 @@ class Runtime(Protocol):
         """Our instances only (our runc root, our annotation)."""
 
     async def state(self, instance: str) -> Observed: ...
+
+    async def exec(self, instance: str, argv: Sequence[str], *, stdin: bytes | None = None,
+                   timeout: float = 30) -> ExecResult:
+        """Run ``argv`` in the running instance (its namespaces, cgroup, capabilities,
+        seccomp): a preStop hook."""
 
     async def signal(self, instance: str, sig: str, *, every: bool = False) -> None:
         """Send ``sig`` to the init (``every``: to every process); thaws a paused one

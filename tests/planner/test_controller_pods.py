@@ -207,3 +207,20 @@ async def test_missing_configmap_is_a_problem_until_it_comes(tmp_path: Path) -> 
         await until(lambda: running(d, SERVER) and running(d, CLIENT))
         with anyio.fail_after(1):
             await d.settled()
+
+
+async def test_pre_stop_hook_runs_inside_before_the_signal(tmp_path: Path) -> None:
+    async with daemon(tmp_path, allow_empty=True, resolver=resolver()) as d:
+        docs = list(yaml.safe_load_all(pod(init=False)))
+        docs[1]["spec"]["containers"][0]["lifecycle"] = {
+            "preStop": {"exec": {"command": ["/bin/sh", "-c", "nginx -s quit"]}}}
+        write(d, yaml.safe_dump_all(docs))
+        await d.scan()
+        await until(lambda: running(d, SERVER))
+        server = d.fake.containers[SERVER].id
+        (d.manifests / "web.yaml").unlink()
+        await d.scan()
+        await until(lambda: not d.fake.containers)
+        assert d.fake.execs == [(server, ("/bin/sh", "-c", "nginx -s quit"))]
+        ops = [(op, n) for op, n in d.fake.calls if n in (SERVER, server)]
+        assert ops.index(("exec", server)) < ops.index(("stop", SERVER))
