@@ -32,6 +32,7 @@ ANN_SPEC_HASH = "io.reconciler.spec-hash"
 ANN_MANIFEST = "io.reconciler.manifest"  # the manifest applied at create (JSON)
 ANN_IMAGE_DIGEST = "io.reconciler.image-digest"  # manifest digest of an image: container
 ANN_STOP_SIGNAL = "io.reconciler.stop-signal"  # the effective one (an image may set it)
+ANN_RUNTIME_CLASS = "io.reconciler.runtime-class"  # another OCI runtime than runc (runsc)
 # A Kubernetes v1 Pod's instances (core.pods): the pod (namespace/name), the role in it,
 # the container's name in the pod, and the sandbox instance and PID it joined.
 ANN_POD = "io.reconciler.pod"
@@ -80,3 +81,4 @@ class InstanceSpec:
     namespaces: Mapping[str, str | None] = field(default_factory=dict)
     pod: PodInfo | None = None  # a pod's sandbox: its volumes are made with it
     run_as_non_root: bool = False  # refuse to start as uid 0 (checked on the effective user)
+    runtime_class: str | None = None  # runtimeClassName: another OCI runtime than runc

@@ -171,6 +171,12 @@ def expand(pod: kube.Pod, *, config: ConfigObjects, pods_dir: str) -> list[Unit]
         role = Role.SIDECAR if c.restart_policy == "Always" else Role.INIT
         members.append((role, c, f"spec.initContainers[{i}]"))
     members += [(Role.APP, c, f"spec.containers[{i}]") for i, c in enumerate(spec.containers)]
+    if spec.runtime_class_name and sum(r is not Role.INIT for r, _, _ in members) > 1:
+        raise PodError("spec.runtimeClassName",
+                       f"runtimeClassName {spec.runtime_class_name}: a pod with more than one"
+                       " long-running container is not supported yet under another runtime"
+                       " (each container is a sandbox of its own there, without the pod's"
+                       " loopback); init containers are fine")
     docs = []
     for role, c, where in members:
         docs.append((role, c, _container_doc(pod, c, role=role, where=where, lookup=lookup,

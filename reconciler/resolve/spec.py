@@ -70,6 +70,7 @@ def in_pod(spec: InstanceSpec, info: pods.PodInfo, *, join: tuple[str, int] | No
         spec, annotations=annotations, namespaces=info.namespaces(pid),
         cgroup_path=f"{cgroup_parent.rstrip('/')}/{info.cgroup}/{spec.id}", pod=info,
         run_as_non_root=info.run_as_non_root,
+        runtime_class=info.runtime_class if info.role is not pods.Role.SANDBOX else None,
     )
 
 

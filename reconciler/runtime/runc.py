@@ -12,6 +12,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import functools
+import glob
 import json
 import logging
 import os
@@ -34,6 +35,7 @@ from reconciler.core.instance import (
     ANN_MANIFEST,
     ANN_NAME,
     ANN_POD_ROLE,
+    ANN_RUNTIME_CLASS,
     ANN_SOURCE,
     ANN_SOURCE_ID,
     ANN_SPEC_HASH,
@@ -84,6 +86,7 @@ class RuncRuntime:
         log_size_max: int = 10 << 20,
         seccomp_root: str = seccomp.DEFAULT_ROOT,
         first_list: proc.Spawned | None = None,
+        runtime_classes: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.state_dir = Path(state_dir).absolute()
         self.pods_dir = Path(paths.pods_dir(self.state_dir))
@@ -98,6 +101,13 @@ class RuncRuntime:
         # A `runc list` the daemon started before its imports (cli.daemon.cmd_run): the
         # first list() takes its answer, if it asked this runc about this root.
         self._first_list = first_list
+        # runtimeClassName -> another OCI runtime (argv: binary and global flags), each
+        # with a root of its own beside runc's; "" is runc itself.
+        classes = dict(DEFAULT_CLASSES if runtime_classes is None else runtime_classes)
+        self.classes = {"": _Class("", self.runc, (), self.runc_root)}
+        for cls, argv in classes.items():
+            self.classes[cls] = _Class(cls, shutil.which(argv[0]) or argv[0], tuple(argv[1:]),
+                                       Path(f"{self.runc_root}.{cls}"))
         # What create knew of the instances this runtime made, until their teardown: so
         # start and the read-backs need not parse the config.json create just wrote.
         self._made: dict[str, _Made] = {}
@@ -133,14 +143,42 @@ class RuncRuntime:
             return None
         return cgroups.Cgroup(str(path))
 
-    def _runc(self, *args: str) -> builtins.list[str]:
-        return [self.runc, f"--root={self.runc_root}", *args]
+    def _runc(self, *args: str, instance: str | None = None) -> builtins.list[str]:
+        """The argv of an OCI runtime call: runc, or the runtime ``instance`` runs under."""
+        cls = self._class_of(instance) if instance is not None else self.classes[""]
+        return cls.argv(*args)
 
     async def _call(self, *args: str, name: str | None, timeout: float | None = None,
                     input: bytes | None = None) -> bytes:  # noqa: A002
-        result = await proc.run(self._runc(*args), timeout=timeout or self.timeout,
-                                container=name, input=input)
+        result = await proc.run(self._runc(*args, instance=name),
+                                timeout=timeout or self.timeout, container=name, input=input)
         return result.stdout
+
+    def _class_of(self, instance: str) -> _Class:
+        """The runtime class an instance was made with: as create recorded it, else as its
+        config.json says (an adopted instance); runc when neither knows."""
+        made = self._made.get(instance)
+        name = made.runtime_class if made is not None else None
+        if name is None:
+            try:
+                config = json.loads(self.depot(instance).config.read_text())
+                name = str((config.get("annotations") or {}).get(ANN_RUNTIME_CLASS, ""))
+            except (OSError, ValueError, AttributeError):
+                name = ""
+        return self.classes.get(name) or self.classes[""]
+
+    def _class_for(self, spec: InstanceSpec) -> _Class:
+        name = spec.runtime_class or ""
+        cls = self.classes.get(name)
+        if cls is None:
+            known = ", ".join(sorted(c for c in self.classes if c)) or "none"
+            raise errors.RuntimeFailure(
+                f"runtimeClassName {name!r} is not one this daemon knows (it knows: runc"
+                f" by default, and {known}; see --runtime-class)", container=spec.name)
+        if cls.name and not os.access(cls.binary, os.X_OK):
+            raise errors.RuntimeFailure(
+                f"runtimeClassName {name!r}: {cls.binary} is not installed", container=spec.name)
+        return cls
 
     # -- create ----------------------------------------------------------------------------
 
@@ -155,8 +193,10 @@ class RuncRuntime:
             what = "rootfs" if spec.container.spec.rootfs is not None else "root"
             raise errors.RootfsError(f"{what} {spec.lower} is not a directory",
                                      container=spec.name)
+        cls = self._class_for(spec)
         annotations = {
             **spec.annotations,
+            **({ANN_RUNTIME_CLASS: cls.name} if cls.name else {}),
             ANN_MANAGED_BY: MANAGED_BY,
             ANN_NAME: spec.name,
             ANN_GENERATION: str(spec.generation),
@@ -189,8 +229,9 @@ class RuncRuntime:
             depots.write_json_atomic(d.config, config)
             d.applied.write_text(annotations[ANN_MANIFEST])
             log.debug("conmon for %s", iid, extra={"stage": "conmon", "object": spec.name})
-            pid = await self._conmon_create(iid, d)
-            self._made[iid] = _Made(pid, spec.cgroup_path, hooks=bool(config.get("hooks")))
+            pid = await self._conmon_create(iid, d, cls)
+            self._made[iid] = _Made(pid, spec.cgroup_path, hooks=bool(config.get("hooks")),
+                                    runtime_class=cls.name)
             log.debug("created %s", iid, extra={"stage": "created", "object": spec.name})
         except BaseException:
             with anyio.CancelScope(shield=True):
@@ -300,18 +341,20 @@ class RuncRuntime:
             os.replace(old.log, d.previous_log)
         shutil.rmtree(old.root, ignore_errors=True)
 
-    async def _conmon_create(self, name: str, d: depots.Depot) -> int:
+    async def _conmon_create(self, name: str, d: depots.Depot, cls: _Class) -> int:
         """conmon runs ``runc create``; its sync pipe answers with the PID or runc's error."""
         r, w = os.pipe()
+        runtime_args = [a for arg in (f"--root={cls.root}", *cls.args)
+                        for a in ("--runtime-arg", arg)]
         os.set_blocking(r, False)
         argv = [
             self.conmon, "--api-version", "1", "-c", name, "-u", name, "-n", name,
-            "-r", self.runc, "-b", str(d.bundle), "-p", str(d.pidfile),
+            "-r", cls.binary, "-b", str(d.bundle), "-p", str(d.pidfile),
             "--conmon-pidfile", str(d.conmon_pidfile), "--exit-dir", str(d.exit_dir),
             "-l", f"k8s-file:{d.log}", "--log-size-max", str(self.log_size_max),
             "--socket-dir-path", str(d.bundle), "--full-attach", "--syslog",
             "--persist-dir", str(d.bundle),  # conmon drops its `oom` marker here
-            "--log-level", "error", "--runtime-arg", f"--root={self.runc_root}",
+            "--log-level", "error", *runtime_args,
         ]
         try:
             with anyio.fail_after(self.timeout):
@@ -361,14 +404,27 @@ class RuncRuntime:
             if list(early.argv) == self.list_argv():
                 result = await proc.finish(early, timeout=self.timeout)
                 if result.returncode == 0:
-                    return self._listed(result.stdout)
+                    return [*self._listed(result.stdout), *await self._list_classes()]
             else:
                 proc.discard(early)  # it asked about something else
-        if not self.runc_root.exists():
+        found = await self._list_one(self.classes[""])
+        return sorted([*found, *await self._list_classes()],
+                      key=lambda o: (o.name, o.generation))
+
+    async def _list_classes(self) -> builtins.list[Observed]:
+        found: builtins.list[Observed] = []
+        for cls in self.classes.values():
+            if cls.name:
+                found += await self._list_one(cls)
+        return found
+
+    async def _list_one(self, cls: _Class) -> builtins.list[Observed]:
+        if not cls.root.exists():
             return []
         for attempt in range(5):
             try:
-                out = await self._call("list", "--format", "json", name=None)
+                result = await proc.run(cls.argv("list", "--format", "json"),
+                                        timeout=self.timeout, container=None)
                 break
             except errors.RuncError as exc:
                 # runc fails the whole listing when a container is removed while it lists
@@ -376,7 +432,7 @@ class RuncRuntime:
                 if attempt == 4 or "no such file or directory" not in exc.detail:
                     raise
                 await anyio.sleep(0.01)
-        return self._listed(out)
+        return self._listed(result.stdout)
 
     def _listed(self, out: bytes) -> builtins.list[Observed]:
         entries: builtins.list[dict[str, Any]] = json.loads(out or b"null") or []
@@ -538,7 +594,7 @@ class RuncRuntime:
         if obs.status is not Status.RUNNING:
             raise errors.RuncError(f"cannot exec in a {obs.status.value} container",
                                    container=name)
-        result = await proc.run(self._runc("exec", name, *argv), timeout=timeout,
+        result = await proc.run(self._runc("exec", name, *argv, instance=name), timeout=timeout,
                                 container=name, input=stdin, check=False)
         return ExecResult(exit_code=result.returncode, stdout=result.stdout,
                           stderr=result.stderr)
@@ -550,7 +606,7 @@ class RuncRuntime:
         if obs.status is not Status.RUNNING:
             raise errors.RuncError(f"cannot exec in a {obs.status.value} container",
                                    container=name)
-        args = self._runc("exec", *(["--tty"] if tty else []), name, *argv)
+        args = self._runc("exec", *(["--tty"] if tty else []), name, *argv, instance=name)
         process = await anyio.open_process(args, stdin=None, stdout=None, stderr=None,
                                            env=proc.child_env())
         try:
@@ -608,7 +664,7 @@ class RuncRuntime:
             # call less on every delete and restart. `runc delete --force` says nothing
             # about a container it does not know, so that is asked here first; a frozen
             # instance is thawed first, or its processes never die.
-            if not (self.runc_root / name / "state.json").exists():
+            if not self._class_of(name).knows(name):
                 raise errors.ContainerNotFound("container does not exist", container=name)
             if cg is not None and cg.frozen():
                 await self.resume(name)
@@ -649,7 +705,7 @@ class RuncRuntime:
     async def _clear_leftovers(self, name: str) -> None:
         """A depot with no runc container is a leftover of a crash: clear it, keep logs."""
         d = self.depot(name)
-        if (self.runc_root / name / "state.json").exists():  # runc's own record: no spawn
+        if self._class_of(name).knows(name):  # the runtime's own record: no spawn
             raise errors.RuncError("a container with this name already exists",
                                    container=name)
         if d.bundle.exists() or (d.root / "layer").exists():
@@ -807,12 +863,38 @@ async def _wait_pid(pid: int | None, *, comm: str | None = None) -> None:
 
 
 @dataclass(frozen=True)
+class _Class:
+    """One OCI runtime: runc, or a runtime class's (runsc), with a root of its own."""
+
+    name: str  # "" for runc
+    binary: str
+    args: tuple[str, ...]  # global flags after --root
+    root: Path
+
+    def argv(self, *args: str) -> builtins.list[str]:
+        return [self.binary, f"--root={self.root}", *self.args, *args]
+
+    def knows(self, instance: str) -> bool:
+        """The runtime's own record of ``instance`` is there (read without spawning it):
+        runc's ``<root>/<id>/state.json``, runsc's ``<root>/<sandbox>_sandbox:<id>.state``."""
+        if (self.root / instance / "state.json").exists():
+            return True
+        return bool(self.name) and any(self.root.glob(f"*:{glob.escape(instance)}.state"))
+
+
+# runtimeClassName -> runtime argv, unless the daemon is given its own (--runtime-class):
+# gVisor's runsc, each container its own sandbox with gVisor's own network stack.
+DEFAULT_CLASSES: Mapping[str, Sequence[str]] = {"gvisor": ("runsc", "--network=none")}
+
+
+@dataclass(frozen=True)
 class _Made:
     """What ``create`` knew of an instance: its init, its cgroup, whether it has hooks."""
 
     pid: int
     cgroup_path: str
     hooks: bool
+    runtime_class: str = ""
 
 
 def _read_now(fd: int) -> bytes | None:

@@ -10,6 +10,7 @@ from /proc, not from our status.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -155,3 +156,55 @@ def test_two_container_pod_with_init_and_configmap(world: E2E) -> None:
     assert not list((e2e.state_dir / "containers").glob("default_web*"))
     parent = e2e.sandbox.cgroup_parent.strip("/")
     assert not list(Path("/sys/fs/cgroup/pids", parent).glob("default_web*"))
+
+
+def gvisor_pod() -> str:
+    pod = {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "untrusted"},
+        "spec": {
+            "runtimeClassName": "gvisor",
+            "terminationGracePeriodSeconds": 2,
+            "containers": [{
+                "name": "app", "image": IMAGE, "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", "uname -r; trap 'exit 0' TERM; while true; do sleep 0.2;"
+                            " done"],
+            }],
+        },
+    }
+    return yaml.safe_dump(pod, sort_keys=False)
+
+
+def runsc_list(e2e: E2E) -> list[dict[str, Any]]:
+    root = f"{e2e.runc_root}.gvisor"
+    if not os.path.isdir(root):
+        return []
+    out = subprocess.run(["runsc", f"--root={root}", "list", "--format", "json"],
+                         capture_output=True, text=True, check=True).stdout
+    found: list[dict[str, Any]] = json.loads(out or "null") or []
+    return found
+
+
+@skip_without("runsc")
+def test_gvisor_pod_runs_under_runsc_and_survives_a_daemon_restart(world: E2E) -> None:
+    e2e = world
+    e2e.write("untrusted.yaml", gvisor_pod())
+    daemon = e2e.start("--allow-empty")
+    app = wait_until(lambda: [c for c in runsc_list(e2e) if c["status"] == "running"], 30,
+                     what="the container running under runsc")[0]
+    assert app["annotations"]["io.reconciler.pod"] == "default/untrusted"
+    assert "default_untrusted_app" not in units(e2e)  # not a runc container
+    # gVisor's kernel, not the host's, answers uname
+    log = e2e.state_dir / "containers" / app["id"] / "logs" / "current.log"
+    release = wait_until(lambda: log.exists() and log.read_text().strip(), 10,
+                         what="the container's output")
+    assert os.uname().release not in release
+
+    daemon.stop()
+    e2e.start("--allow-empty")
+    again = wait_until(lambda: [c for c in runsc_list(e2e) if c["status"] == "running"], 10,
+                       what="the adopted container")
+    assert again[0]["id"] == app["id"] and again[0]["pid"] == app["pid"]
+
+    (e2e.manifests / "untrusted.yaml").unlink()
+    wait_until(lambda: not runsc_list(e2e) and not units(e2e), 20, what="the pod gone")
+    assert not pid_alive(app["pid"])
