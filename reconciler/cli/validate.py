@@ -12,7 +12,9 @@ import json
 import os
 import stat
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import pydantic
 
 from reconciler import errors
 from reconciler.manifest import files, loader, model, quantity
@@ -67,8 +69,32 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def run_schema(args: argparse.Namespace) -> int:
-    sys.stdout.write(json.dumps(model.json_schema(), indent=2) + "\n")
+    sys.stdout.write(json.dumps(schema(), indent=2) + "\n")
     return 0
+
+
+def schema() -> dict[str, Any]:
+    """One schema for every kind: chosen by ``kind`` (if/then), so an editor or a CI
+    linter reports the field that is wrong, not "matches none of four schemas"; a
+    document of no known kind is checked as our Container (whose ``kind`` says so)."""
+    from pydantic.json_schema import models_json_schema
+
+    from reconciler.manifest import kube
+
+    kinds: list[tuple[str, type[pydantic.BaseModel]]] = [
+        ("Pod", kube.Pod), ("ConfigMap", kube.ConfigMap), ("Secret", kube.Secret)]
+    models: list[type[pydantic.BaseModel]] = [model.Container, *(m for _, m in kinds)]
+    refs, defs = models_json_schema([(m, "validation") for m in models], by_alias=True,
+                                    ref_template="#/$defs/{model}")
+    branch: dict[str, Any] = refs[(model.Container, "validation")]
+    for kind, cls in reversed(kinds):
+        branch = {"if": {"properties": {"kind": {"const": kind}}, "required": ["kind"]},
+                  "then": refs[(cls, "validation")], "else": branch}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "reconciler manifest: Container (reconciler/v1), or Pod, ConfigMap, Secret (v1)",
+        **branch, **defs,
+    }
 
 
 def _max_size(text: str) -> int:

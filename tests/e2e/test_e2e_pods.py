@@ -24,6 +24,7 @@ import yaml
 from .harness import (
     E2E,
     current_entries,
+    hold,
     mounts_under,
     pid_alive,
     runc_list,
@@ -108,7 +109,7 @@ def work(e2e: E2E, name: str) -> str | None:
 def test_two_container_pod_with_init_and_configmap(world: E2E) -> None:
     e2e = world
     e2e.write("web.yaml", pod_file())
-    e2e.start("--allow-empty")
+    daemon = e2e.start("--allow-empty")
     apps = ("default_web", "default_web_server", "default_web_client")
     found = wait_until(lambda: running(e2e, *apps), 30, what="the pod running")
     init = found["default_web_prepare"]
@@ -135,6 +136,13 @@ def test_two_container_pod_with_init_and_configmap(world: E2E) -> None:
     assert now["default_web_server"]["pid"] == server_pid
     assert now["default_web_client"]["pid"] == client_pid
     assert now["default_web"]["pid"] == box_pid
+
+    # a new daemon adopts the pod as it is: nothing is made again, the init does not rerun
+    daemon.stop()
+    e2e.start("--allow-empty")
+    hold(lambda: {n: e["pid"] for n, e in units(e2e).items() if e["status"] == "running"}
+         == {"default_web": box_pid, "default_web_server": server_pid,
+             "default_web_client": client_pid}, 1.5, what="the adopted pod unchanged")
 
     # the client's command changes: the client alone is made again, in the same sandbox
     e2e.write("web.yaml", pod_file(content="hello v2", client_sleep="0.3"))
