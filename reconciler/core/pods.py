@@ -90,6 +90,7 @@ class PodInfo:
     run_as_non_root: bool = False
     identity: str = ""  # pod_identity: in every unit's spec hash
     sysctls: tuple[tuple[str, str], ...] = ()  # the sandbox's: set in the pod's namespaces
+    requests: tuple[tuple[str, str], ...] = ()  # resources.requests: shown, not enforced
 
     def hash_extra(self) -> dict[str, str]:
         """What a unit's spec hash covers beyond its container (``model.spec_hash``)."""
@@ -188,7 +189,8 @@ def expand(pod: kube.Pod, *, config: ConfigObjects, pods_dir: str) -> list[Unit]
         container = _validated(doc, where=f"container {c.name}")
         run_as_non_root = bool(_pick(c.security_context, sc, "run_as_non_root"))
         info = PodInfo(role=role, container=c.name, before=tuple(order),
-                       run_as_non_root=run_as_non_root, **shared)
+                       run_as_non_root=run_as_non_root,
+                       requests=tuple(sorted(c.resources.requests.items())), **shared)
         units.append(Unit(name, container,
                           model.spec_hash(container, extra={"pod": identity}), info))
         if role is not Role.APP:
@@ -336,6 +338,11 @@ def _refuse_unsupported(pod: kube.Pod, c: kube.KubeContainer, *, where: str) -> 
         field = "tty" if c.tty else "stdin"
         raise PodError(f"{where}.{field}", f"{field}: true is not supported yet (containers"
                                            " run detached; use reconciler exec -it)")
+    for name in c.resources.limits:
+        if name not in ("cpu", "memory"):
+            raise PodError(f"{where}.resources.limits.{name}",
+                           f"a {name} limit is not enforced by reconciler (cpu and memory"
+                           " are); leave it out, or set it as a request")
     if c.termination_message_path != "/dev/termination-log" \
             or c.termination_message_policy != "File":
         raise PodError(f"{where}.terminationMessagePath",

@@ -148,7 +148,8 @@ def _pod_of(want: Desired | None, obs: Observed | None) -> dict[str, Any] | None
     if want is not None and want.pod is not None:
         return {"pod": want.pod.key, "role": want.pod.role.value,
                 "container": want.pod.container,
-                "labels": dict(want.container.metadata.labels)}
+                "labels": dict(want.container.metadata.labels),
+                "requests": dict(want.pod.requests)}
     annotations = obs.annotations if obs is not None else {}
     if not annotations.get(ANN_POD):
         return None
