@@ -106,7 +106,7 @@ def test_volumes_on_the_host() -> None:
     assert (scratch.kind, scratch.size) == ("tmpfs", 16 << 20)
     assert creds.secret and [f.path for f in creds.files] == ["token"]
     assert "s3cret" not in repr(creds)
-    mounts = {m.destination: (m.source, m.read_only)
+    mounts = {m.destination: (getattr(m, "source", None), m.read_only)
               for m in got.specs["default_web_server"].container.spec.mounts}
     assert mounts["/etc/conf"] == (conf.path, True)  # projected files: read-only
     assert mounts["/scratch"] == (f"{scratch.path}/a", False)
