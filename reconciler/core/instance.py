@@ -39,6 +39,7 @@ ANN_POD = "io.reconciler.pod"
 ANN_POD_ROLE = "io.reconciler.pod-role"  # sandbox, init, sidecar or app
 ANN_POD_CONTAINER = "io.reconciler.pod-container"
 ANN_SANDBOX = "io.reconciler.sandbox"  # "<instance>@<pid>"
+ANN_POD_SPEC = "io.reconciler.pod-spec"  # the pod-level fields in force (pods.pod_identity)
 MANAGED_BY = "reconciler"
 
 

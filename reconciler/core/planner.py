@@ -44,6 +44,7 @@ from reconciler.core.history import restart_due as restart_due
 from reconciler.core.instance import (
     ANN_POD,
     ANN_POD_ROLE,
+    ANN_POD_SPEC,
     ANN_SANDBOX,
     ANN_STOP_SIGNAL,
     instance_id,
@@ -548,4 +549,14 @@ def _changed(want: Desired, have: Observed) -> str:
         return f"spec hash {have.spec_hash} -> {want.spec_hash}"
     after = json.loads(want.manifest_json).get("spec", {})
     fields = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
-    return f"spec changed: {', '.join(fields) or 'defaults'}"
+    said = [f"spec changed: {', '.join(fields)}"] if fields else []
+    if want.pod is not None:  # a pod-level change: its fields, from the recorded ones
+        try:
+            old = json.loads(have.annotations.get(ANN_POD_SPEC) or "{}")
+            new = json.loads(want.pod.identity_doc or "{}")
+        except ValueError:
+            old, new = {}, {}
+        pod_fields = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if pod_fields and old:
+            said.append(f"pod changed: {', '.join(pod_fields)}")
+    return "; ".join(said) or "spec changed: defaults"

@@ -89,6 +89,7 @@ class PodInfo:
     volumes: tuple[PodVolume, ...] = ()  # the sandbox's only
     run_as_non_root: bool = False
     identity: str = ""  # pod_identity: in every unit's spec hash
+    identity_doc: str = ""  # ... and what it is a hash of (ANN_POD_SPEC)
     sysctls: tuple[tuple[str, str], ...] = ()  # the sandbox's: set in the pod's namespaces
     requests: tuple[tuple[str, str], ...] = ()  # resources.requests: shown, not enforced
 
@@ -159,9 +160,9 @@ def expand(pod: kube.Pod, *, config: ConfigObjects, pods_dir: str) -> list[Unit]
     lookup = _Lookup(config, ns)
     volumes = tuple(_volume(v, i, pod, lookup, directory) for i, v in enumerate(spec.volumes))
     sc = spec.security_context
-    identity = pod_identity(pod, volumes)
+    identity, identity_doc = pod_identity(pod, volumes)
     shared: dict[str, Any] = {
-        "identity": identity, "key": pod.key, "sandbox": sandbox,
+        "identity": identity, "identity_doc": identity_doc, "key": pod.key, "sandbox": sandbox,
         "host_network": spec.host_network, "host_pid": spec.host_pid,
         "host_ipc": spec.host_ipc, "share_pid": spec.share_process_namespace,
         "runtime_class": spec.runtime_class_name, "dir": directory,
@@ -203,25 +204,26 @@ def expand(pod: kube.Pod, *, config: ConfigObjects, pods_dir: str) -> list[Unit]
     return units
 
 
-def pod_identity(pod: kube.Pod, volumes: Sequence[PodVolume]) -> str:
+def pod_identity(pod: kube.Pod, volumes: Sequence[PodVolume]) -> tuple[str, str]:
     """What needs a new sandbox (and so new containers) when it changes: the shared
     namespaces, the hostname, the volumes (their kind and source, not their content),
     the runtime class, and the init containers (Kubernetes: changing one restarts the
-    pod). Native sidecars are left out: a change to one recreates it alone."""
+    pod). Native sidecars are left out: a change to one recreates it alone. Its hash, and
+    the document itself (recorded on every instance, so a recreate can name the fields)."""
     spec = pod.spec
     doc = {
         "hostNetwork": spec.host_network, "hostPID": spec.host_pid,
-        "hostIPC": spec.host_ipc, "share": spec.share_process_namespace,
+        "hostIPC": spec.host_ipc, "shareProcessNamespace": spec.share_process_namespace,
         "hostname": spec.hostname, "subdomain": spec.subdomain,
         "runtimeClassName": spec.runtime_class_name,
         "volumes": [[v.name, v.kind, v.path if v.kind == "host" else "", v.size, v.host_type,
                      v.secret] for v in volumes],
-        "init": [c.model_dump(mode="json", exclude_defaults=True)
-                 for c in spec.init_containers if c.restart_policy != "Always"],
+        "initContainers": [c.model_dump(mode="json", exclude_defaults=True)
+                           for c in spec.init_containers if c.restart_policy != "Always"],
         "sysctls": [s.model_dump(mode="json") for s in spec.security_context.sysctls],
     }
-    blob = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16], text
 
 
 def volumes_digest(volumes: Sequence[PodVolume]) -> str:

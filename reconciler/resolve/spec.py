@@ -19,6 +19,7 @@ from reconciler.core.instance import (
     ANN_POD,
     ANN_POD_CONTAINER,
     ANN_POD_ROLE,
+    ANN_POD_SPEC,
     ANN_SANDBOX,
     ANN_SOURCE,
     ANN_SOURCE_ID,
@@ -58,7 +59,7 @@ def in_pod(spec: InstanceSpec, info: pods.PodInfo, *, join: tuple[str, int] | No
            cgroup_parent: str) -> InstanceSpec:
     """A pod unit's spec: its pod's annotations and cgroup, the sandbox's namespaces."""
     annotations = {**spec.annotations, ANN_POD: info.key, ANN_POD_ROLE: info.role.value,
-                   ANN_POD_CONTAINER: info.container}
+                   ANN_POD_CONTAINER: info.container, ANN_POD_SPEC: info.identity_doc}
     pid = None
     if info.role is not pods.Role.SANDBOX:
         if join is None:

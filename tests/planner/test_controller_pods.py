@@ -224,3 +224,23 @@ async def test_pre_stop_hook_runs_inside_before_the_signal(tmp_path: Path) -> No
         assert d.fake.execs == [(server, ("/bin/sh", "-c", "nginx -s quit"))]
         ops = [(op, n) for op, n in d.fake.calls if n in (SERVER, server)]
         assert ops.index(("exec", server)) < ops.index(("stop", SERVER))
+
+
+async def test_pod_level_change_remakes_the_pod_and_says_why(tmp_path: Path) -> None:
+    async with daemon(tmp_path, resolver=resolver()) as d:
+        write(d, pod(init=False))
+        await d.scan()
+        await until(lambda: running(d, SERVER) and running(d, CLIENT))
+        pids = {n: d.pid(n) for n in (BOX, SERVER, CLIENT)}
+        docs = list(yaml.safe_load_all(pod(init=False)))
+        docs[1]["spec"]["hostname"] = "renamed"
+        write(d, yaml.safe_dump_all(docs))
+        await d.scan()
+        await until(lambda: all(running(d, n) and d.pid(n) != pids[n] for n in pids))
+        await d.settled()
+        box = d.fake.containers[BOX]
+        assert box.generation == 2
+        assert d.fake.containers[SERVER].annotations["io.reconciler.sandbox"] \
+            == f"{box.id}@{box.pid}"
+        messages = [e["message"] for e in d.store.events(BOX) if e["reason"] == "Recreated"]
+        assert messages == ["spec changed: hostname; pod changed: hostname"]
