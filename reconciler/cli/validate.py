@@ -61,6 +61,14 @@ def run_validate(args: argparse.Namespace) -> int:
     results = [loader.load_file(path, max_size=max_size) for path in paths]
     findings += [f for r in results for f in r.findings]
     findings += loader.check_duplicates(results)
+    # What the daemon would make of them: file findings, names defined twice, and a pod
+    # that cannot be expanded (a ConfigMap it names is in none of the files, a value it
+    # cannot run) — so what passes here is what the daemon accepts.
+    from reconciler.core import desired
+
+    snap = desired.SourceSnapshot("validate", True, None, {r.file: r for r in results})
+    seen = set(findings)
+    findings += [p for p in desired.build(snap, None, pods_dir="/").problems if p not in seen]
     if args.output == "json":
         _write_json(findings)
     else:

@@ -37,6 +37,8 @@ INFRA_DIR = "infra"  # under the pods dir: the sandbox's root (catatonit alone)
 INFRA_ARGV = ("/catatonit", "-P")  # catatonit's pause mode: hold the namespaces, reap
 ANN_VOLUMES = "io.reconciler.volumes"  # the sandbox's: a hash of its volumes' content
 CONFIG_KINDS = ("ConfigMap", "Secret")
+SHM = "..shm"  # the pod's /dev/shm: a tmpfs the sandbox's volumes hold (no user name has "..")
+SHM_SIZE = 64 << 20  # bytes, as containerd's and runc spec's
 
 
 class Role(str, enum.Enum):
@@ -92,6 +94,8 @@ class PodInfo:
     identity_doc: str = ""  # ... and what it is a hash of (ANN_POD_SPEC)
     sysctls: tuple[tuple[str, str], ...] = ()  # the sandbox's: set in the pod's namespaces
     requests: tuple[tuple[str, str], ...] = ()  # resources.requests: shown, not enforced
+    index: int = 0  # its place in the pod: init containers first, then app containers
+    annotations: tuple[tuple[str, str], ...] = ()  # the pod's (for kubectl's habits)
 
     def hash_extra(self) -> dict[str, str]:
         """What a unit's spec hash covers beyond its container (``model.spec_hash``)."""
@@ -159,14 +163,8 @@ def expand(pod: kube.Pod, *, config: ConfigObjects, pods_dir: str) -> list[Unit]
     directory = pod_dir(pods_dir, pod.key)
     lookup = _Lookup(config, ns)
     volumes = tuple(_volume(v, i, pod, lookup, directory) for i, v in enumerate(spec.volumes))
+    volumes += (PodVolume(SHM, "tmpfs", posixpath.join(directory, "shm"), size=SHM_SIZE),)
     sc = spec.security_context
-    identity, identity_doc = pod_identity(pod, volumes)
-    shared: dict[str, Any] = {
-        "identity": identity, "identity_doc": identity_doc, "key": pod.key, "sandbox": sandbox,
-        "host_network": spec.host_network, "host_pid": spec.host_pid,
-        "host_ipc": spec.host_ipc, "share_pid": spec.share_process_namespace,
-        "runtime_class": spec.runtime_class_name, "dir": directory,
-    }
     by_volume = {v.name: v for v in volumes}
     members: list[tuple[Role, kube.KubeContainer, str]] = []
     for i, c in enumerate(spec.init_containers):
@@ -179,19 +177,31 @@ def expand(pod: kube.Pod, *, config: ConfigObjects, pods_dir: str) -> list[Unit]
                        " long-running container is not supported yet under another runtime"
                        " (each container is a sandbox of its own there, without the pod's"
                        " loopback); init containers are fine")
-    docs = []
+    made = []
     for role, c, where in members:
-        docs.append((role, c, _container_doc(pod, c, role=role, where=where, lookup=lookup,
-                                             volumes=by_volume)))
+        doc = _container_doc(pod, c, role=role, where=where, lookup=lookup, volumes=by_volume)
+        made.append((role, c, _validated(doc, where=f"container {c.name}")))
+    # An init container as it will run (pod-level fields such as the grace period and the
+    # pod's securityContext included) is part of the pod's identity: a change to one
+    # makes the pod again, so it runs before the app containers, never beside them.
+    inits = [model.canonical_json(u) for r, _, u in made if r is Role.INIT]
+    identity, identity_doc = pod_identity(pod, volumes, inits=inits)
+    shared: dict[str, Any] = {
+        "identity": identity, "identity_doc": identity_doc, "key": pod.key, "sandbox": sandbox,
+        "host_network": spec.host_network, "host_pid": spec.host_pid,
+        "host_ipc": spec.host_ipc, "share_pid": spec.share_process_namespace,
+        "runtime_class": spec.runtime_class_name, "dir": directory,
+    }
     units = []
     order: list[str] = []
-    for role, c, doc in docs:
+    annotations = tuple(sorted(pod.metadata.annotations.items()))
+    for index, (role, c, container) in enumerate(made):
         name = unit_name(pod.key, c.name)
-        container = _validated(doc, where=f"container {c.name}")
         run_as_non_root = bool(_pick(c.security_context, sc, "run_as_non_root"))
         info = PodInfo(role=role, container=c.name, before=tuple(order),
                        run_as_non_root=run_as_non_root,
-                       requests=tuple(sorted(c.resources.requests.items())), **shared)
+                       requests=tuple(sorted(c.resources.requests.items())), index=index,
+                       annotations=annotations, **shared)
         units.append(Unit(name, container,
                           model.spec_hash(container, extra={"pod": identity}), info))
         if role is not Role.APP:
@@ -204,7 +214,8 @@ def expand(pod: kube.Pod, *, config: ConfigObjects, pods_dir: str) -> list[Unit]
     return units
 
 
-def pod_identity(pod: kube.Pod, volumes: Sequence[PodVolume]) -> tuple[str, str]:
+def pod_identity(pod: kube.Pod, volumes: Sequence[PodVolume], *, inits: Sequence[str] = ()
+                 ) -> tuple[str, str]:
     """What needs a new sandbox (and so new containers) when it changes: the shared
     namespaces, the hostname, the volumes (their kind and source, not their content),
     the runtime class, and the init containers (Kubernetes: changing one restarts the
@@ -218,8 +229,8 @@ def pod_identity(pod: kube.Pod, volumes: Sequence[PodVolume]) -> tuple[str, str]
         "runtimeClassName": spec.runtime_class_name,
         "volumes": [[v.name, v.kind, v.path if v.kind == "host" else "", v.size, v.host_type,
                      v.secret] for v in volumes],
-        "initContainers": [c.model_dump(mode="json", exclude_defaults=True)
-                           for c in spec.init_containers if c.restart_policy != "Always"],
+        "initContainers": list(inits),  # each as it runs (canonical JSON)
+        "fsGroup": spec.security_context.fs_group,  # the volumes' group: made with them
         "sysctls": [s.model_dump(mode="json") for s in spec.security_context.sysctls],
     }
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
@@ -301,19 +312,27 @@ def _container_doc(pod: kube.Pod, c: kube.KubeContainer, *, role: Role, where: s
         spec["preStop"] = list(c.lifecycle.pre_stop.exec.command)
     uid, gid = _pick(sc, psc, "run_as_user"), _pick(sc, psc, "run_as_group")
     groups = [*psc.supplemental_groups, *([psc.fs_group] if psc.fs_group is not None else [])]
-    if uid is not None or gid is not None or groups:
-        if uid is None:
-            raise PodError(f"{where}.securityContext.runAsGroup",
-                           "runAsGroup or supplementalGroups without runAsUser is not"
-                           " supported by reconciler yet: set runAsUser too")
-        spec["user"] = {"uid": uid, "gid": gid if gid is not None else 0,
-                        "additionalGids": sorted(set(groups))}
+    if gid is not None and uid is None:
+        at = "securityContext" if sc is not None and sc.run_as_group is not None \
+            else "spec.securityContext"
+        raise PodError(f"{where}.{at}.runAsGroup" if at == "securityContext"
+                       else f"{at}.runAsGroup",
+                       "runAsGroup without runAsUser is not supported by reconciler yet (the"
+                       " image's user is not known here): set runAsUser too")
+    if uid is not None:
+        spec["user"] = {"uid": uid, "gid": gid if gid is not None else 0}
+    if groups:  # added to whichever user runs: the manifest's or the image's
+        spec["supplementalGroups"] = sorted(set(groups))
     limits = c.resources.limits
     resources = {k: limits[k] for k in ("memory", "cpu") if k in limits}
     if resources:
         spec["resources"] = resources
     mounts = [_mount(m, volumes[m.name], where=f"{where}.volumeMounts[{i}]")
               for i, m in enumerate(c.volume_mounts)]
+    if not pod.spec.host_ipc and all(m.mount_path != "/dev/shm" for m in c.volume_mounts):
+        shm = volumes[SHM]  # the pod's one /dev/shm, as its one IPC namespace
+        mounts.append({"type": "bind", "source": shm.path, "destination": "/dev/shm",
+                       "readOnly": False})
     if mounts:
         spec["mounts"] = mounts
     if sc is not None:
@@ -472,7 +491,8 @@ def _field(pod: kube.Pod, path: str) -> str:
         return table.get(m.group(2), "")
     if path in ("metadata.labels", "metadata.annotations"):
         table = meta.labels if path == "metadata.labels" else meta.annotations
-        return "\n".join(f'{k}="{v}"' for k, v in sorted(table.items()))
+        return "\n".join(f"{k}={json.dumps(v, ensure_ascii=False)}"  # the kubelet's %q
+                         for k, v in sorted(table.items()))
     raise PodError("fieldRef.fieldPath", f"fieldPath {path!r} is not supported")
 
 

@@ -147,8 +147,9 @@ def _pod_of(want: Desired | None, obs: Observed | None) -> dict[str, Any] | None
     """A pod unit's place: {pod, role, container, labels}; None for a ``kind: Container``."""
     if want is not None and want.pod is not None:
         return {"pod": want.pod.key, "role": want.pod.role.value,
-                "container": want.pod.container,
+                "container": want.pod.container, "index": want.pod.index,
                 "labels": dict(want.container.metadata.labels),
+                "annotations": dict(want.pod.annotations),
                 "requests": dict(want.pod.requests)}
     annotations = obs.annotations if obs is not None else {}
     if not annotations.get(ANN_POD):

@@ -253,6 +253,9 @@ class Spec(_Model):
     env: list[EnvVar] = Field(default_factory=list)
     working_dir: ContainerPath | None = None
     user: User | None = None
+    supplemental_groups: list[Annotated[int, Field(ge=0, le=2**32 - 2)]] = Field(
+        default_factory=list, description="More groups for the process, added to those of "
+                                          "the user it runs as (the manifest's or the image's).")
     hostname: str | None = None
     mounts: list[Mount] = Field(default_factory=list)
     resources: Resources = Field(default_factory=lambda: Resources())

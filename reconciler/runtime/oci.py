@@ -135,6 +135,10 @@ def build_config(
     if spec.user is not None:
         process["user"] = _user(spec.user)
     process.setdefault("user", {"uid": 0, "gid": 0})
+    if spec.supplemental_groups:
+        user = process["user"]
+        user["additionalGids"] = sorted({*user.get("additionalGids", ()),
+                                         *spec.supplemental_groups})
     if base is None or "allow_privilege_escalation" in spec.model_fields_set:
         process["noNewPrivileges"] = not spec.allow_privilege_escalation
     caps = process.get("capabilities")

@@ -29,13 +29,13 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from reconciler import errors
-from reconciler.core.pods import INFRA_ARGV, PodInfo, PodVolume
+from reconciler.core.pods import INFRA_ARGV, SHM, PodInfo, PodVolume
 from reconciler.runtime import hostmount
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
                         ctypes.c_char_p]
-MS_NOSUID, MS_NODEV = 2, 4
+MS_NOSUID, MS_NODEV, MS_REMOUNT = 2, 4, 32
 SECRET_TMPFS = 16 << 20  # bytes: a Secret holds at most 1 MiB in Kubernetes
 DATA = "..data"
 
@@ -70,7 +70,15 @@ def sources(pod: PodInfo, mounts: Iterable[str]) -> None:
 
 def prepare(pod: PodInfo, *, container: str) -> None:
     """Make every volume of ``pod`` ready to bind-mount (idempotent: a restarted sandbox
-    keeps its emptyDirs' data). ``container`` names the pod in errors."""
+    keeps its emptyDirs' data), and remove the ones the pod no longer has (its sandbox is
+    made anew, so no container uses them). ``container`` names the pod in errors."""
+    wanted = {Path(v.path).name for v in pod.volumes if v.kind != "host"}
+    base = Path(pod.dir) / "volumes"
+    if base.is_dir():
+        for entry in base.iterdir():
+            if entry.name not in wanted:
+                hostmount.unmount(entry)
+                shutil.rmtree(entry, ignore_errors=True)
     for volume in pod.volumes:
         try:
             _prepare(volume)
@@ -100,6 +108,7 @@ def remove(pod_dir: Path) -> None:
     if volumes.is_dir():
         for entry in volumes.iterdir():
             hostmount.unmount(entry)
+    hostmount.unmount(pod_dir / "shm")
     shutil.rmtree(pod_dir, ignore_errors=True)
 
 
@@ -109,13 +118,14 @@ def _prepare(v: PodVolume) -> None:
         _check_host(v)
         return
     path.mkdir(parents=True, exist_ok=True)
+    mode = 0o1777 if v.name == SHM else 0o777  # /dev/shm is sticky, an emptyDir is not
     if v.kind == "tmpfs" or (v.kind == "files" and v.secret):
-        if not hostmount.is_mountpoint(path):
-            size = v.size if v.kind == "tmpfs" else SECRET_TMPFS
-            options = "mode=0777" + (f",size={size}" if size else "")
-            _mount_tmpfs(path, options)
+        size = v.size if v.kind == "tmpfs" else SECRET_TMPFS
+        options = f"mode={mode:o}" + (f",size={size}" if size else "")
+        # mounted already (a sandbox made again): remounted, so a new sizeLimit holds
+        _mount_tmpfs(path, options, remount=hostmount.is_mountpoint(path))
     if v.kind in ("dir", "tmpfs"):
-        os.chmod(path, 0o777)  # the kubelet's emptyDir: writable by any uid in the pod
+        os.chmod(path, mode)  # the kubelet's emptyDir: writable by any uid in the pod
         if v.fs_group is not None:
             os.chown(path, -1, v.fs_group)
             os.chmod(path, 0o2777)
@@ -124,9 +134,9 @@ def _prepare(v: PodVolume) -> None:
         _write_files(v)
 
 
-def _mount_tmpfs(path: Path, options: str) -> None:
-    if _libc.mount(b"tmpfs", os.fsencode(path), b"tmpfs", MS_NOSUID | MS_NODEV,
-                   options.encode()) != 0:
+def _mount_tmpfs(path: Path, options: str, *, remount: bool = False) -> None:
+    flags = MS_NOSUID | MS_NODEV | (MS_REMOUNT if remount else 0)
+    if _libc.mount(b"tmpfs", os.fsencode(path), b"tmpfs", flags, options.encode()) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"cannot mount a tmpfs: {os.strerror(err)}")
 
@@ -211,7 +221,10 @@ def _same(current: Path, v: PodVolume) -> bool:
             return False
         for f in v.files:
             p = current / f.path
-            if stat.S_IMODE(p.stat().st_mode) != f.mode or p.read_bytes() != f.data:
+            info = p.stat()
+            if stat.S_IMODE(info.st_mode) != f.mode or p.read_bytes() != f.data:
+                return False
+            if v.fs_group is not None and info.st_gid != v.fs_group:
                 return False
     except OSError:
         return False

@@ -259,3 +259,13 @@ def test_schema_names_the_wrong_pod_field(schema: dict[str, Any]) -> None:
            "spec": {"containers": [{"name": "c", "image": "busybox", "tty": "yes"}]}}
     errors = [e.message for e in jsonschema.Draft202012Validator(schema).iter_errors(pod)]
     assert errors == ["'yes' is not of type 'boolean'"]
+
+
+def test_validate_expands_pods_as_the_daemon_does(write: Write,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    pod = write("pod.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n"
+                "  containers:\n  - name: c\n    image: busybox:1.36\n"
+                "    envFrom: [{configMapRef: {name: missing}}]\n")
+    code, out, _ = run(capsys, "validate", str(pod))
+    assert code == 1
+    assert 'spec.containers[0].envFrom[0]: ConfigMap "default/missing" not found' in out

@@ -158,7 +158,8 @@ async def test_configmap_change_is_written_in_place(tmp_path: Path) -> None:
         await until(lambda: ("sync_volumes", d.fake.containers[BOX].id) in d.fake.calls)
         await d.settled()
         assert {n: d.pid(n) for n in pids} == pids
-        (volume,) = d.fake.volumes[d.fake.containers[BOX].id].volumes
+        (volume,) = [v for v in d.fake.volumes[d.fake.containers[BOX].id].volumes
+                     if v.kind == "files"]
         assert [(f.path, f.data) for f in volume.files] == [("index.html", b"v2")]
         assert "VolumesUpdated" in d.events(BOX)
 

@@ -99,7 +99,8 @@ def test_volumes_on_the_host() -> None:
     got = state(POD, CONF, CREDS)
     box = got.specs["default_web"].pod
     assert box is not None
-    conf, scratch, creds = box.volumes
+    conf, scratch, creds, shm = box.volumes
+    assert (shm.kind, shm.path) == ("tmpfs", f"{PODS}/default_web/shm")  # one /dev/shm
     assert (conf.kind, conf.path) == ("files", f"{PODS}/default_web/volumes/conf")
     assert [(f.path, f.data, f.mode) for f in conf.files] == [
         ("www/index.html", b"<h1>v1</h1>", 0o600)]
@@ -110,6 +111,7 @@ def test_volumes_on_the_host() -> None:
               for m in got.specs["default_web_server"].container.spec.mounts}
     assert mounts["/etc/conf"] == (conf.path, True)  # projected files: read-only
     assert mounts["/scratch"] == (f"{scratch.path}/a", False)
+    assert mounts["/dev/shm"] == (shm.path, False)
 
 
 def hashes(s: desired.DesiredState) -> dict[str, str]:
