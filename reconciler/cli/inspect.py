@@ -4,11 +4,16 @@ Where it sits: the CLI layer, beside ``cli/daemon.py``. These talk to the runtim
 and the depot directly, not to the daemon, so they work whether or not a daemon runs.
 Log parsing and following live in ``reconciler.logs``; this module only prints. All take
 ``--state-dir`` and ``--runc-root`` with the daemon's defaults.
+
+NAME is a container, a pod's unit by its own name (``default_web_server``), or a pod
+(``web``, ``pod/web``, ``-n NS``): then ``-c CONTAINER`` picks one of its containers, and
+without it kubectl's default container is taken (``cli/pods.py`` chooses, and says so).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -23,8 +28,10 @@ import anyio
 
 from reconciler import errors, logs
 from reconciler.cli import daemon as daemon_cli
-from reconciler.core.observed import Stats, Status
+from reconciler.cli import pods
+from reconciler.core.observed import Observed, Stats, Status
 from reconciler.runtime import runc
+from reconciler.runtime.depot import Depot
 
 POLL_SECONDS = 0.1  # how often ``logs -f`` looks at the file
 STATS_SECONDS = 1.0  # the CPU sample window, and the refresh period of ``stats``
@@ -35,6 +42,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("logs", help="print a container's output (stdout and stderr)")
     daemon_cli._common(p)
     p.add_argument("name")
+    _pod_options(p)
+    p.add_argument("--all-containers", action="store_true",
+                   help="every container of the pod, each line prefixed [CONTAINER]")
     p.add_argument("-f", "--follow", action="store_true",
                    help="keep printing new output, across restarts of the container")
     p.add_argument("--tail", type=_count, metavar="N", help="only the last N lines")
@@ -53,7 +63,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = sub.add_parser("stats", help="CPU, memory and PIDs of containers, like docker stats")
     daemon_cli._common(p)
-    p.add_argument("name", nargs="?")
+    p.add_argument("name", nargs="?", help="a container, or a pod: one row per container")
+    daemon_cli.namespace_option(p)
     p.add_argument("--no-stream", action="store_true", help="print once and exit")
     p.add_argument("-o", "--output", choices=("table", "json"), default="table")
     p.set_defaults(func=cmd_stats)
@@ -61,22 +72,32 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("inspect", help="the effective OCI config.json a container runs with")
     daemon_cli._common(p)
     p.add_argument("name")
+    _pod_options(p)
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("top", help="the processes of a container")
+    p = sub.add_parser("top", help="the processes of a container (of each, for a pod)")
     daemon_cli._common(p)
     p.add_argument("name")
+    daemon_cli.namespace_option(p)
     p.set_defaults(func=cmd_top)
 
 
 def _exec_options(p: argparse.ArgumentParser) -> None:
     daemon_cli._common(p)
     p.add_argument("-t", "--tty", action="store_true", help="give the command a terminal")
+    _pod_options(p)
+
+
+def _pod_options(p: argparse.ArgumentParser) -> None:
+    daemon_cli.namespace_option(p)
+    p.add_argument("-c", "--container", metavar="CONTAINER",
+                   help="which container of the pod NAME (default: kubectl's default one)")
 
 
 def _by_name(command: Callable[[argparse.Namespace], int]
              ) -> Callable[[argparse.Namespace], int]:
-    """Errors name the container as the user typed it, not the instance id (``web.2``)."""
+    """Errors name the container as the user typed it, not the instance id (``web.2``);
+    a pod's container as ``POD/CONTAINER``."""
     @functools.wraps(command)
     def run(args: argparse.Namespace) -> int:
         try:
@@ -84,8 +105,48 @@ def _by_name(command: Callable[[argparse.Namespace], int]
         except errors.RuntimeFailure as exc:
             if not getattr(args, "name", None):
                 raise
-            raise exc.for_container(args.name, instead=True) from None
+            shown = getattr(args, "shown", None) or args.name
+            raise exc.for_container(shown, instead=True) from None
     return run
+
+
+class _Unit(NamedTuple):
+    """One object a command acts on: its unit name, and its container name in its pod."""
+
+    unit: str
+    container: str = ""  # "" for a ``kind: Container`` object or a unit typed directly
+    role: str = ""  # in its pod: init, sidecar or app
+
+    @property
+    def label(self) -> str:
+        return self.container or self.unit
+
+
+def _units(args: argparse.Namespace, rt: runc.RuncRuntime, *, every: bool = False
+           ) -> list[_Unit]:
+    """What NAME means: a container (or a pod's unit typed directly), as it always did;
+    or a pod's container: ``-c``, else kubectl's default one (said on stderr). ``every``:
+    all of the pod's containers, init containers first."""
+    t = pods.target(args.name, namespace=getattr(args, "namespace", None))
+    container = getattr(args, "container", None)
+    plain = t.kind != "pod" and container is None
+    if plain and (t.kind == "container" or rt.depot(rt.locate(t.name)).root.is_dir()):
+        return [_Unit(t.name)]
+    pod = daemon_cli.find_pod(args, t)
+    if pod is None:
+        if plain:  # neither: the container's own errors, as before pods
+            return [_Unit(t.name)]
+        raise errors.ReconcilerError(f'pod "{t.shown}" not found')
+    if every:
+        return [_Unit(m.unit, m.container, m.role) for m in pod.members]
+    try:
+        member, note = pods.choose(pod, container, shown=t.shown)
+    except LookupError as exc:
+        raise errors.ReconcilerError(str(exc)) from None
+    if note:
+        print(note, file=sys.stderr)  # noqa: T201
+    args.shown = f"{t.shown}/{member.container}"
+    return [_Unit(member.unit, member.container, member.role)]
 
 
 def _runtime(args: argparse.Namespace) -> runc.RuncRuntime:
@@ -117,44 +178,66 @@ def cmd_logs(args: argparse.Namespace) -> int:
     if args.follow and args.previous:
         raise errors.UsageError("--follow and --previous do not go together: "
                                 "the previous run has ended")
+    if args.all_containers and args.container:
+        raise errors.UsageError("--all-containers and -c do not go together")
     rt = _runtime(args)
-    d = rt.depot(rt.locate(args.name))
-    if not d.root.is_dir():
-        raise errors.ContainerNotFound("container does not exist", container=args.name)
+    every = args.all_containers
+    found: list[tuple[Depot, bytes]] = []  # each log, and the prefix of its lines
+    for u in _units(args, rt, every=every):
+        d = rt.depot(rt.locate(u.unit))
+        if d.root.is_dir():
+            found.append((d, f"[{u.label}] ".encode() if every else b""))
+        elif not every:  # with --all-containers, one not made yet has printed nothing
+            raise errors.ContainerNotFound("container does not exist", container=args.name)
     since = datetime.now(UTC) - args.since if args.since is not None else None
 
     def chosen(lines: Sequence[logs.Line]) -> list[logs.Line]:
         return logs.select(lines, tail=args.tail, since=since)
 
     try:
-        if args.previous:
-            if not d.previous_log.exists():
-                raise errors.ContainerNotFound("has no previous run (it never restarted)",
-                                               container=args.name)
-            _emit(chosen(logs.parse(d.previous_log.read_bytes())), args.timestamps)
-        elif not args.follow:
-            try:
-                data = d.log.read_bytes()
-            except FileNotFoundError:
-                data = b""
-            _emit(chosen(logs.parse(data)), args.timestamps)
-        else:
-            with logs.Follower(d.log) as follower:
-                _emit(chosen(follower.poll()), args.timestamps)
-                while not follower.gone:
-                    time.sleep(POLL_SECONDS)
-                    _emit(follower.poll(), args.timestamps)
+        if args.follow:
+            _follow(found, chosen, timestamps=args.timestamps)
+            return 0
+        for d, prefix in found:
+            if args.previous:
+                if not d.previous_log.exists():
+                    if every:
+                        continue
+                    raise errors.ContainerNotFound("has no previous run (it never restarted)",
+                                                   container=args.name)
+                data = d.previous_log.read_bytes()
+            else:
+                try:
+                    data = d.log.read_bytes()
+                except FileNotFoundError:
+                    data = b""
+            _emit(chosen(logs.parse(data)), args.timestamps, prefix=prefix)
     except BrokenPipeError:  # `reconciler logs web | head`: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
-def _emit(lines: Sequence[logs.Line], timestamps: bool) -> None:
-    """stdout lines to our stdout, stderr lines to our stderr, in the order written."""
+def _follow(found: Sequence[tuple[Depot, bytes]],
+            chosen: Callable[[Sequence[logs.Line]], list[logs.Line]], *,
+            timestamps: bool) -> None:
+    """Print new lines of every log until every container is deleted for good."""
+    with contextlib.ExitStack() as stack:
+        followers = [(stack.enter_context(logs.Follower(d.log)), prefix) for d, prefix in found]
+        for follower, prefix in followers:
+            _emit(chosen(follower.poll()), timestamps, prefix=prefix)
+        while not all(follower.gone for follower, _ in followers):
+            time.sleep(POLL_SECONDS)
+            for follower, prefix in followers:
+                _emit(follower.poll(), timestamps, prefix=prefix)
+
+
+def _emit(lines: Sequence[logs.Line], timestamps: bool, *, prefix: bytes = b"") -> None:
+    """stdout lines to our stdout, stderr lines to our stderr, in the order written;
+    ``prefix``: ``[container] `` before each (``--all-containers``)."""
     for line in lines:
         out = sys.stdout if line.stream == "stdout" else sys.stderr
         out.flush()
-        out.buffer.write(logs.render(line, timestamps=timestamps))
+        out.buffer.write(prefix + logs.render(line, timestamps=timestamps))
         out.buffer.flush()
 
 
@@ -181,7 +264,8 @@ def cmd_exec(args: argparse.Namespace) -> int:
     if args.tty and not sys.stdin.isatty():
         raise errors.UsageError("-t needs a terminal, and stdin is not one")
     rt = _runtime(args)
-    code = anyio.run(lambda: rt.exec_attached(rt.locate(args.name), argv, tty=args.tty))
+    unit = _units(args, rt)[0].unit
+    code = anyio.run(lambda: rt.exec_attached(rt.locate(unit), argv, tty=args.tty))
     return code if code >= 0 else 128 - code  # killed by a signal: the shell's convention
 
 
@@ -198,15 +282,18 @@ class _Sample(NamedTuple):
 @_by_name
 def cmd_stats(args: argparse.Namespace) -> int:
     stream = not args.no_stream and args.output == "table" and sys.stdout.isatty()
-    anyio.run(_stats, args, stream)
+    # a pod's containers are found once, outside the event loop (the lookup may run one)
+    named = _units(args, _runtime(args), every=True) if args.name else None
+    anyio.run(_stats, args, named, stream)
     return 0
 
 
-async def _stats(args: argparse.Namespace, stream: bool) -> None:
-    before = await _sample_all(args)
+async def _stats(args: argparse.Namespace, named: Sequence[_Unit] | None, stream: bool
+                 ) -> None:
+    before = await _sample_all(args, named)
     while True:
         await anyio.sleep(STATS_SECONDS)
-        after = await _sample_all(args)
+        after = await _sample_all(args, named)
         rows = [_row(name, before.get(name), s) for name, s in after.items()]
         if args.output == "json":
             print(json.dumps(rows, indent=2))  # noqa: T201
@@ -217,15 +304,18 @@ async def _stats(args: argparse.Namespace, stream: bool) -> None:
         before = after
 
 
-async def _sample_all(args: argparse.Namespace) -> dict[str, _Sample]:
-    """Counters of the named container, or of every running or paused one."""
+async def _sample_all(args: argparse.Namespace, named: Sequence[_Unit] | None
+                      ) -> dict[str, _Sample]:
+    """Counters of the named container (a pod's: each of its containers), or of every
+    running or paused one; by the name the table shows."""
     rt = _runtime(args)
-    if args.name:
-        found = [await rt.state(rt.locate(args.name))]
+    if named is None:
+        found = [(o.name, o) for o in await rt.list()
+                 if o.status in (Status.RUNNING, Status.PAUSED)]
     else:
-        found = [o for o in await rt.list() if o.status in (Status.RUNNING, Status.PAUSED)]
+        found = await _states(rt, named)
     out: dict[str, _Sample] = {}
-    for o in found:
+    for label, o in found:
         if o.status is Status.STOPPED:  # named, and stopped: nothing runs, nothing is used
             stats = Stats(cpu_usage_ns=0, memory_usage=0, memory_limit=None,
                           memory_max_usage=None, pids_current=0, pids_limit=None)
@@ -233,10 +323,25 @@ async def _sample_all(args: argparse.Namespace) -> dict[str, _Sample]:
             try:
                 stats = await rt.stats(o.id)
             except errors.ContainerNotFound:
-                if args.name:
+                if named is not None and len(named) == 1:
                     raise
                 continue  # removed between the list and the read
-        out[o.name] = _Sample(stats, time.monotonic())
+        out[label] = _Sample(stats, time.monotonic())
+    return out
+
+
+async def _states(rt: runc.RuncRuntime, named: Sequence[_Unit]) -> list[tuple[str, Observed]]:
+    """(label, state) of each named unit; of a pod's, those made, less finished init steps."""
+    if len(named) == 1 and not named[0].role:  # a container: its own errors, as always
+        return [(named[0].label, await rt.state(rt.locate(named[0].unit)))]
+    out = []
+    for u in named:
+        try:
+            o = await rt.state(rt.locate(u.unit))
+        except errors.ContainerNotFound:
+            continue  # not made yet
+        if u.role != "init" or o.status is not Status.STOPPED:
+            out.append((u.label, o))
     return out
 
 
@@ -294,19 +399,28 @@ def _size(n: int) -> str:
 @_by_name
 def cmd_inspect(args: argparse.Namespace) -> int:
     rt = _runtime(args)
-    print(json.dumps(rt.config(rt.locate(args.name)), indent=2, sort_keys=True))  # noqa: T201
+    unit = _units(args, rt)[0].unit
+    print(json.dumps(rt.config(rt.locate(unit)), indent=2, sort_keys=True))  # noqa: T201
     return 0
 
 
 @_by_name
 def cmd_top(args: argparse.Namespace) -> int:
     rt = _runtime(args)
-    rows = [["PID", "USER", "TIME", "CMD"]]
-    pids: Sequence[int] = anyio.run(rt.pids, rt.locate(args.name))
-    for pid in sorted(pids):
-        row = _proc_row(pid)
-        if row is not None:  # None: it exited since runc listed it
-            rows.append(row)
+    named = _units(args, rt, every=True)
+    pod = bool(named[0].role)  # a pod: one table, a CONTAINER column
+    rows = [(["CONTAINER"] if pod else []) + ["PID", "USER", "TIME", "CMD"]]
+    for u in named:
+        try:
+            pids: Sequence[int] = anyio.run(rt.pids, rt.locate(u.unit))
+        except errors.RuntimeFailure:
+            if not pod:
+                raise
+            continue  # not made yet, or done (an init step)
+        for pid in sorted(pids):
+            row = _proc_row(pid)
+            if row is not None:  # None: it exited since runc listed it
+                rows.append(([u.label] if pod else []) + row)
     print(daemon_cli._table(rows))  # noqa: T201
     return 0
 

@@ -53,6 +53,7 @@ class Options:
     insecure_registries: tuple[str, ...] = ()
     seccomp_root: str = "/etc/reconciler/seccomp"  # relative Localhost seccomp profiles
     first_list: proc.Spawned | None = None  # the first `runc list`, started before imports
+    runtime_classes: dict[str, tuple[str, ...]] | None = None  # None: the runtime's defaults
 
 
 async def serve(
@@ -71,7 +72,8 @@ async def serve(
                             insecure_registries=opts.insecure_registries)
         runtime = RuncRuntime(state_dir=opts.state_dir, runc_root=opts.runc_root,
                               cgroup_parent=parent, seccomp_root=opts.seccomp_root,
-                              first_list=opts.first_list)
+                              first_list=opts.first_list,
+                              runtime_classes=opts.runtime_classes)
         source: Source = ManifestSource(opts.manifests, settle=opts.settle,
                                         resync=opts.resync, poll=opts.poll)
         resolver = Resolver(images, cgroup_parent=parent, max_age=opts.resync / 2)

@@ -174,7 +174,8 @@ class RuncRuntime:
             known = ", ".join(sorted(c for c in self.classes if c)) or "none"
             raise errors.RuntimeFailure(
                 f"runtimeClassName {name!r} is not one this daemon knows (it knows: runc"
-                f" by default, and {known}; see --runtime-class)", container=spec.name)
+                f" by default, and {known}; reconciler run --runtime-class adds one)",
+                container=spec.name)
         if cls.name and not os.access(cls.binary, os.X_OK):
             raise errors.RuntimeFailure(
                 f"runtimeClassName {name!r}: {cls.binary} is not installed", container=spec.name)
