@@ -14,7 +14,10 @@ figures (see bench/README.md):
 3. ``runc kill NAME KILL`` -> the first restart running, against podman's measured 102 ms
    and a bare ``runc delete`` + ``runc run -d``;
 4. the daemon restarted under N running containers -> converged, and restarts it caused;
-5. the daemon's idle CPU and RSS with N containers, and conmon's RSS per container.
+5. the daemon's idle CPU and RSS with N containers, and conmon's RSS per container;
+6. a two-container Kubernetes Pod (image busybox:1.36) dropped -> both containers running,
+   against ``podman kube play`` of the same file and three bare ``runc run -d`` (a
+   catatonit infra container and two joining its namespaces).
 
 Each floor and peer is measured beside its figure, trial by trial where there are trials
 (bare, then podman, then the daemon, in turn), so that load from other work on the machine
@@ -76,10 +79,25 @@ BULK_OVER_LOOP = 1.25  # 2: N at once, at most this times N sequential bare runc
 CRASH_OVER_BARE = 0.025  # 3: first restart p50 at most this above the bare restart's p50
 RESTART_CONVERGED = 0.400  # 4: daemon restart with N running -> converged, under; 0 restarts
 IDLE_CPU = 0.5  # 5: % of one core over a full --resync period, runc children included
+FASTER_THAN_KUBE_PLAY_POD = 2.0  # 6: kube play (returned) p50 / our Pod drop -> running p50
 
 # podman, the peer: the same busybox rootfs imported as an image, once per run (untimed).
 PODMAN_IMAGE = "localhost/bench-busybox:latest"
 TRIAL_LABEL = "bench.trial"  # annotation naming a trial's container (runc keeps it in labels)
+
+# 6: the two-container Pod. Its image is an OCI image (deploy/mkimage-busybox.sh), imported
+# into the daemon's store as busybox:1.36 and pulled into podman's storage and tagged
+# busybox:1.36 (podman: localhost/busybox:1.36, the first name a short name looks up).
+POD_IMAGE = "busybox:1.36"
+POD_LAYOUT_REF = "busybox:latest"  # the image's name inside the layout mkimage builds
+MKIMAGE = REPO / "deploy" / "mkimage-busybox.sh"
+# Both trap SIGTERM, as COMMAND does: busybox httpd as PID 1 ignores SIGTERM, so every
+# (untimed) deletion would otherwise cost the whole grace period.
+POD_CONTAINERS = (("server", ["/bin/sh", "-c",
+                              "trap 'exit 0' TERM; httpd -f -p 127.0.0.1:8080 & wait"]),
+                  ("sleeper", COMMAND))
+ANN_POD, ANN_POD_ROLE = "io.reconciler.pod", "io.reconciler.pod-role"  # on every pod unit
+CATATONIT = ("catatonit", "/usr/libexec/podman/catatonit")
 
 
 def out(line: str = "") -> None:
@@ -330,6 +348,49 @@ class Bare:
     def delete(self, name: str) -> None:
         self.runc("delete", "-f", name)
 
+    def pod_bundle(self, name: str, args: Sequence[str], *, root: Path,
+                   join: int | None = None) -> Path:
+        """A pod member's bundle, of ``runc spec``'s config as ``bundle`` makes it; with
+        ``join`` (the infra PID), one that joins that process's net, IPC and UTS namespaces
+        by their /proc paths and sets no hostname (the pod's is the infra's)."""
+        bundle = self.bundle(name)
+        config = json.loads((bundle / "config.json").read_text())
+        config["process"]["args"] = list(args)
+        config["root"] = {"path": str(root), "readonly": True}
+        if join is not None:
+            config.pop("hostname", None)
+            paths = {"network": "net", "ipc": "ipc", "uts": "uts"}
+            config["linux"]["namespaces"] = [
+                {**ns, "path": f"/proc/{join}/ns/{paths[ns['type']]}"}
+                if ns["type"] in paths else ns for ns in config["linux"]["namespaces"]]
+        (bundle / "config.json").write_text(json.dumps(config))
+        return bundle
+
+    def timed_pod(self, name: str, infra_root: Path) -> float:
+        """The floor of figure 6: three ``runc run -d``, an infra container (catatonit -P,
+        alone in ``infra_root``) and the Pod's two containers joining its namespaces. The
+        infra bundle is written before the clock starts; the two others need its PID, so
+        they are written inside the timed span (a JSON dump each)."""
+        infra = self.pod_bundle(f"{name}-infra", ["/catatonit", "-P"], root=infra_root)
+        t0 = time.perf_counter()
+        self.run(f"{name}-infra", infra)
+        pid = running_pid(self.box.bare_root, f"{name}-infra")
+        if pid is None:
+            raise RuntimeError(f"runc run -d {name}-infra returned but it is not running")
+        for cname, argv in POD_CONTAINERS:
+            member = f"{name}-{cname}"
+            self.run(member, self.pod_bundle(member, argv, root=self.box.rootfs, join=pid))
+        elapsed = time.perf_counter() - t0
+        for cname, _ in POD_CONTAINERS:
+            if running_pid(self.box.bare_root, f"{name}-{cname}") is None:
+                raise RuntimeError(f"runc run -d {name}-{cname} returned but it is not running")
+        return elapsed
+
+    def delete_pod(self, name: str) -> None:
+        for cname, _ in POD_CONTAINERS:
+            self.delete(f"{name}-{cname}")
+        self.delete(f"{name}-infra")
+
 
 # -- podman: the peers ---------------------------------------------------------------------
 
@@ -438,6 +499,37 @@ def pod_yaml(name: str) -> str:
             f"      command: [{args}]\n")
 
 
+def pod2_yaml(name: str) -> str:
+    """Figure 6's Pod: two busybox containers, no init container, no volume, the image
+    never pulled. The same bytes go to ``podman kube play`` and into the daemon's
+    directory; the annotation names the trial's containers in podman's runc root."""
+    containers = "".join(
+        f"    - name: {cname}\n      image: {POD_IMAGE}\n      imagePullPolicy: IfNotPresent\n"
+        f"      command: [{', '.join(json.dumps(a) for a in argv)}]\n"
+        for cname, argv in POD_CONTAINERS)
+    return (f"apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  annotations:\n"
+            f"    {TRIAL_LABEL}: {name}\nspec:\n  terminationGracePeriodSeconds: 2\n"
+            f"  containers:\n{containers}")
+
+
+def hidden(d: Path, argv: Sequence[str]) -> list[str]:
+    """``argv`` run in a private mount namespace where the host's blob-info cache and
+    /var/tmp are empty dirs of ours (``d/hide-cache``, ``d/hide-vartmp``). Every image copy
+    (podman's, and skopeo's as root: the image build and the daemon's ``image import``)
+    writes that cache in /var/lib/containers/cache whatever else it is told."""
+    binds: list[str] = []
+    cache = next((p for p in (Path("/var/lib/containers/cache"), Path("/var/lib/containers"),
+                              Path("/var/lib")) if p.is_dir()), None)
+    for sub, target in (("hide-cache", cache), ("hide-vartmp", Path("/var/tmp"))):
+        if target is not None and target.is_dir():
+            (d / sub).mkdir(parents=True, exist_ok=True)
+            binds += [str(d / sub), str(target)]
+    script = ('while [ "$1" != -- ]; do mount --bind "$1" "$2" || exit 125; shift 2; done; '
+              'shift; exec "$@"')
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+            *binds, "--", *argv]
+
+
 class Podman:
     """podman (4.3.1 on Debian 12) with nothing of the machine's: storage, run root, tmp dir,
     locks, network config and runc root under the temp dir, a cgroup parent under the
@@ -485,21 +577,11 @@ class Podman:
         return done.stdout
 
     def hidden(self, args: Sequence[str]) -> list[str]:
-        """``args`` run in a private mount namespace where the host's blob-info cache and
-        /var/tmp are empty dirs of ours: podman 4.3 keeps the cache of every image copy in
-        /var/lib/containers/cache whatever --root says, and its pause-image build (buildah)
-        writes to /var/tmp. Only the untimed set-up runs this way."""
-        binds: list[str] = []
-        cache = next((p for p in (Path("/var/lib/containers/cache"), Path("/var/lib/containers"),
-                                  Path("/var/lib")) if p.is_dir()), None)
-        if cache is not None:
-            binds += [str(self.dir / "hide-cache"), str(cache)]
-        if Path("/var/tmp").is_dir():
-            binds += [str(self.dir / "hide-vartmp"), "/var/tmp"]
-        script = ('while [ "$1" != -- ]; do mount --bind "$1" "$2" || exit 125; shift 2; done; '
-                  'shift; exec "$@"')
-        return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
-                *binds, "--", *self.argv, *args]
+        """podman ``args`` in a private mount namespace (``hidden``): podman 4.3 keeps the
+        cache of every image copy in /var/lib/containers/cache whatever --root says, and
+        its pause-image build (buildah) writes to /var/tmp. Only the untimed set-up runs
+        this way."""
+        return hidden(self.dir, [*self.argv, *args])
 
     def setup(self, rootfs: Path) -> str:
         """Untimed, once: the rootfs imported as PODMAN_IMAGE, and podman's pause image
@@ -532,6 +614,76 @@ class Podman:
                               f"{done.stderr.strip()[-400:]}")
         self.checked("pod", "rm", "-f", "bench-pause")
         return version
+
+    def load_layout(self, layout: Path) -> None:
+        """Untimed, once: figure 6's image, pulled from the OCI layout the daemon imports
+        too (in the private mount namespace, as the import above) and tagged POD_IMAGE."""
+        done = subprocess.run(
+            self.hidden(["pull", "--quiet", f"oci:{layout}:{POD_LAYOUT_REF}"]), env=self.env,
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False, timeout=120)
+        if done.returncode != 0 or not done.stdout.split():
+            raise PodmanError(f"podman pull oci:{layout}: exit {done.returncode}: "
+                              f"{done.stderr.strip()[-400:]}")
+        done = subprocess.run(self.hidden(["tag", done.stdout.split()[-1], POD_IMAGE]),
+                              env=self.env, stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, check=False, timeout=60)
+        if done.returncode != 0:
+            raise PodmanError(f"podman tag {POD_IMAGE}: exit {done.returncode}: "
+                              f"{done.stderr.strip()[-400:]}")
+
+    def pod_trial(self, name: str, yaml: Path) -> PeerTrial:
+        """``podman kube play`` of figure 6's Pod file, timed until the command returns
+        (it returns once the pod runs); ``running`` is when both its containers counted
+        as running in podman's runc root (runc's rule, polled while it runs). Then the pod
+        is removed, untimed."""
+        out_path, err_path = self.dir / "out" / f"{name}.out", self.dir / "out" / f"{name}.err"
+        want, ids = f"{TRIAL_LABEL}={name}", set[str]()
+        running: float | None = None
+        returned: float | None = None
+        with open(out_path, "wb") as out_f, open(err_path, "wb") as err_f:
+            t0 = time.perf_counter()
+            proc = subprocess.Popen([*self.argv, "kube", "play", "--network", "none",
+                                     "--log-driver", "none", str(yaml)], env=self.env,
+                                    stdin=subprocess.DEVNULL, stdout=out_f, stderr=err_f)
+            try:
+                while returned is None:
+                    if proc.poll() is not None:
+                        returned = time.perf_counter() - t0
+                    if running is None and self.pod_running(want, ids) >= len(POD_CONTAINERS):
+                        running = time.perf_counter() - t0
+                    if returned is None:
+                        if time.perf_counter() > t0 + 60:
+                            raise PodmanError(f"podman kube play {name}: no return after 60 s")
+                        time.sleep(POLL)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        output = out_path.read_text(errors="replace").split()
+        if "Pod:" in output[:-1]:
+            self.pods.add(output[output.index("Pod:") + 1])
+        if proc.returncode != 0:
+            raise PodmanError(f"podman kube play {name}: exit {proc.returncode}: "
+                              f"{err_path.read_text(errors='replace').strip()[-400:]}")
+        self.remove("pod", "rm", name)
+        assert returned is not None
+        if running is None:  # looked at once more right after the return
+            raise PodmanError(f"podman kube play {name} returned, but its containers were "
+                              "not both running")
+        return PeerTrial(running, returned)
+
+    def pod_running(self, want: str, ids: set[str]) -> int:
+        """How many containers labelled ``want`` (kept in ``ids`` once found) run now."""
+        for cid in os.listdir(self.runc_root):
+            if cid in ids or cid in self.others:
+                continue
+            try:
+                with open(self.runc_root / cid / "state.json", "rb") as f:
+                    labels = json.loads(f.read()).get("config", {}).get("labels") or []
+            except (FileNotFoundError, NotADirectoryError, ValueError):
+                continue
+            (ids if want in labels else self.others).add(cid)
+        return sum(1 for cid in ids if pid_if_running(self.runc_root / cid) is not None)
 
     def run_trial(self, name: str) -> PeerTrial:
         """``podman run -d`` of the benchmark's command, timed; then removed, untimed."""
@@ -990,6 +1142,182 @@ def bare_bulk(bare: Bare, n: int, *, template: dict[str, Any] | None = None,
     return elapsed
 
 
+# -- 6. a two-container Pod dropped -> both running ----------------------------------------
+
+
+def pod_image(box: Sandbox) -> tuple[Path | None, str | None]:
+    """Untimed, once, before the daemon starts: figure 6's image built as an OCI layout
+    (deploy/mkimage-busybox.sh, its temp files in the temp dir) and imported into the
+    daemon's state dir as POD_IMAGE, both in a private mount namespace (``hidden``); a
+    root for the bare floor's infra container (catatonit alone). Returns (the layout,
+    None) or (None, why the figure is skipped)."""
+    missing = [t for t in ("umoci", "skopeo", "unshare") if shutil.which(t) is None]
+    catatonit = next((p for p in (shutil.which(c) or c for c in CATATONIT)
+                      if os.path.isabs(p) and os.access(p, os.X_OK)), None)
+    if catatonit is None:
+        missing.append("catatonit")
+    if missing:
+        return None, f"{', '.join(missing)} not installed"
+    tmp = box.base / "image-tmp"
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    layout = box.base / "image"
+    steps = [[str(MKIMAGE), "-r", POD_LAYOUT_REF, str(layout)],
+             [sys.executable, "-m", "reconciler", "image", "import", "--state-dir",
+              str(box.state), f"oci:{layout}:{POD_LAYOUT_REF}", POD_IMAGE]]
+    for what, argv in zip(("mkimage-busybox.sh", "reconciler image import"), steps,
+                          strict=True):  # skopeo, in both, writes the blob-info cache
+        done = subprocess.run(hidden(box.base / "image-hide", argv), env=env, cwd=REPO,
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              check=False, timeout=300)
+        if done.returncode != 0:
+            return None, f"{what}: exit {done.returncode}: {done.stderr.strip()[-300:]}"
+    root = box.bundles / "infra-root"
+    for sub in ("proc", "dev", "sys", "etc"):
+        (root / sub).mkdir(parents=True)
+    shutil.copy2(catatonit, root / "catatonit")
+    return layout, None
+
+
+class PodUnits:
+    """A Pod's units in a runc root, found by the labels runc keeps in state.json (its
+    copy of the OCI annotations, as ``runc list`` shows them): ``io.reconciler.pod`` and
+    ``io.reconciler.pod-role``. Ids are remembered once read; a directory listing a poll."""
+
+    def __init__(self, root: Path, key: str) -> None:
+        self.root, self.want = root, f"{ANN_POD}={key}"
+        self.roles: dict[str, str] = {}  # runc id -> role
+        self.others: set[str] = set()
+
+    def scan(self) -> list[str]:
+        ids = os.listdir(self.root)
+        for cid in ids:
+            if cid in self.roles or cid in self.others:
+                continue
+            try:
+                with open(self.root / cid / "state.json", "rb") as f:
+                    labels = json.loads(f.read()).get("config", {}).get("labels") or []
+            except (FileNotFoundError, NotADirectoryError, ValueError):
+                continue
+            if self.want in labels:
+                prefix = f"{ANN_POD_ROLE}="
+                self.roles[cid] = next((la[len(prefix):] for la in labels
+                                        if la.startswith(prefix)), "")
+            else:
+                self.others.add(cid)
+        return ids
+
+    def running(self, role: str) -> int:
+        self.scan()
+        return sum(1 for cid, r in self.roles.items()
+                   if r == role and pid_if_running(self.root / cid) is not None)
+
+    def present(self) -> bool:
+        return any(cid in self.roles for cid in self.scan())
+
+
+@dataclass(frozen=True)
+class PodTrial:
+    seconds: float  # the rename -> both app containers running
+    sandbox: float | None  # the rename -> the sandbox (catatonit) seen running
+
+
+def drop_pod(box: Sandbox, daemon: Daemon, name: str, staged: Path) -> PodTrial:
+    """The Pod file (already staged, the bytes podman played) renamed in; the clock stops
+    when both its app containers count as running in the daemon's runc root."""
+    units = PodUnits(box.runc_root, f"default/{name}")
+    sandbox = None
+    t0 = time.perf_counter()
+    os.rename(staged, box.manifests / staged.name)
+    deadline = t0 + 30
+    while units.running("app") < len(POD_CONTAINERS):
+        if sandbox is None and units.running("sandbox"):
+            sandbox = time.perf_counter() - t0
+        if time.perf_counter() > deadline:
+            daemon.check()
+            raise TimeoutError(f"pod {name}: not all running 30 s after its file was dropped")
+        time.sleep(POLL)
+    return PodTrial(time.perf_counter() - t0, sandbox)
+
+
+def listed_running(box: Sandbox, name: str) -> int:
+    """Untimed cross-check: the pod's app containers ``runc list`` calls running."""
+    done = subprocess.run(["runc", f"--root={box.runc_root}", "list", "--format", "json"],
+                          capture_output=True, text=True, check=False)
+    entries = json.loads(done.stdout or "null") if done.returncode == 0 else None
+    return sum(1 for e in entries or []
+               if (e.get("annotations") or {}).get(ANN_POD) == f"default/{name}"
+               and (e.get("annotations") or {}).get(ANN_POD_ROLE) == "app"
+               and e.get("status") == "running")
+
+
+def drop_pod_out(box: Sandbox, daemon: Daemon, name: str) -> None:
+    """Untimed: the file deleted, then every unit, depot and pod dir of it gone."""
+    os.unlink(box.manifests / f"{name}.yaml")
+    units = PodUnits(box.runc_root, f"default/{name}")
+    unit = f"default_{name}"
+
+    def all_gone() -> bool:
+        daemon.check()
+        return (not units.present() and not (box.state / "pods" / unit).exists()
+                and not any((box.state / "containers").glob(f"{unit}*")))
+
+    wait_for(all_gone, timeout=30, every=0.02, what=f"pod {name} deleted")
+
+
+@dataclass
+class PodFigure:
+    skipped: str | None = None
+    cold: PodTrial | None = None
+    trials: list[PodTrial] = field(default_factory=list)
+    bare_cold: float | None = None
+    bare: list[float] = field(default_factory=list)
+    kube_cold: PeerTrial | None = None
+    kube: list[PeerTrial] = field(default_factory=list)
+    kube_skipped: str | None = None
+    mismatches: int = 0  # trials where `runc list` did not show both app containers running
+
+
+def pod_trials(box: Sandbox, daemon: Daemon, bare: Bare, trials: int, infra_root: Path,
+               podman: Podman | None, kube_skipped: str | None) -> PodFigure:
+    """A cold trial each, then ``trials`` rounds of: the bare floor, ``podman kube play``
+    of the Pod file, the same file dropped into the daemon's directory. Everything is
+    removed (untimed) before the next round."""
+    fig = PodFigure(kube_skipped=kube_skipped)
+
+    def stage_pod(name: str) -> Path:
+        staged = box.staging / f"{name}.yaml"
+        staged.write_text(pod2_yaml(name))
+        return staged
+
+    def round_(name: str) -> tuple[float, PeerTrial | None, PodTrial]:
+        nonlocal podman
+        floor = bare.timed_pod(f"bare-{name}", infra_root)
+        bare.delete_pod(f"bare-{name}")
+        staged = stage_pod(name)
+        kube = None
+        try:
+            if podman is not None:
+                kube = podman.pod_trial(name, staged)
+        except PodmanError as exc:
+            fig.kube_skipped, podman = f"podman stopped after an error: {exc}", None
+        trial = drop_pod(box, daemon, name, staged)
+        if listed_running(box, name) != len(POD_CONTAINERS):
+            fig.mismatches += 1
+        drop_pod_out(box, daemon, name)
+        return floor, kube, trial
+
+    fig.bare_cold, fig.kube_cold, fig.cold = round_("pod-cold")
+    fig.mismatches = 0  # only the counted trials
+    for i in range(trials):
+        floor, kube, trial = round_(f"pod-{i:02d}")
+        fig.bare.append(floor)
+        if kube is not None:
+            fig.kube.append(kube)
+        fig.trials.append(trial)
+    return fig
+
+
 # -- 3. crash -> first restart running -----------------------------------------------------
 
 
@@ -1203,6 +1531,7 @@ class Plan:
     crash_trials: int
     idle_seconds: float
     resync_window: float  # 0: skip the window that holds a periodic relist
+    pod_trials: int  # 6: rounds of bare floor, podman kube play, Pod drop
 
 
 def progress(text: str) -> None:
@@ -1217,6 +1546,19 @@ def measure(box: Sandbox, plan: Plan, daemons: list[Daemon], peers: list[Podman]
     r: dict[str, Any] = {}
     bare = Bare(box)
     podman, peer_figures = start_podman(box, peers)
+    progress("6. the Pod's image: built as an OCI layout, imported into the daemon's store"
+             + ("" if podman is None else " and pulled into podman's"))
+    kube_skipped = peer_figures.skipped
+    try:
+        layout, pod_skipped = pod_image(box)
+    except (OSError, subprocess.SubprocessError) as exc:
+        layout, pod_skipped = None, f"the image: {exc}"
+    pod_podman = podman
+    if layout is not None and podman is not None:
+        try:
+            podman.load_layout(layout)
+        except (PodmanError, OSError, subprocess.SubprocessError) as exc:
+            kube_skipped, pod_podman = f"podman's copy of the image failed: {exc}", None
     daemon = Daemon(box, concurrency=DEFAULT_CONCURRENCY, label="c4")
     daemons.append(daemon)
     started = time.time()
@@ -1228,6 +1570,15 @@ def measure(box: Sandbox, plan: Plan, daemons: list[Daemon], peers: list[Podman]
              + "drop")
     r["single"] = single_trials(box, daemon, bare, plan, podman, peer_figures)
     r["breakdown"] = breakdown(daemon, r["single"].trials)
+    if layout is None:
+        r["pod"] = PodFigure(skipped=pod_skipped)
+    else:
+        if peer_figures.skipped and pod_podman is not None:  # podman failed in figure 1
+            kube_skipped, pod_podman = peer_figures.skipped, None
+        progress(f"6. {plan.pod_trials} rounds of: bare infra + 2 runc run -d, "
+                 + ("" if pod_podman is None else "podman kube play, ") + "Pod drop")
+        r["pod"] = pod_trials(box, daemon, bare, plan.pod_trials, box.bundles / "infra-root",
+                              pod_podman, kube_skipped)
     progress(f"3. {plan.crash_trials} rounds of: bare kill + delete + run, daemon crash")
     r["crash"], r["bare_crash"] = crash_trials(box, daemon, bare, plan.crash_trials)
     r["crash_log"] = daemon.log_records()
@@ -1395,7 +1746,58 @@ def report(r: dict[str, Any], plan: Plan) -> list[Row]:
         rows.append((f"5. idle CPU with {n}",
                      f"{short_total:.2f}% in {short['seconds']:.0f} s", "", "", target,
                      "n/a (--quick)"))
+    out()
+    rows += report_pod(r["pod"], plan)
     return rows
+
+
+def report_pod(fig: PodFigure, plan: Plan) -> list[Row]:
+    """Figure 6's lines, and its row: podman kube play's p50 (to its return) / ours."""
+    names = " + ".join(c for c, _ in POD_CONTAINERS)
+    out(f"6. a 2-container Pod ({names}, {POD_IMAGE}) dropped -> both running "
+        f"({plan.pod_trials} rounds after one cold one, interleaved with the floor and peer)")
+    if fig.skipped or not fig.trials:
+        out(f"   skipped: {fig.skipped}")
+        return [("6. 2-container Pod drop -> all running", f"n/a ({fig.skipped})", "", "",
+                 f">= {FASTER_THAN_KUBE_PLAY_POD:g}x faster than podman kube play", "n/a")]
+    drop = [t.seconds for t in fig.trials]
+    d50 = pct(drop, 0.5)
+    boxes = [t.sandbox for t in fig.trials if t.sandbox is not None]
+    cold = f"cold {ms(fig.cold.seconds).strip()}; " if fig.cold else ""
+    out(f"   reconciler        p50 {ms(d50)}  p99 {ms(pct(drop, 0.99))}   ({cold}the sandbox "
+        f"running after p50 {ms(pct(boxes, 0.5)).strip() if boxes else '?'})")
+    b50 = pct(fig.bare, 0.5)
+    bare_cold = f"cold {ms(fig.bare_cold).strip()}; " if fig.bare_cold is not None else ""
+    out(f"   bare runc         p50 {ms(b50)}  p99 {ms(pct(fig.bare, 0.99))}   ({bare_cold}"
+        "3 runc run -d: catatonit -P, then 2 joining its net, ipc, uts by /proc/PID/ns)")
+    row_peer, row_target, row_verdict = "", "", "n/a"
+    if fig.kube:
+        returned = [t.returned for t in fig.kube]
+        k50 = pct(returned, 0.5)
+        kube_cold = (f"cold {ms(fig.kube_cold.returned).strip()}; " if fig.kube_cold else "")
+        out(f"   podman kube play  p50 {ms(k50)}  p99 {ms(pct(returned, 0.99))}   ({kube_cold}"
+            f"{len(fig.kube)} trials, to the command's return; both containers running "
+            f"after p50 {ms(pct([t.running for t in fig.kube], 0.5)).strip()}; the same file)")
+        ratio = k50 / d50
+        ok = ratio >= FASTER_THAN_KUBE_PLAY_POD
+        out(f"   target: reconciler Pod drop->all running p50 is {ratio:.1f}x faster than "
+            f"podman kube play (at least {FASTER_THAN_KUBE_PLAY_POD:g}x) -> {verdict(ok)}; "
+            f"{(d50 - b50) * 1000:+.1f} ms over the bare floor (not a target)")
+        row_peer = f"{ms(k50).strip()} podman kube play (returned)"
+        row_target = f">= {FASTER_THAN_KUBE_PLAY_POD:g}x faster: {ratio:.1f}x"
+        row_verdict = verdict(ok)
+    else:
+        out(f"   podman kube play: {fig.kube_skipped or 'no trials'}; no peer figure "
+            f"({(d50 - b50) * 1000:+.1f} ms over the bare floor)")
+        row_target = f">= {FASTER_THAN_KUBE_PLAY_POD:g}x faster than podman kube play"
+    if fig.kube and fig.kube_skipped:
+        out(f"   podman: {fig.kube_skipped}")
+    if fig.mismatches:
+        out(f"   WARNING: `runc list` did not show both containers running in "
+            f"{fig.mismatches} trials")
+    return [("6. 2-container Pod drop -> all running, p50", ms(d50).strip(),
+             f"{ms(b50).strip()} bare runc (infra + 2 joining)", row_peer, row_target,
+             row_verdict)]
 
 
 def report_peers(peers: Peers, d50: float) -> list[Row]:
@@ -1441,7 +1843,8 @@ def summary(rows: Sequence[Row]) -> None:
 
 def run(box: Sandbox, plan: Plan, daemons: list[Daemon], peers: list[Podman]) -> list[Row]:
     out(f"reconciler bench: rootfs {box.rootfs}")
-    out(f"  {plan.trials} trials, N = {plan.n}, {plan.crash_trials} crash trials; "
+    out(f"  {plan.trials} trials, N = {plan.n}, {plan.crash_trials} crash trials, "
+        f"{plan.pod_trials} Pod rounds; "
         f"{os.cpu_count()} CPUs; {runc_version()}; temp dir {box.base}")
     out("  'running' = runc's own rule read from R/<name>/state.json, exec.fifo and "
         f"/proc/<pid>/stat, polled every {POLL * 1000:g} ms ({BULK_POLL * 1000:g} ms in bulk)")
@@ -1478,7 +1881,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rootfs", required=True, type=Path, help="a busybox root filesystem")
     parser.add_argument("--quick", action="store_true",
-                        help="N = 20, 10 trials (5 of podman kube play)")
+                        help="N = 20, 10 trials (5 of podman kube play, 8 Pod rounds)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temp dir's logs (containers are removed anyway)")
     args = parser.parse_args(argv)
@@ -1489,10 +1892,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("needs root (runc, overlay mounts, cgroups)")
     # The long idle window holds one relist: --resync is 30 s (the daemon's default).
     plan = (Plan(trials=10, kube_trials=5, n=20, crash_trials=5, idle_seconds=5,
-                 resync_window=0)
+                 resync_window=0, pod_trials=8)
             if args.quick else
             Plan(trials=30, kube_trials=10, n=100, crash_trials=10, idle_seconds=10,
-                 resync_window=31))
+                 resync_window=31, pod_trials=20))
     box = Sandbox(Path(tempfile.mkdtemp(prefix="reconciler-bench-")), rootfs)
     daemons: list[Daemon] = []
     peers: list[Podman] = []
