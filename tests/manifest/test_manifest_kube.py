@@ -17,7 +17,7 @@ import pytest
 import yaml
 from pydantic_core import ErrorDetails
 
-from reconciler.manifest import kube, model
+from reconciler.manifest import kube, loader, model
 
 FIXTURES = Path(__file__).parent / "kube"
 KINDS: dict[str, type[pydantic.BaseModel]] = {
@@ -842,3 +842,21 @@ def test_json_schema() -> None:
 @pytest.mark.parametrize("text", [BASE, RICH, UNSUPPORTED_BASE], ids=["base", "rich", "unsup"])
 def test_test_pods_valid_for_kubernetes(text: str) -> None:
     kubernetes_validate.validate(load(text), K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("style", ["block", "flow"])
+@pytest.mark.parametrize(("path", "value", "owner"), UNSUPPORTED,
+                         ids=[u[0].replace("spec.", "") for u in UNSUPPORTED])
+def test_unsupported_field_is_a_finding_on_its_line(path: str, value: Any, owner: Any,
+                                                     style: str) -> None:
+    """What a user sees: the loader's ``FILE:LINE: PATH: not supported by reconciler``,
+    the line being the one the field is written on, in either YAML style."""
+    doc = put(load(UNSUPPORTED_BASE), path, value)
+    text = yaml.safe_dump(doc, sort_keys=False, default_flow_style=style == "flow",
+                          width=60 if style == "flow" else 1000)
+    result = loader.load_bytes(text.encode(), file="pod.yaml", base_dir="/tmp")
+    field = path.rsplit(".", 1)[-1]
+    (finding,) = result.findings
+    assert finding.path.endswith(field) and finding.line is not None
+    assert finding.message.startswith("not supported by reconciler")
+    assert f"{field}:" in text.splitlines()[finding.line - 1]
