@@ -27,11 +27,14 @@ import posixpath
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from reconciler.manifest import kube, loader, model, quantity
+from reconciler.manifest import model, quantity
+
+if TYPE_CHECKING:  # the runtime reads PodInfo without paying for the Kubernetes models
+    from reconciler.manifest import kube, loader
 
 INFRA_DIR = "infra"  # under the pods dir: the sandbox's root (catatonit alone)
 INFRA_ARGV = ("/catatonit", "-P")  # catatonit's pause mode: hold the namespaces, reap
@@ -580,4 +583,6 @@ def _downward(pod: kube.Pod, items: Sequence[kube.DownwardAPIVolumeFile],
 
 def finding(pod_doc: loader.Loaded, error: PodError) -> loader.Finding:
     """A ``PodError`` as a finding on the pod's document."""
+    from reconciler.manifest import loader
+
     return loader.Finding(pod_doc.file, pod_doc.line, error.path, error.message)
