@@ -216,3 +216,69 @@ def test_gvisor_pod_runs_under_runsc_and_survives_a_daemon_restart(world: E2E) -
     (e2e.manifests / "untrusted.yaml").unlink()
     wait_until(lambda: not runsc_list(e2e) and not units(e2e), 20, what="the pod gone")
     assert not pid_alive(app["pid"])
+
+
+def volumes_pod(host_dir: Path) -> str:
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"},
+              "stringData": {"token": "s3cret-token"}}
+    pod = {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "vols", "labels": {"tier": "back"}},
+        "spec": {
+            "terminationGracePeriodSeconds": 2,
+            "securityContext": {"fsGroup": 2000},
+            "containers": [{
+                "name": "app", "image": IMAGE, "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.2; done"],
+                "volumeMounts": [{"name": "creds", "mountPath": "/creds", "readOnly": True},
+                                 {"name": "info", "mountPath": "/info"},
+                                 {"name": "host", "mountPath": "/host"},
+                                 {"name": "fast", "mountPath": "/fast"}],
+            }],
+            "volumes": [
+                {"name": "creds", "secret": {"secretName": "creds", "defaultMode": 0o400}},
+                {"name": "info", "downwardAPI": {"items": [
+                    {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}},
+                {"name": "host", "hostPath": {"path": str(host_dir), "type": "Directory"}},
+                {"name": "fast", "emptyDir": {"medium": "Memory", "sizeLimit": "8Mi"}},
+            ],
+        },
+    }
+    return yaml.safe_dump_all([secret, pod], sort_keys=False)
+
+
+def in_container(e2e: E2E, unit: str, *argv: str) -> str:
+    instance = units(e2e)[unit]["id"]
+    return subprocess.run(["runc", f"--root={e2e.runc_root}", "exec", instance, *argv],
+                          capture_output=True, text=True, check=True, timeout=10).stdout
+
+
+def test_secret_on_tmpfs_downward_api_host_path_and_memory_volume(world: E2E) -> None:
+    e2e = world
+    host_dir = e2e.tmp / "host-data"
+    e2e.write("vols.yaml", volumes_pod(host_dir))  # the hostPath is not there yet
+    e2e.start("--allow-empty")
+    wait_until(lambda: "hostPath type Directory: it does not exist" in json.dumps(
+        e2e.events()), 15, what="the hostPath check failing")
+    assert "default_vols_app" not in units(e2e)
+    host_dir.mkdir()
+    (host_dir / "hello").write_text("from the host\n")
+    wait_until(lambda: running(e2e, "default_vols", "default_vols_app"), 30,
+               what="the pod running once the hostPath exists")
+    unit = "default_vols_app"
+    assert in_container(e2e, unit, "cat", "/creds/token") == "s3cret-token"
+    assert in_container(e2e, unit, "cat", "/info/labels") == 'tier="back"'
+    assert in_container(e2e, unit, "cat", "/host/hello") == "from the host\n"
+    assert "2000" in in_container(e2e, unit, "id", "-G").split()  # fsGroup
+    volumes = e2e.state_dir / "pods" / "default_vols" / "volumes"
+    mounted = {Path(m).name: m for m in mounts_under(volumes)}
+    assert {"creds", "fast"} <= set(mounted)  # the Secret's files and the memory emptyDir
+    with open("/proc/self/mountinfo") as f:
+        kinds = {line.split()[4]: line.split(" - ")[1].split()[0] for line in f}
+    assert kinds[str(volumes / "creds")] == kinds[str(volumes / "fast")] == "tmpfs"
+    fast = in_container(e2e, unit, "df", "-k", "/fast").splitlines()[-1].split()
+    assert int(fast[1]) == 8192  # sizeLimit
+    (e2e.manifests / "vols.yaml").unlink()
+    wait_until(lambda: not units(e2e), 20, what="the pod gone")
+    assert not mounts_under(e2e.state_dir / "pods")
+    assert (host_dir / "hello").exists()  # a hostPath is never removed
