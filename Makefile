@@ -51,12 +51,9 @@ run: deps rootfs image
 
 # Remove the demo's containers (the daemon leaves them running when it stops, by design).
 down: venv
-	$(PY) -c 'import anyio, sys; from reconciler.runtime.runc import RuncRuntime; \
-	from reconciler.runtime import cgroups; \
+	@$(PY) -c 'import anyio; from reconciler.runtime.runc import RuncRuntime; \
 	rt = RuncRuntime(state_dir="$(STATE)/lib", runc_root="$(STATE)/runc"); \
-	names = [o.id for o in anyio.run(rt.list)]; \
-	[anyio.run(rt.delete, n) for n in names]; print("removed:", *names or ["nothing"]); \
-	cgroups.remove_parent(rt.cgroup_parent)'
+	print("removed:", *anyio.run(rt.remove_all) or ["nothing"])'
 
 # The benchmark's peers: podman (`podman run -d`, `podman kube play`) and catatonit, which
 # podman builds kube play's infra (pause) image from. apt-get only when one is missing.

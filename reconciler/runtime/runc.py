@@ -712,6 +712,17 @@ class RuncRuntime:
         if d.bundle.exists() or (d.root / "layer").exists():
             await self._teardown(name, keep_logs=True)
 
+    async def remove_all(self) -> builtins.list[str]:
+        """Delete every instance of this runtime (``make down``): pods' containers before
+        their sandboxes, which hold their namespaces, cgroup and volumes; then the cgroup
+        parent, if empty. The ids removed."""
+        found = await self.list()
+        ordered = sorted(found, key=lambda o: o.annotations.get(ANN_POD_ROLE) == "sandbox")
+        for obs in ordered:
+            await self.delete(obs.id)
+        cgroups.remove_parent(self.cgroup_parent)
+        return [o.id for o in ordered]
+
     async def gc(self, known: Collection[str] | None = None) -> builtins.list[str]:
         """Remove depots that no runc container of ours owns (crash leftovers); ``known``:
         the instance ids a listing just found (the daemon's first relist), else list now."""
