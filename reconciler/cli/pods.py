@@ -519,6 +519,9 @@ def _member(pod: Pod, m: Member, spec: Spec | None, when: When) -> list[str]:
     limits = _limits((r.get("actual") or {}).get("limits") or {})
     out += ["    Limits:", *[f"      {k}: {v}" for k, v in limits]] if limits else \
         ["    Limits:         <none>"]
+    requests = sorted(((r.get("pod") or {}).get("requests") or {}).items())
+    if requests:  # accepted and shown; nothing enforces them
+        out += ["    Requests:", *[f"      {k}: {v}" for k, v in requests]]
     mounts = [_mount(x, sandbox=str((pod.sandbox or {}).get("name") or ""))
               for x in (r.get("actual") or {}).get("mounts") or []]
     out += ["    Mounts:", *[f"      {x}" for x in mounts]] if mounts else \
