@@ -92,6 +92,7 @@ class DesiredState:
     sources: frozenset[str] = frozenset()  # every source heard from
     defined: Mapping[str, int] = field(default_factory=dict)  # source -> objects it defines
     config: Mapping[tuple[str, str], ConfigObject] = field(default_factory=dict)
+    held: Mapping[str, str] = field(default_factory=dict)  # pod key -> why it is not made
 
     @property
     def available(self) -> bool:
@@ -150,8 +151,9 @@ def build(
     documents = {k: c.document for k, c in config.items()}
     specs: dict[str, Desired] = {}
     problems: list[loader.Finding] = []
+    unmade: dict[str, str] = {}
     for okey, c in chosen.items():
-        for unit in _units(okey, c, before, documents, pods_dir, problems):
+        for unit in _units(okey, c, before, documents, pods_dir, problems, unmade):
             specs[unit.name] = unit
     results = [result for _, _, result in origins]
     problems = [f for r in results for f in r.findings] + problems
@@ -174,6 +176,7 @@ def build(
         sources=frozenset(snapshots) | (previous.sources if previous else frozenset()),
         defined=types.MappingProxyType(defined),
         config=types.MappingProxyType(config),
+        held=types.MappingProxyType(unmade),
     )
 
 
@@ -225,8 +228,8 @@ def _earlier(okey: tuple[str, str], before: Mapping[str, Desired],
 
 
 def _units(okey: tuple[str, str], claim: _Claim, before: Mapping[str, Desired],
-           config: pods.ConfigObjects, pods_dir: str, problems: list[loader.Finding]
-           ) -> list[Desired]:
+           config: pods.ConfigObjects, pods_dir: str, problems: list[loader.Finding],
+           held: dict[str, str]) -> list[Desired]:
     """The planner's units for one chosen definition (none for a ConfigMap or Secret)."""
     if claim.doc is None:
         return list(claim.units)
@@ -238,8 +241,9 @@ def _units(okey: tuple[str, str], claim: _Claim, before: Mapping[str, Desired],
         return []
     try:
         made = pods.expand(document, config=config, pods_dir=pods_dir)
-    except pods.PodError as exc:  # the pod keeps what it had (keep-last-good)
-        problems.append(pods.finding(claim.doc, exc))
+    except pods.PodError as exc:  # the pod keeps what it had (keep-last-good), and what
+        problems.append(pods.finding(claim.doc, exc))  # runs of it stays (a first build)
+        held[okey[1]] = exc.message
         return [d for d in before.values() if d.key == okey]
     return [Desired(name=u.name, container=u.container, source=claim.source,
                     spec_hash=u.spec_hash, source_id=claim.source_id, pod=u.pod)

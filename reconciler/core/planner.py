@@ -26,7 +26,7 @@ from __future__ import annotations
 import enum
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,6 +112,7 @@ class Stop:
 class Delete:
     instance: str
     keep_logs: bool = False
+    pod_gone: bool = False  # a sandbox whose pod is no longer desired: its volumes go too
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,7 @@ def plan(
     notes: list[str] = []
     waiting: dict[str, float] = {}
     members = _pod_members(observed)
+    ordered: set[str] = set()  # deletes held back only by a pod's order (still deletes)
     for name in sorted(set(desired.specs) | set(observed)):
         want = desired.specs.get(name)
         have = observed.get(name)
@@ -200,6 +202,7 @@ def plan(
                 notes.append(f"{name}: kept: {held}")
             elif (waits := _pod_delete_waits(have, members)) is not None:
                 notes.append(f"{name}: delete waits for {waits}")
+                ordered.add(name)
             else:
                 actions.append(_delete(have))
             continue
@@ -210,7 +213,8 @@ def plan(
                 actions.append(gate)
                 continue
             if isinstance(gate, str):
-                notes.append(f"{name}: {gate}")
+                if gate:
+                    notes.append(f"{name}: {gate}")
                 continue
             sandbox = observed.get(want.pod.sandbox)
         action = _converge(want, have, hist, sandbox=sandbox)
@@ -230,17 +234,20 @@ def plan(
             notes.append(f"{name}: {action.kind.value} waits {due - now:.1f}s (backoff)")
             continue
         actions.append(action)
-    actions, refused = _guard_prune(actions, desired, observed, allow_empty=allow_empty)
+    actions, refused = _guard_prune(actions, desired, observed, allow_empty=allow_empty,
+                                    ordered=ordered)
     notes += refused
     return Plan(actions=tuple(actions), wake_at=min(waiting.values(), default=None),
                 notes=tuple(notes), waiting=waiting)
 
 
 def _guard_prune(actions: list[Action], desired: DesiredState,
-                 observed: Mapping[str, Observed], *, allow_empty: bool
+                 observed: Mapping[str, Observed], *, allow_empty: bool,
+                 ordered: Collection[str] = ()
                  ) -> tuple[list[Action], list[str]]:
     """Per source: deleting every object of a source that is valid but defines none is
-    refused unless ``allow_empty`` (an emptied directory is more often a mistake)."""
+    refused unless ``allow_empty`` (an emptied directory is more often a mistake).
+    ``ordered``: deletes a pod's order holds back for now; they count as deletes."""
     if allow_empty:
         return actions, []
     notes: list[str] = []
@@ -253,10 +260,11 @@ def _guard_prune(actions: list[Action], desired: DesiredState,
         if defines_some:
             continue
         deletes = [a for a in actions if a.kind is Kind.DELETE and a.name in names]
-        if deletes and len(deletes) == len(names):
+        later = [n for n in names if n in ordered]
+        if deletes and len(deletes) + len(later) == len(names):
             refused.update(a.name for a in deletes)
             notes.append(
-                f"refusing to delete all {len(deletes)} containers: the manifests directory"
+                f"refusing to delete all {len(names)} containers: the manifests directory"
                 " is valid but defines none (start the daemon with --allow-empty to allow"
                 " this)")
     return [a for a in actions if a.name not in refused], notes
@@ -278,6 +286,8 @@ def _hold_delete(desired: DesiredState, have: Observed) -> str | None:
     contested = have.annotations.get(ANN_POD) or have.name
     if contested in desired.conflicts:
         return f"defined in several files: {', '.join(desired.conflicts[contested])}"
+    if contested in desired.held:
+        return f"its pod cannot be made as written ({desired.held[contested]}); left running"
     return None
 
 
@@ -332,11 +342,15 @@ def _pod_gate(want: Desired, have: Observed | None, desired: DesiredState,
     info = want.pod
     box_want = desired.specs.get(info.sandbox)
     box = observed.get(info.sandbox)
-    current = (box is not None and box.status is Status.RUNNING and box_want is not None
-               and box.spec_hash == box_want.spec_hash)
+    current = (box is not None and box.status in (Status.RUNNING, Status.PAUSED)
+               and box_want is not None and box.spec_hash == box_want.spec_hash)
     ref = _sandbox_ref(box) if current and box is not None else None
     if have is not None:
         if ref is not None and have.annotations.get(ANN_SANDBOX) == ref:
+            exit_ = history.get(want.name, History()).last_exit
+            if (info.role is pods.Role.INIT and have.status is Status.STOPPED
+                    and exit_ is not None and not exit_.failed):
+                return ""  # done in this sandbox: never run again beside the app containers
             return None
         if have.status is Status.CREATING:
             return "waits for its create to end"
@@ -437,7 +451,8 @@ def _delete(have: Observed) -> Action:
     steps: list[Step] = []
     if have.status in (Status.RUNNING, Status.PAUSED):
         steps.append(_stop(have, applied_container(have)))
-    steps.append(Delete(have.id))
+    sandbox = have.annotations.get(ANN_POD_ROLE) == pods.Role.SANDBOX.value
+    steps.append(Delete(have.id, pod_gone=sandbox))
     return Action(Kind.DELETE, have.name, "no longer in any manifest", steps=tuple(steps),
                   cause=Cause.NOT_DESIRED)
 

@@ -91,7 +91,7 @@ class PodInfo:
     share_pid: bool = False
     runtime_class: str | None = None
     dir: str = ""  # the pod's directory (volumes, termination logs)
-    volumes: tuple[PodVolume, ...] = ()  # the sandbox's only
+    volumes: tuple[PodVolume, ...] = ()  # the pod's (made by the sandbox, checked by all)
     run_as_non_root: bool = False
     identity: str = ""  # pod_identity: in every unit's spec hash
     identity_doc: str = ""  # ... and what it is a hash of (ANN_POD_SPEC)
@@ -187,7 +187,7 @@ def expand(pod: kube.Pod, *, config: ConfigObjects, pods_dir: str) -> list[Unit]
     # An init container as it will run (pod-level fields such as the grace period and the
     # pod's securityContext included) is part of the pod's identity: a change to one
     # makes the pod again, so it runs before the app containers, never beside them.
-    inits = [model.canonical_json(u) for r, _, u in made if r is Role.INIT]
+    inits = [_without_values(u) for r, _, u in made if r is Role.INIT]
     identity, identity_doc = pod_identity(pod, volumes, inits=inits)
     shared: dict[str, Any] = {
         "identity": identity, "identity_doc": identity_doc, "key": pod.key, "sandbox": sandbox,
@@ -201,7 +201,7 @@ def expand(pod: kube.Pod, *, config: ConfigObjects, pods_dir: str) -> list[Unit]
     for index, (role, c, container) in enumerate(made):
         name = unit_name(pod.key, c.name)
         run_as_non_root = bool(_pick(c.security_context, sc, "run_as_non_root"))
-        info = PodInfo(role=role, container=c.name, before=tuple(order),
+        info = PodInfo(role=role, container=c.name, before=tuple(order), volumes=volumes,
                        run_as_non_root=run_as_non_root,
                        requests=tuple(sorted(c.resources.requests.items())), index=index,
                        annotations=annotations, **shared)
@@ -215,6 +215,15 @@ def expand(pod: kube.Pod, *, config: ConfigObjects, pods_dir: str) -> list[Unit]
                    **shared)
     units.insert(0, Unit(sandbox, box, model.spec_hash(box, extra={"pod": identity}), info))
     return units
+
+
+def _without_values(container: model.Container) -> str:
+    """An init container as it runs, its env values hashed: the identity document is
+    recorded on every instance, and a value may come from a Secret."""
+    doc = json.loads(model.canonical_json(container))
+    for var in doc.get("spec", {}).get("env", []):
+        var["value"] = hashlib.sha256(str(var.get("value", "")).encode()).hexdigest()[:16]
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
 
 def pod_identity(pod: kube.Pod, volumes: Sequence[PodVolume], *, inits: Sequence[str] = ()

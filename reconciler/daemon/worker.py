@@ -232,13 +232,15 @@ class Worker:
                     ctl.event(name, "Stopped", action.reason)
             elif isinstance(step, planner.Delete):
                 self.unwatch(step.instance)
-                await rt.delete(step.instance, keep_logs=step.keep_logs)
+                await rt.delete(step.instance, keep_logs=step.keep_logs,
+                                pod_gone=step.pod_gone)
                 if action.cause is Cause.STRAY:
                     ctl.event(name, "InstanceRemoved", f"{step.instance}: {action.reason}")
                     continue
                 ctl.observed.pop(name, None)
                 if action.kind is Kind.DELETE:
-                    ctl.history.pop(name, None)
+                    if action.cause is not Cause.SANDBOX_GONE:  # made again: same counts
+                        ctl.history.pop(name, None)
                     ctl.actual.pop(name, None)
                     ctl.event(name, "Deleted", action.reason)
                     await ctl.resolver.digests.gc(ctl.observed.values())
@@ -319,23 +321,29 @@ class Worker:
         return max(left, PRE_STOP_MIN_GRACE)
 
     async def _stop(self, step: planner.Stop) -> ExitStatus | None:
-        """Stop signal, the grace period (no slot held), then SIGKILL to every process."""
+        """Stop signal, the grace period (no slot held), then SIGKILL to every process.
+        A preStop hook runs first, within the grace period, with the slot let go."""
         rt = self.ctl.runtime
         self.unwatch(step.instance)
+        hook = bool(step.pre_stop) and step.grace > 0
+        if not hook:
+            with contextlib.suppress(errors.RuncError):
+                await rt.signal(step.instance, step.signal)
         self.in_grace = True
         if not self.ctl.ready.is_set():
             self.ctl.kick()  # readiness does not wait out grace periods
         self.ctl.slots.release()  # nor does anyone else: the slot is free meanwhile
         grace = step.grace
         try:
-            if step.pre_stop:  # the kubelet's order: the hook, then the signal
+            if hook:  # the kubelet's order: the hook, then the signal
                 grace = await self._pre_stop(step)
-            with contextlib.suppress(errors.RuncError):
-                await rt.signal(step.instance, step.signal)
+                with contextlib.suppress(errors.RuncError):
+                    await rt.signal(step.instance, step.signal)
             with anyio.move_on_after(grace):
-                return await rt.wait_exit(step.instance)
-        except errors.RuntimeFailure:
-            return None
+                try:
+                    return await rt.wait_exit(step.instance)
+                except errors.RuntimeFailure:
+                    return None
         finally:
             self.in_grace = False
             with anyio.CancelScope(shield=True):

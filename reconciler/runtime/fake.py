@@ -145,7 +145,8 @@ class FakeRuntime:
         if self.containers[name].status is not Status.STOPPED:
             self.crash(name, code=0)
 
-    async def delete(self, instance: str, *, keep_logs: bool = False) -> None:
+    async def delete(self, instance: str, *, keep_logs: bool = False,
+                     pod_gone: bool = False) -> None:
         name = split_id(instance)[0]
         self._op("delete", name)
         if name in self.containers and self.containers[name].id == instance:

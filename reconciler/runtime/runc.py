@@ -165,7 +165,12 @@ class RuncRuntime:
                 name = str((config.get("annotations") or {}).get(ANN_RUNTIME_CLASS, ""))
             except (OSError, ValueError, AttributeError):
                 name = ""
-        return self.classes.get(name) or self.classes[""]
+        if name in self.classes:
+            return self.classes[name]
+        # a class this daemon was not given (any more): its own root, its name as the
+        # binary; calls fail with words, and teardown never takes it for a forgotten runc
+        # container (whose processes would be killed)
+        return _Class(name, name, (), Path(f"{self.runc_root}.{name}"))
 
     def _class_for(self, spec: InstanceSpec) -> _Class:
         name = spec.runtime_class or ""
@@ -254,7 +259,12 @@ class RuncRuntime:
             volumes.prepare(spec.pod, container=spec.name)
         else:
             volumes.sources(spec.pod, (getattr(m, "source", "") for m in
-                                       spec.container.spec.mounts))
+                                       spec.container.spec.mounts), container=spec.name)
+            pid = next((p.removeprefix("/proc/").split("/")[0]
+                        for p in spec.namespaces.values() if p), None)
+            if pid is not None and spec.pod.cgroup not in _read(f"/proc/{pid}/cgroup"):
+                raise errors.RuntimeFailure(  # its PID is another process's now
+                    "its pod sandbox is gone: it is made again", container=spec.name)
 
     async def start(self, instance: str) -> None:
         try:
@@ -415,8 +425,13 @@ class RuncRuntime:
     async def _list_classes(self) -> builtins.list[Observed]:
         found: builtins.list[Observed] = []
         for cls in self.classes.values():
-            if cls.name:
+            if not cls.name:
+                continue
+            try:
                 found += await self._list_one(cls)
+            except (OSError, errors.RuntimeFailure) as exc:  # runsc uninstalled, say
+                log.warning("runtime class %s: cannot list %s: %s (its containers are left"
+                            " as they are)", cls.name, cls.root, exc)
         return found
 
     async def _list_one(self, cls: _Class) -> builtins.list[Observed]:
@@ -485,7 +500,14 @@ class RuncRuntime:
         ops, said = _mount_ops(old, new)
         if not ops:
             return []
+        if self._class_of(name).name:  # gVisor's sentry has its own mount table
+            raise errors.LiveUpdateImpossible(
+                "mounts of a container under another runtime change with a new instance",
+                container=name)
         obs = await self.state(name)
+        if obs.annotations.get(ANN_POD_ROLE):  # a subPath is checked when an instance is made
+            raise errors.LiveUpdateImpossible(
+                "a pod container's volume mounts change with a new instance", container=name)
         if obs.status not in (Status.RUNNING, Status.PAUSED) or obs.pid is None:
             raise errors.LiveUpdateImpossible(
                 f"cannot change mounts of a {obs.status.value} container", container=name)
@@ -626,10 +648,12 @@ class RuncRuntime:
             raise errors.ContainerNotFound("container does not exist", container=name) from None
         return data
 
-    async def delete(self, name: str, *, keep_logs: bool = False) -> None:
-        """Stop hard and remove everything: runc state, cgroup, overlay, depot dir; a pod's
-        sandbox (not kept for a restart) also its pod's volumes and cgroup."""
-        pod = None if keep_logs else self._sandbox_of(name)
+    async def delete(self, name: str, *, keep_logs: bool = False,
+                     pod_gone: bool = False) -> None:
+        """Stop hard and remove everything: runc state, cgroup, overlay, depot dir; with
+        ``pod_gone``, a pod's sandbox also takes its pod's volumes and cgroup (not for a
+        restart, a stray or a vanished instance: the pod lives on, its emptyDirs too)."""
+        pod = self._sandbox_of(name) if pod_gone else None
         await self._teardown(name, keep_logs=keep_logs)
         if pod is not None:
             self._remove_pod(*pod)
@@ -719,7 +743,7 @@ class RuncRuntime:
         found = await self.list()
         ordered = sorted(found, key=lambda o: o.annotations.get(ANN_POD_ROLE) == "sandbox")
         for obs in ordered:
-            await self.delete(obs.id)
+            await self.delete(obs.id, pod_gone=True)
         cgroups.remove_parent(self.cgroup_parent)
         return [o.id for o in ordered]
 
@@ -907,6 +931,14 @@ class _Made:
     cgroup_path: str
     hooks: bool
     runtime_class: str = ""
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
 
 
 def _read_now(fd: int) -> bytes | None:

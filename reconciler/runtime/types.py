@@ -50,9 +50,11 @@ class Runtime(Protocol):
     async def exit_status(self, instance: str) -> ExitStatus | None:
         """How it ended, once stopped; None while it runs."""
 
-    async def delete(self, instance: str, *, keep_logs: bool = False) -> None:
+    async def delete(self, instance: str, *, keep_logs: bool = False,
+                     pod_gone: bool = False) -> None:
         """Remove everything: runc state, cgroup, overlay mount, depot dir (``keep_logs``:
-        but the logs, for a restart or the next generation)."""
+        but the logs, for a restart or the next generation; ``pod_gone``: a pod's sandbox,
+        its pod's volumes and cgroup too)."""
 
     async def pause(self, instance: str) -> None: ...
 

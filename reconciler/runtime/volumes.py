@@ -19,6 +19,7 @@ is checked, and created for ``*OrCreate``, never removed).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import datetime
@@ -60,12 +61,38 @@ def infra(rootfs: str, *, container: str) -> None:
     os.replace(tmp, binary)
 
 
-def sources(pod: PodInfo, mounts: Iterable[str]) -> None:
-    """A pod container's bind sources under its pod's directory that are not there yet (an
-    emptyDir's ``subPath``) made, as the kubelet does."""
+def sources(pod: PodInfo, mounts: Iterable[str], *, container: str) -> None:
+    """A pod container's bind sources checked before runc mounts them: a ``subPath`` must
+    stay inside its volume once every symlink is followed (a container can plant a link
+    to / in an emptyDir it writes: CVE-2017-1002101's hole), and a missing one is made
+    there, as the kubelet does. runc mounts the path after this check; a container
+    racing to swap a checked directory for a link in between is not stopped here."""
     for source in mounts:
-        if source.startswith(pod.dir + "/") and not os.path.lexists(source):
-            os.makedirs(source, mode=0o777, exist_ok=True)
+        for v in pod.volumes:
+            if source.startswith(v.path + "/"):
+                beneath(v.path, source[len(v.path) + 1:], create=v.kind != "files",
+                        what=f"volume {v.name}", container=container)
+                break
+
+
+def beneath(root: str, sub: str, *, create: bool, what: str, container: str) -> str:
+    """``root/sub`` resolved, proven inside ``root``; missing directories made one by one
+    under a resolved parent (``create``). Raises ``errors.MountError`` otherwise."""
+    top = os.path.realpath(root)
+    current = top
+    for part in [p for p in sub.split("/") if p not in ("", ".")]:
+        step = os.path.join(current, part)
+        if not os.path.lexists(step) and create:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(step, 0o777)
+        current = os.path.realpath(step)
+        if current != top and not current.startswith(top + "/"):
+            raise errors.MountError(f"{what}: subPath {sub!r} leads out of the volume "
+                                    f"(through {part!r}): refused", container=container)
+    if not os.path.lexists(current):
+        raise errors.MountError(f"{what}: subPath {sub!r} does not exist",
+                                container=container)
+    return current
 
 
 def prepare(pod: PodInfo, *, container: str) -> None:
@@ -94,6 +121,8 @@ def sync(pod: PodInfo, *, container: str) -> list[str]:
         if volume.kind != "files":
             continue
         try:
+            if volume.secret and not hostmount.is_mountpoint(Path(volume.path)):
+                _prepare(volume)  # its tmpfs first: a Secret's bytes never reach the disk
             if _write_files(volume):
                 changed.append(volume.name)
         except OSError as exc:
@@ -158,9 +187,11 @@ def _check_host(v: PodVolume) -> None:
         path.mkdir(mode=0o755, parents=True, exist_ok=True)
         kind = "Directory"
     elif kind == "FileOrCreate":
-        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644)
-        os.close(fd)
+        if not os.path.lexists(path):  # never opens what is there (a FIFO, a device)
+            path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_WRONLY
+                                 | os.O_CLOEXEC, 0o644))
         kind = "File"
     if kind not in _HOST_CHECKS:
         return  # "": no check, as in Kubernetes

@@ -26,7 +26,7 @@ from reconciler.manifest import model
 from reconciler.resolve import spec
 from reconciler.resolve.spec import Resolver
 
-from .test_controller import Daemon, daemon, running, until
+from .test_controller import Daemon, LiveFake, daemon, running, until
 
 pytestmark = pytest.mark.anyio
 
@@ -245,3 +245,36 @@ async def test_pod_level_change_remakes_the_pod_and_says_why(tmp_path: Path) -> 
             == f"{box.id}@{box.pid}"
         messages = [e["message"] for e in d.store.events(BOX) if e["reason"] == "Recreated"]
         assert messages == ["spec changed: hostname; pod changed: hostname"]
+
+
+async def test_emptied_directory_deletes_no_pod_without_allow_empty(tmp_path: Path) -> None:
+    async with daemon(tmp_path, resolver=resolver()) as d:
+        write(d, pod(init=False))
+        d.write("solo")
+        await d.scan()
+        await until(lambda: running(d, SERVER) and running(d, "solo"))
+        (d.manifests / "web.yaml").unlink()
+        (d.manifests / "solo.yaml").unlink()
+        await d.scan()
+        await d.settled()
+        assert not [n for op, n in d.fake.calls if op == "delete"]
+        notes = d.status()["daemon"]["notes"]
+        assert any("refusing to delete all 4 containers" in n for n in notes), notes
+
+
+async def test_broken_configmap_at_start_keeps_the_running_pod(tmp_path: Path) -> None:
+    fake = LiveFake()
+    docs = list(yaml.safe_load_all(pod(init=False)))
+    async with daemon(tmp_path, fake, resolver=resolver()) as d:
+        write(d, yaml.safe_dump(docs[1]))
+        (d.manifests / "conf.yaml").write_text(yaml.safe_dump(docs[0]))
+        await d.scan()
+        await until(lambda: running(d, SERVER) and running(d, CLIENT))
+    pids = {n: fake.containers[n].pid for n in (BOX, SERVER, CLIENT)}
+    async with daemon(tmp_path, fake, resolver=resolver()) as d:  # a restarted daemon
+        (d.manifests / "conf.yaml").write_text("data: [\n")  # the ConfigMap's file broke
+        await d.scan()
+        await d.settled()
+        assert {n: fake.containers[n].pid for n in pids} == pids
+        notes = " ".join(d.status()["daemon"]["notes"])
+        assert 'ConfigMap "default/conf" not found' in notes
