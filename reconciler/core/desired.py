@@ -26,11 +26,16 @@ from __future__ import annotations
 
 import functools
 import types
+import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from reconciler.core import pods
-from reconciler.manifest import kube, loader, model
+from reconciler.manifest import loader, model
+
+if TYPE_CHECKING:
+    from reconciler.manifest import kube
 
 
 @dataclass(frozen=True)
@@ -146,8 +151,9 @@ def build(
             chosen[okey] = earlier
     config = {k: c.config for k, c in chosen.items() if c.config is not None}
     for k, c in chosen.items():
-        if c.doc is not None and isinstance(c.doc.document, kube.ConfigMap | kube.Secret):
-            config[k] = ConfigObject(c.doc.document, c.source, c.source_id)
+        if c.doc is not None and c.doc.document.kind in pods.CONFIG_KINDS:
+            config[k] = ConfigObject(typing.cast("kube.ConfigMap | kube.Secret", c.doc.document),
+                                     c.source, c.source_id)
     documents = {k: c.document for k, c in config.items()}
     specs: dict[str, Desired] = {}
     problems: list[loader.Finding] = []
@@ -237,7 +243,7 @@ def _units(okey: tuple[str, str], claim: _Claim, before: Mapping[str, Desired],
     if isinstance(document, model.Container):
         return [Desired(name=document.name, container=document, source=claim.source,
                         spec_hash=model.spec_hash(document), source_id=claim.source_id)]
-    if not isinstance(document, kube.Pod):
+    if document.kind != "Pod":
         return []
     try:
         made = pods.expand(document, config=config, pods_dir=pods_dir)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import codecs
 import datetime
 import difflib
+import functools
 import hashlib
 import json
 import os
@@ -35,7 +36,7 @@ import types
 import typing
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Union
 
 import pydantic
 import yaml
@@ -48,7 +49,10 @@ except ImportError:  # pragma: no cover - Debian's and PyPI's x86-64 wheels have
     _CParser = None
 from pydantic_core import ErrorDetails
 
-from reconciler.manifest import kube, model
+from reconciler.manifest import model
+
+if TYPE_CHECKING:  # imported when a v1 document is first seen (``_kinds``): the daemon's
+    from reconciler.manifest import kube  # start-up does not pay for the Kubernetes models
 
 MAX_SIZE = 1 << 20  # bytes per file, checked with stat before reading
 MAX_NODES = 10_000  # YAML nodes per document, counted with every alias expanded
@@ -83,15 +87,19 @@ class Finding:
         return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
 
 
-Document = model.Container | kube.Pod | kube.ConfigMap | kube.Secret
+Document = Union[model.Container, "kube.Pod", "kube.ConfigMap", "kube.Secret"]
 
-# (apiVersion, kind) -> the model of such a document
-KINDS: dict[tuple[str, str], type[pydantic.BaseModel]] = {
-    (model.API_VERSION, "Container"): model.Container,
-    ("v1", "Pod"): kube.Pod,
-    ("v1", "ConfigMap"): kube.ConfigMap,
-    ("v1", "Secret"): kube.Secret,
-}
+# (apiVersion, kind) of every kind a document may be; the models: ``_kinds``
+KINDS = ((model.API_VERSION, "Container"), ("v1", "Pod"), ("v1", "ConfigMap"),
+         ("v1", "Secret"))
+
+
+@functools.cache
+def _kinds() -> dict[tuple[str, str], type[pydantic.BaseModel]]:
+    from reconciler.manifest import kube
+
+    return {(model.API_VERSION, "Container"): model.Container, ("v1", "Pod"): kube.Pod,
+            ("v1", "ConfigMap"): kube.ConfigMap, ("v1", "Secret"): kube.Secret}
 
 
 @dataclass(frozen=True)
@@ -541,8 +549,7 @@ def _document(
         ]
     if findings:
         return None, sorted(findings, key=lambda f: f.line or 0)
-    assert isinstance(document, model.Container | kube.Pod | kube.ConfigMap | kube.Secret)
-    return Loaded(document, file, start, index), []
+    return Loaded(typing.cast("Document", document), file, start, index), []
 
 
 def _kind_of(data: object, root: yaml.Node, file: str
@@ -555,8 +562,10 @@ def _kind_of(data: object, root: yaml.Node, file: str
     version, kind = data.get("apiVersion"), data.get("kind")
     if not isinstance(kind, str) or not isinstance(version, str):
         return model.Container, None
+    if (version, kind) == (model.API_VERSION, "Container"):
+        return model.Container, None
     if (version, kind) in KINDS:
-        return KINDS[(version, kind)], None
+        return _kinds()[(version, kind)], None
     known = [k for v, k in KINDS if k == kind]
     if known:
         versions = " or ".join(f'"{v}"' for v, k in KINDS if k == kind)
