@@ -492,6 +492,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
     from reconciler.core import changes, planner
     from reconciler.core import desired as desired_mod
+    from reconciler.core import pods as pods_core
     from reconciler.core.backoff import Backoff
     from reconciler.daemon.loop import plan_once
     from reconciler.daemon.status import history_from_json
@@ -519,7 +520,13 @@ def cmd_diff(args: argparse.Namespace) -> int:
         print(action)  # noqa: T201
         if action.kind in (planner.Kind.RECREATE, planner.Kind.UPDATE) and action.desired:
             have = observed[action.name]
-            change = changes.classify(have.applied, json.loads(action.desired.manifest_json))
+            doc = json.loads(action.desired.manifest_json)
+            change = changes.classify(have.applied, doc)
+            if action.desired.pod is not None:  # a Secret's values are never printed
+                env = doc.get("spec", {}).get("env", [])
+                change = changes.Change(
+                    live=tuple(pods_core.masked(change.live, action.desired.pod, env)),
+                    recreate=tuple(pods_core.masked(change.recreate, action.desired.pod, env)))
             for line in change.lines():
                 print(f"    {line}")  # noqa: T201
     for note in plan.notes:

@@ -98,6 +98,7 @@ class PodInfo:
     sysctls: tuple[tuple[str, str], ...] = ()  # the sandbox's: set in the pod's namespaces
     requests: tuple[tuple[str, str], ...] = ()  # resources.requests: shown, not enforced
     index: int = 0  # its place in the pod: init containers first, then app containers
+    secret_env: frozenset[str] = frozenset()  # env names whose value is a Secret's: masked
     annotations: tuple[tuple[str, str], ...] = ()  # the pod's (for kubectl's habits)
 
     def hash_extra(self) -> dict[str, str]:
@@ -204,6 +205,7 @@ def expand(pod: kube.Pod, *, config: ConfigObjects, pods_dir: str) -> list[Unit]
         info = PodInfo(role=role, container=c.name, before=tuple(order), volumes=volumes,
                        run_as_non_root=run_as_non_root,
                        requests=tuple(sorted(c.resources.requests.items())), index=index,
+                       secret_env=_secret_names(c, lookup),
                        annotations=annotations, **shared)
         units.append(Unit(name, container,
                           model.spec_hash(container, extra={"pod": identity}), info))
@@ -463,6 +465,39 @@ def _env(pod: kube.Pod, c: kube.KubeContainer, *, lookup: _Lookup, where: str
         if value is not None:
             env[var.name] = value
     return env
+
+
+def _secret_names(c: kube.KubeContainer, lookup: _Lookup) -> frozenset[str]:
+    """The env names whose value comes from a Secret (shown masked, never printed)."""
+    names = {v.name for v in c.env
+             if v.value_from is not None and v.value_from.secret_key_ref is not None}
+    for src in c.env_from:
+        if src.secret_ref is not None:
+            found = lookup.get("Secret", src.secret_ref.name)
+            names |= {f"{src.prefix or ''}{k}" for k in (found.items() if found else {})}
+    return frozenset(names)
+
+
+def masked(ops: Sequence[Mapping[str, Any]], info: PodInfo, env: Sequence[Mapping[str, Any]]
+           ) -> list[dict[str, Any]]:
+    """JSON-patch operations on a unit's manifest with Secret values replaced by
+    ``<secret>`` (``env``: the manifest's env list the paths index into), for ``diff``."""
+    def hide(var: Mapping[str, Any]) -> dict[str, Any]:
+        return {**var, "value": "<secret>"} if var.get("name") in info.secret_env else {**var}
+
+    out = []
+    for op in ops:
+        op = dict(op)
+        parts = op["path"].split("/")
+        if "value" in op and parts[1:3] == ["spec", "env"]:
+            if len(parts) == 3 and isinstance(op["value"], list):
+                op["value"] = [hide(v) for v in op["value"]]
+            elif len(parts) >= 4 and parts[3].isdigit() and int(parts[3]) < len(env):
+                name = env[int(parts[3])].get("name")
+                if name in info.secret_env:
+                    op["value"] = "<secret>" if len(parts) == 5 else hide(op["value"])
+        out.append(op)
+    return out
 
 
 def _value_from(pod: kube.Pod, source: kube.EnvVarSource, *, lookup: _Lookup, path: str

@@ -8,12 +8,13 @@ alone, the whole pod, or nothing but the sandbox's live volume annotation).
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
 import yaml
 
-from reconciler.core import desired, pods
+from reconciler.core import changes, desired, pods
 from reconciler.manifest import loader
 
 PODS = "/var/lib/r/pods"
@@ -184,3 +185,17 @@ def test_two_pods_with_one_name_apply_neither() -> None:
     got = desired.build(snap, None, pods_dir=PODS)
     assert not got.specs
     assert got.conflicts == {"default/web": ("/m/a.yaml", "/m/b.yaml")}
+
+
+def test_diff_never_prints_a_secret_value() -> None:
+    first = state(POD, CONF, CREDS)
+    creds = copy.deepcopy(CREDS)
+    creds["stringData"]["token"] = "n3w-s3cret"
+    second = state(POD, CONF, creds, previous=first)
+    want = second.specs["default_web_server"]
+    assert want.pod is not None and "S_token" in want.pod.secret_env
+    doc = json.loads(want.manifest_json)
+    change = changes.classify(first.specs["default_web_server"].manifest_json, doc)
+    ops = pods.masked(change.recreate, want.pod, doc["spec"]["env"])
+    text = "\n".join(changes.Change(live=(), recreate=tuple(ops)).lines())
+    assert "<secret>" in text and "n3w-s3cret" not in text
