@@ -322,6 +322,10 @@ def _container_doc(pod: kube.Pod, c: kube.KubeContainer, *, role: Role, where: s
         spec["args"] = [_expand(a, env) for a in c.args]
     if c.working_dir is not None:
         spec["workingDir"] = c.working_dir
+    if c.tty:
+        spec["tty"] = True
+    if c.stdin:
+        spec["stdin"] = True
     if c.lifecycle is not None and c.lifecycle.pre_stop is not None:
         spec["preStop"] = list(c.lifecycle.pre_stop.exec.command)
     uid, gid = _pick(sc, psc, "run_as_user"), _pick(sc, psc, "run_as_group")
@@ -369,10 +373,6 @@ def _container_doc(pod: kube.Pod, c: kube.KubeContainer, *, role: Role, where: s
 
 def _refuse_unsupported(pod: kube.Pod, c: kube.KubeContainer, *, where: str) -> None:
     """Values the schema accepts that this version cannot honour: said, never ignored."""
-    if c.tty or c.stdin:
-        field = "tty" if c.tty else "stdin"
-        raise PodError(f"{where}.{field}", f"{field}: true is not supported yet (containers"
-                                           " run detached; use reconciler exec -it)")
     for name in c.resources.limits:
         if name not in ("cpu", "memory"):
             raise PodError(f"{where}.resources.limits.{name}",

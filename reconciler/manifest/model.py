@@ -262,6 +262,10 @@ class Spec(_Model):
     restart_policy: Annotated[RestartPolicy, _Lax] = RestartPolicy.ALWAYS
     state: Annotated[RunState, _Lax] = RunState.RUNNING
     stop_signal: Annotated[str, pydantic.AfterValidator(_signal)] = "SIGTERM"
+    tty: bool = Field(False, description="Give the process a terminal (conmon holds the "
+                                         "pty; the log is what the process prints on it).")
+    stdin: bool = Field(False, description="Keep the process's stdin open (it never reads "
+                                           "end-of-file) rather than /dev/null.")
     pre_stop: list[str] | None = Field(
         None, description="A command run inside the container before its stop signal, "
                           "within the grace period (Kubernetes' lifecycle.preStop.exec).")

@@ -128,7 +128,7 @@ def build_config(
     elif not config.get("hostname") and _has_namespace(own, "uts"):
         config["hostname"] = container.name
 
-    process["terminal"] = False
+    process["terminal"] = spec.tty
     process["args"] = _argv(spec, current=process.get("args") or (), entrypoint=entrypoint)
     process["env"] = _env(process.get("env") or (), spec.env, hostname=config.get("hostname"))
     process["cwd"] = spec.working_dir or process.get("cwd") or "/"

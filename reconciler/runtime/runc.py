@@ -235,7 +235,8 @@ class RuncRuntime:
             depots.write_json_atomic(d.config, config)
             d.applied.write_text(annotations[ANN_MANIFEST])
             log.debug("conmon for %s", iid, extra={"stage": "conmon", "object": spec.name})
-            pid = await self._conmon_create(iid, d, cls)
+            pid = await self._conmon_create(iid, d, cls, tty=spec.container.spec.tty,
+                                            stdin=spec.container.spec.stdin)
             self._made[iid] = _Made(pid, spec.cgroup_path, hooks=bool(config.get("hooks")),
                                     runtime_class=cls.name)
             log.debug("created %s", iid, extra={"stage": "created", "object": spec.name})
@@ -352,8 +353,11 @@ class RuncRuntime:
             os.replace(old.log, d.previous_log)
         shutil.rmtree(old.root, ignore_errors=True)
 
-    async def _conmon_create(self, name: str, d: depots.Depot, cls: _Class) -> int:
-        """conmon runs ``runc create``; its sync pipe answers with the PID or runc's error."""
+    async def _conmon_create(self, name: str, d: depots.Depot, cls: _Class, *,
+                             tty: bool = False, stdin: bool = False) -> int:
+        """conmon runs ``runc create``; its sync pipe answers with the PID or runc's error.
+        With ``tty`` conmon makes the pty (runc's --console-socket) and logs what is printed
+        on it; with ``stdin`` it keeps the process's stdin open."""
         r, w = os.pipe()
         runtime_args = [a for arg in (f"--root={cls.root}", *cls.args)
                         for a in ("--runtime-arg", arg)]
@@ -366,6 +370,7 @@ class RuncRuntime:
             "--socket-dir-path", str(d.bundle), "--full-attach", "--syslog",
             "--persist-dir", str(d.bundle),  # conmon drops its `oom` marker here
             "--log-level", "error", *runtime_args,
+            *(["-t"] if tty else []), *(["-i"] if stdin else []),
         ]
         try:
             with anyio.fail_after(self.timeout):

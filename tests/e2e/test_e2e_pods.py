@@ -288,3 +288,35 @@ def test_secret_on_tmpfs_downward_api_host_path_and_memory_volume(world: E2E) ->
     wait_until(lambda: gone(e2e, "default_vols"), 20, what="the pod gone")
     assert not mounts_under(e2e.state_dir / "pods")
     assert (host_dir / "hello").exists()  # a hostPath is never removed
+
+
+def test_tty_and_stdin(world: E2E) -> None:
+    """tty: the process prints on a terminal (conmon holds the pty and logs it); stdin:
+    its stdin stays open, so a read waits instead of meeting end-of-file."""
+    e2e = world
+    loop = "trap 'exit 0' TERM; while true; do sleep 0.2; done"
+    pod = {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "term"},
+        "spec": {"terminationGracePeriodSeconds": 2, "restartPolicy": "Never", "containers": [
+            {"name": "tty", "image": IMAGE, "imagePullPolicy": "IfNotPresent", "tty": True,
+             "command": ["sh", "-c", f"[ -t 1 ] && echo on-a-tty; {loop}"]},
+            {"name": "reader", "image": IMAGE, "imagePullPolicy": "IfNotPresent",
+             "stdin": True, "command": ["sh", "-c", "read line; echo eof"]},
+            {"name": "closed", "image": IMAGE, "imagePullPolicy": "IfNotPresent",
+             "command": ["sh", "-c", "read line; echo eof"]},
+        ]},
+    }
+    e2e.write("term.yaml", yaml.safe_dump(pod, sort_keys=False))
+    e2e.start("--allow-empty")
+
+    def log(unit: str) -> str:
+        found = units(e2e).get(unit)
+        path = e2e.state_dir / "containers" / str((found or {}).get("id")) / "logs"
+        return (path / "current.log").read_text() if (path / "current.log").exists() else ""
+
+    wait_until(lambda: "on-a-tty" in log("default_term_tty"), 20, what="output on a tty")
+    wait_until(lambda: units(e2e).get("default_term_closed", {}).get("status") == "stopped",
+               10, what="a read of /dev/null ending at once")
+    assert "eof" in log("default_term_closed")
+    assert units(e2e)["default_term_reader"]["status"] == "running"  # still waiting
+    assert "eof" not in log("default_term_reader")

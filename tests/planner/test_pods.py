@@ -163,7 +163,8 @@ def test_missing_configmap_keeps_what_the_pod_had() -> None:
 
 
 @pytest.mark.parametrize(("container", "path", "words"), [
-    ({"tty": True}, "spec.containers[0].tty", "tty: true is not supported yet"),
+    ({"terminationMessagePath": "/tmp/msg"}, "spec.containers[0].terminationMessagePath",
+     "termination messages are not collected yet"),
     ({"ports": [{"containerPort": 80, "hostPort": 8080}]}, "spec.containers[0].ports[0].hostPort",
      "hostPort without hostNetwork"),
     ({"resources": {"limits": {"ephemeral-storage": "1Gi"}}},
