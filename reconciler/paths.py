@@ -42,6 +42,16 @@ def recorded_cgroup_parent(state_dir: str | os.PathLike[str]) -> str:
     return str(parent)
 
 
+def recorded_runtime_classes(state_dir: str | os.PathLike[str]
+                             ) -> dict[str, tuple[str, ...]] | None:
+    """The runtime classes the daemon of ``state_dir`` was given (None: not recorded)."""
+    try:
+        data = json.loads((Path(state_dir) / DAEMON_FILE).read_text())["runtimeClasses"]
+        return {str(k): tuple(str(a) for a in v) for k, v in data.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 def cgroup_lock(parent: str) -> Path:
     """The lock file a live daemon holds for its cgroup parent."""
     digest = hashlib.sha256(("/" + parent.strip("/")).encode()).hexdigest()[:16]

@@ -67,7 +67,7 @@ async def serve(
     try:
         parent = "/" + (opts.cgroup_parent or paths.default_cgroup_parent(opts.state_dir)
                         ).strip("/")
-        store.claim_cgroup_parent(parent)
+        store.claim_cgroup_parent(parent, runtime_classes=opts.runtime_classes)
         images = ImageStore(Path(opts.state_dir) / "images",
                             insecure_registries=opts.insecure_registries)
         runtime = RuncRuntime(state_dir=opts.state_dir, runc_root=opts.runc_root,

@@ -14,7 +14,7 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -46,9 +46,12 @@ class Store:
                 f"another reconciler daemon (pid {holder}) is running with state dir {self.dir}")
         self._lock_fd = fd
 
-    def claim_cgroup_parent(self, parent: str) -> None:
+    def claim_cgroup_parent(self, parent: str, *,
+                            runtime_classes: Mapping[str, Sequence[str]] | None = None
+                            ) -> None:
         """One daemon per cgroup tree: hold the parent's lock for the daemon's life, and
-        record the parent in ``daemon.json`` (the CLI and ``get -o wide`` read it there)."""
+        record the parent in ``daemon.json`` (the CLI and ``get -o wide`` read it there),
+        with the runtime classes it runs pods under (the CLI's exec and logs find them)."""
         path = paths.cgroup_lock(parent)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, holder = _flock(path, f"pid {os.getpid()}, state dir {self.dir}", unlinked=True)
@@ -58,7 +61,9 @@ class Store:
                 f" ({holder}); give this one its own --cgroup-parent (or leave it unset:"
                 " each state dir then gets its own)")
         self._cgroup_fd, self._cgroup_lock = fd, path
-        doc = {"cgroupParent": parent, "pid": os.getpid()}
+        doc: dict[str, Any] = {"cgroupParent": parent, "pid": os.getpid()}
+        if runtime_classes is not None:
+            doc["runtimeClasses"] = {k: list(v) for k, v in runtime_classes.items()}
         atomic.write(self.dir / paths.DAEMON_FILE, json.dumps(doc, sort_keys=True).encode())
 
     def unlock(self) -> None:

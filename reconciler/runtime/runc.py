@@ -103,6 +103,8 @@ class RuncRuntime:
         self._first_list = first_list
         # runtimeClassName -> another OCI runtime (argv: binary and global flags), each
         # with a root of its own beside runc's; "" is runc itself.
+        if runtime_classes is None:  # the daemon's (the CLI), else the defaults
+            runtime_classes = paths.recorded_runtime_classes(self.state_dir)
         classes = dict(DEFAULT_CLASSES if runtime_classes is None else runtime_classes)
         self.classes = {"": _Class("", self.runc, (), self.runc_root)}
         for cls, argv in classes.items():

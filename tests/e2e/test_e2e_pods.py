@@ -213,6 +213,13 @@ def test_gvisor_pod_runs_under_runsc_and_survives_a_daemon_restart(world: E2E) -
                          what="the container's output")
     assert os.uname().release not in release
 
+    # the CLI finds it under runsc (the daemon recorded its runtime classes)
+    out = subprocess.run([sys.executable, "-m", "reconciler", "exec", "--state-dir",
+                          str(e2e.state_dir), "--runc-root", str(e2e.runc_root), "untrusted",
+                          "--", "cat", "/proc/version"], capture_output=True, text=True,
+                         check=True, timeout=20).stdout
+    assert "gVisor" in out or os.uname().release not in out
+
     daemon.stop()
     e2e.start("--allow-empty")
     again = wait_until(lambda: [c for c in runsc_list(e2e) if c["status"] == "running"], 10,
