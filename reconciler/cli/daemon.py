@@ -106,7 +106,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("-f", "--follow", action="store_true")
     p.set_defaults(func=cmd_events)
 
-    p = sub.add_parser("diff", help="what the daemon would do now; exit 1 when not converged")
+    p = sub.add_parser("diff", help="what the daemon would do now; exit 0 converged, 1 not,"
+                                    " 2 manifest errors or an unavailable source")
     _common(p)
     p.add_argument("--manifests", default=DEFAULT_MANIFESTS, help="default: %(default)s")
     p.add_argument("--allow-empty", action="store_true")
@@ -188,9 +189,21 @@ def _not_found(t: pods.Target) -> errors.ReconcilerError:
     return errors.ReconcilerError(f'{what} "{t.shown}" not found')
 
 
+def _daemon_state(state_dir: str) -> dict[str, Any]:
+    """The daemon's status.json; a state dir no daemon ever used is an error that says so
+    (not an empty list: the wrong --state-dir must not look like no containers)."""
+    store = Store(state_dir)
+    status = store.read_status()
+    if not status and not (Path(state_dir) / paths.DAEMON_FILE).exists():
+        raise errors.ReconcilerError(
+            f"no reconciler daemon has used the state dir {state_dir} (give the daemon's"
+            " --state-dir)")
+    return status
+
+
 def cmd_get(args: argparse.Namespace) -> int:
     kind, name = _kind_and_name(args.what)
-    status = Store(args.state_dir).read_status()
+    status = _daemon_state(args.state_dir)
     raw = list((status.get("containers") or {}).values())
     plain, every_pod = grouped(args, status)
     if name is None:
@@ -248,7 +261,7 @@ def _container_table(items: list[dict[str, Any]], *, wide: bool) -> str:
 
 def cmd_describe(args: argparse.Namespace) -> int:
     store = Store(args.state_dir)
-    whole = store.read_status()
+    whole = _daemon_state(args.state_dir)
     t = pods.target(args.name, namespace=args.namespace)
     if t.kind != "pod":  # a container (or a pod's unit by its own name) comes first
         found = [c for c in (whole.get("containers") or {}).values() if c["name"] == t.name]
@@ -329,6 +342,7 @@ def _event_filter(args: argparse.Namespace) -> Callable[[dict[str, Any]], bool]:
 
 
 def cmd_events(args: argparse.Namespace) -> int:
+    _daemon_state(args.state_dir)
     store = Store(args.state_dir)
     wanted = _event_filter(args)
     seen = 0
@@ -531,6 +545,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
                 print(f"    {line}")  # noqa: T201
     for note in plan.notes:
         print(f"note: {note}")  # noqa: T201
+    if want.problems or not want.available:  # kubectl diff's 2: the diff cannot be trusted
+        return 2
     if not plan.actions and not plan.waiting:
         print("converged: nothing to do")  # noqa: T201
         return 0

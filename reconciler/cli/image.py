@@ -114,7 +114,7 @@ def run_ls(args: argparse.Namespace) -> int:
         sys.stdout.write(line.rstrip() + "\n")
     for r in rows:
         if r.problem is not None:
-            sys.stderr.write(f"reconciler: warning: {r.ref}: {r.problem}\n")
+            sys.stderr.write(f"warning: {r.ref}: {r.problem}\n")
     return 0
 
 
@@ -130,7 +130,7 @@ def run_rm(args: argparse.Namespace) -> int:
             try:
                 removal = await image_store.rm(ref, force=args.force, in_use=used)
             except (errors.ImageInUse, errors.ImageNotFound) as exc:
-                sys.stderr.write(f"{type(exc).__name__}: {exc}\n")
+                sys.stderr.write(f"error: {exc}\n")
                 failed += 1
                 continue
             _report(removal)
@@ -161,7 +161,7 @@ async def in_use(args: argparse.Namespace, *, strict: bool) -> dict[str, list[st
     except errors.RuntimeFailure as exc:
         if strict:
             raise
-        sys.stderr.write(f"reconciler: warning: cannot list containers: {exc}\n")
+        sys.stderr.write(f"warning: cannot list containers: {exc}\n")
         return {}
     return digests_in_use((o.name, o.annotations) for o in observed)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -57,10 +58,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except errors.UsageError as exc:
-        print(f"reconciler: {exc}", file=sys.stderr)  # noqa: T201
+        print(f"error: {exc}", file=sys.stderr)  # noqa: T201
         return 2
-    except errors.ReconcilerError as exc:
-        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)  # noqa: T201
+    except errors.ReconcilerError as exc:  # one style, kubectl's: no class names
+        print(f"error: {exc}", file=sys.stderr)  # noqa: T201
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `reconciler events | head -1`: the reader has gone, quietly
+        _silence_stdout()
+        return 128 + 13  # as a shell reports a command killed by SIGPIPE
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the flush at exit does not fail a second time."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass

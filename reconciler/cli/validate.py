@@ -140,7 +140,7 @@ def _collect(paths: list[str]) -> tuple[list[str], list[loader.Finding]]:
             findings.append(loader.Finding(path, None, "", message))
             continue
         if not scanned:
-            sys.stderr.write(f"reconciler: warning: no manifest files in {path}\n")
+            sys.stderr.write(f"warning: no manifest files in {path}\n")
         found.extend(str(p) for p in scanned)
     seen: set[str] = set()
     unique = []

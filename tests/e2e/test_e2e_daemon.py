@@ -131,7 +131,7 @@ def test_second_daemon_on_the_state_dir_fails_at_once(e2e: E2E) -> None:
     assert res.returncode == 1 and elapsed < 3, (res.returncode, elapsed, res.stderr)
     assert "Traceback" not in res.stderr
     msg = res.stderr.strip()
-    assert msg.startswith("StateDirLocked: "), msg
+    assert msg.startswith("error: "), msg
     assert f"pid {d1.pid}" in msg and str(e2e.state_dir) in msg, msg
     assert d1.alive() and e2e.running_pid("a") == pid
 

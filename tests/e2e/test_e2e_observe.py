@@ -106,7 +106,7 @@ def test_second_daemon_and_metrics_port_errors(e2e: E2E) -> None:
     e2e.start()
     res = subprocess.run(e2e.daemons[0].argv, capture_output=True, text=True, timeout=15)
     assert res.returncode == 1
-    assert "StateDirLocked: another reconciler daemon" in res.stderr
+    assert "error: another reconciler daemon" in res.stderr
     assert "Traceback" not in res.stderr
     t0 = time.monotonic()
     res = e2e.cli("get", "-o", "json")

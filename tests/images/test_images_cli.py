@@ -85,7 +85,7 @@ def test_import_ls_rm_prune(tmp_path: Path, built: Built, containers: list[Obser
 
     assert cli(tmp_path, "rm", "busybox") == 1
     err = capsys.readouterr().err
-    assert "ImageInUse: image busybox:latest is used by 2 containers: api, web" in err
+    assert "error: image busybox:latest is used by 2 containers: api, web" in err
     assert cli(tmp_path, "prune") == 0
     out = capsys.readouterr().out
     assert "removed registry.example:5000/o:2" in out and "removed busybox" not in out
@@ -113,7 +113,7 @@ def test_bad_reference_is_a_usage_error(tmp_path: Path, argv: tuple[str, ...],
 def test_import_failure_is_reported_not_raised(tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     assert cli(tmp_path, "import", f"oci-archive:{tmp_path}/none.tar", "x:1") == 1
-    assert capsys.readouterr().err.startswith("ImageNotFound: image x:1: not found at")
+    assert capsys.readouterr().err.startswith("error: image x:1: not found at")
 
 
 def test_rm_refuses_when_runc_cannot_be_asked(tmp_path: Path, built: Built,

@@ -101,7 +101,7 @@ def test_json_output_when_valid(capsys: pytest.CaptureFixture[str], good: Path) 
 def test_missing_path_is_a_usage_error(capsys: pytest.CaptureFixture[str], good: Path) -> None:
     code, out, err = run(capsys, "validate", str(good), str(good / "nope.yaml"))
     assert (code, out) == (2, "")
-    assert err == f"reconciler: {good / 'nope.yaml'}: No such file or directory\n"
+    assert err == f"error: {good / 'nope.yaml'}: No such file or directory\n"
 
 
 @pytest.mark.parametrize("size", ["lots", "0", "-1"])
@@ -109,7 +109,7 @@ def test_bad_max_size_is_a_usage_error(capsys: pytest.CaptureFixture[str], good:
                                        size: str) -> None:
     code, out, err = run(capsys, "validate", f"--max-size={size}", str(good))
     assert (code, out) == (2, "")
-    assert err.startswith("reconciler: --max-size: ")
+    assert err.startswith("error: --max-size: ")
 
 
 def test_no_paths_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -139,7 +139,7 @@ def test_directory_without_manifests_warns(capsys: pytest.CaptureFixture[str],
                                            tmp_path: Path) -> None:
     code, out, err = run(capsys, "validate", str(tmp_path))
     assert (code, out) == (0, "0 documents in 0 files are valid\n")
-    assert err == f"reconciler: warning: no manifest files in {tmp_path}\n"
+    assert err == f"warning: no manifest files in {tmp_path}\n"
 
 
 def test_console_script(good: Path, write: Write) -> None:

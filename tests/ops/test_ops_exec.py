@@ -46,14 +46,14 @@ def test_a_terminal_with_t(ops: Ops) -> None:
     # without a terminal, -t is refused before runc is asked
     done = ops.run("exec", "-t", "box", "--", "/bin/true")
     assert done.returncode == 2
-    assert done.stderr == b"reconciler: -t needs a terminal, and stdin is not one\n"
+    assert done.stderr == b"error: -t needs a terminal, and stdin is not one\n"
 
 
 def test_paused_and_missing_containers_are_clear_errors(ops: Ops) -> None:
     ops.up("box", *SLEEP)
     done = ops.run("exec", "ghost", "--", "/bin/true")
     assert (done.returncode, done.stdout) == (1, b"")
-    assert done.stderr == b'ContainerNotFound: container "ghost": container does not exist\n'
+    assert done.stderr == b'error: container "ghost": container does not exist\n'
 
     subprocess.run(["runc", f"--root={ops.rt.runc_root}", "pause", "box.1"], check=True)
     paused = ops.run("exec", "box", "--", "/bin/true")
@@ -62,15 +62,15 @@ def test_paused_and_missing_containers_are_clear_errors(ops: Ops) -> None:
     assert (paused.returncode, paused.stdout) == (1, b"")
     # the container as the operator named it (as ``logs`` and ``stats`` do), not its
     # instance id
-    assert paused.stderr == b'RuncError: container "box": cannot exec in a paused container\n'
+    assert paused.stderr == b'error: container "box": cannot exec in a paused container\n'
 
 
 def test_usage_errors(ops: Ops) -> None:
     ops.up("box", *SLEEP)
     for args, message in [
-        (["box"], "reconciler: exec needs a command"),
-        (["box", "--"], "reconciler: exec needs a command"),
-        (["box", "--tty", "/bin/true"], "reconciler: end the options with --"),
+        (["box"], "error: exec needs a command"),
+        (["box", "--"], "error: exec needs a command"),
+        (["box", "--tty", "/bin/true"], "error: end the options with --"),
     ]:
         code, out, err = ops.cli("exec", *args)
         assert (code, out) == (2, ""), args

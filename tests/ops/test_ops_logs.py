@@ -132,11 +132,11 @@ def test_the_size_cap_cuts_the_file_and_follow_loses_no_line(ops: Ops) -> None:
 def test_errors(ops: Ops) -> None:
     code, out, err = ops.cli("logs", "ghost")
     assert (code, out) == (1, "")
-    assert err == 'ContainerNotFound: container "ghost": container does not exist\n'
+    assert err == 'error: container "ghost": container does not exist\n'
     ops.up("quiet", *("/bin/sh", "-c", "sleep 1000"))
     assert ops.cli("logs", "quiet") == (0, "", "")
     code, _, err = ops.cli("logs", "quiet", "--previous")
-    assert code == 1 and err.startswith('ContainerNotFound: container "quiet": has no previous')
+    assert code == 1 and err.startswith('error: container "quiet": has no previous')
     code, _, err = ops.cli("logs", "quiet", "-f", "--previous")
     assert code == 2 and "do not go together" in err
     for bad in (["--since", "5x"], ["--tail", "-3"], ["--tail", "many"]):
