@@ -13,7 +13,7 @@ import binascii
 import ipaddress
 import posixpath
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Annotated, Any, ClassVar, Literal
 
 import pydantic
@@ -119,6 +119,19 @@ def _absolute(value: str) -> str:
     return value
 
 
+def _matching(pattern: re.Pattern[str], words: str, *, longest: int = 1 << 16
+              ) -> Callable[[str], str]:
+    """A validator: ``value`` matches ``pattern`` and is at most ``longest`` long."""
+    def check(value: str) -> str:
+        if len(value) > longest or not pattern.match(value):
+            raise ValueError(f"{value!r} is not {words}")
+        return value
+    return check
+
+
+HeaderName = Annotated[str, pydantic.AfterValidator(_matching(_HEADER_RE, "an HTTP header name"))]
+SysctlName = Annotated[str, pydantic.AfterValidator(_matching(
+    _SYSCTL_RE, "a sysctl name (e.g. net.ipv4.ip_forward)", longest=253))]
 DNSLabel = Annotated[str, pydantic.AfterValidator(_dns_label)]
 DNSSubdomain = Annotated[str, pydantic.AfterValidator(_dns_subdomain)]
 ConfigKey = Annotated[str, pydantic.AfterValidator(_config_key)]
@@ -615,15 +628,8 @@ class ExecAction(model._Model):
 class HTTPHeader(model._Model):
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset()
 
-    name: str
+    name: HeaderName
     value: str
-
-    @pydantic.field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not _HEADER_RE.match(value):
-            raise ValueError(f"{value!r} is not an HTTP header name")
-        return value
 
 
 class HTTPGetAction(model._Model):
@@ -760,15 +766,8 @@ class SecurityContext(model._Model):
 class Sysctl(model._Model):
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset()
 
-    name: str
+    name: SysctlName
     value: str
-
-    @pydantic.field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if len(value) > 253 or not _SYSCTL_RE.match(value):
-            raise ValueError(f"{value!r} is not a sysctl name (e.g. net.ipv4.ip_forward)")
-        return value
 
 
 class PodSecurityContext(model._Model):

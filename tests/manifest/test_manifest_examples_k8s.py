@@ -49,7 +49,7 @@ def test_example_valid_for_kubernetes(path: Path) -> None:
 
 @pytest.mark.parametrize("path", examples(), ids=lambda p: p.name)
 def test_example_pods_expand(path: Path) -> None:
-    """What ``reconciler validate`` does not check, the daemon does: every ConfigMap and
+    """As the daemon (and ``reconciler validate``) do: every ConfigMap and
     Secret a pod uses is in the same file, and the pod becomes its units."""
     documents = [d.document for d in loader.load_file(str(path)).documents]
     config: dict[tuple[str, str], kube.ConfigMap | kube.Secret] = {
