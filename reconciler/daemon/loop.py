@@ -33,6 +33,7 @@ from reconciler.core import desired as desired_mod
 from reconciler.core import planner
 from reconciler.core.backoff import Backoff
 from reconciler.core.history import History
+from reconciler.core.instance import ANN_POD_ROLE
 from reconciler.core.observed import ExitStatus, Limits, Observed, Stats, Status
 from reconciler.daemon import view as view_mod
 from reconciler.daemon.status import Store, history_from_json
@@ -428,12 +429,31 @@ class Controller:
         self._publish()
 
     def _report_problems(self, before: desired_mod.DesiredState | None) -> None:
+        """A new problem is a ManifestError event on each object its file defines (so
+        ``events web`` and ``describe web`` show it), and a file whose problems are all
+        gone a ManifestFixed one."""
         assert self.desired is not None
         old = set(before.problems) if before is not None else set()
         for finding in self.desired.problems:
             if finding not in old:
                 log.warning("manifest error: %s", finding)
-                self.event(None, "ManifestError", str(finding), warning=True)
+                for name in self._defined_by(finding.file):
+                    self.event(name, "ManifestError", str(finding), warning=True)
+        still = {p.file for p in self.desired.problems}
+        for file in sorted({p.file for p in old} - still):
+            log.info("manifest fixed: %s", file)
+            for name in self._defined_by(file):
+                self.event(name, "ManifestFixed", f"{file} has no errors now")
+
+    def _defined_by(self, origin: str) -> list[str | None]:
+        """The objects an origin defines (a pod by its sandbox unit), or [None]."""
+        assert self.desired is not None
+        names = {d.name for d in self.desired.specs.values() if d.source == origin
+                 and (d.pod is None or d.pod.role.value == "sandbox")}
+        names |= {o.name for o in self.observed.values() if o.source == origin
+                  and o.annotations.get(ANN_POD_ROLE) in (None, "sandbox")}
+        found: list[str | None] = [*sorted(names)]
+        return found or [None]
 
     def _disk_trouble(self, what: str, exc: OSError) -> None:
         if not self._disk_warned:

@@ -502,7 +502,7 @@ def _parse_with(
     except _Refused as exc:
         findings.append(Finding(file, exc.line, exc.path, exc.message))
     except yaml.MarkedYAMLError as exc:
-        findings.append(Finding(file, _line(exc.problem_mark), "", _yaml_message(exc)))
+        findings.append(_syntax_finding(exc, text, file))
     except yaml.reader.ReaderError as exc:
         line = text.count("\n", 0, exc.position) + 1
         message = f"invalid YAML: character #x{exc.character:04x} is not allowed"
@@ -513,6 +513,46 @@ def _parse_with(
         if loader is not None:
             loader.dispose()
     return documents, findings
+
+
+def _syntax_finding(exc: yaml.MarkedYAMLError, text: str, file: str) -> Finding:
+    """A YAML syntax error on a line of the file. PyYAML reports an unclosed bracket at
+    the end of the stream, a line past the last one: such an error points at the bracket
+    left open instead, and no line is ever past the file's last."""
+    line, message = _line(exc.problem_mark), _yaml_message(exc)
+    if "<stream end>" in str(exc.problem):
+        opened = _unclosed(text)
+        if opened is not None:
+            bracket, line = opened
+            message = (f"invalid YAML: '{bracket}' opened here is never closed (the file"
+                       " ends first)")
+    last = max(1, text.count("\n") + (0 if text.endswith("\n") else 1))
+    return Finding(file, None if line is None else min(line, last), "", message)
+
+
+def _unclosed(text: str) -> tuple[str, int] | None:
+    """The innermost flow bracket (``[`` or ``{``) left open, with its line; quoted text
+    and comments are skipped. A rough scan: only used to word an error better."""
+    stack: list[tuple[str, int]] = []
+    line, quote, comment, previous = 1, "", False, " "
+    for ch in text:
+        if ch == "\n":
+            line, comment = line + 1, False
+        elif comment:
+            pass
+        elif quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "\"'" and previous in " \t[{,:":
+            quote = ch
+        elif ch == "#" and previous in " \t":
+            comment = True
+        elif ch in "[{":
+            stack.append((ch, line))
+        elif ch in "]}" and stack:
+            stack.pop()
+        previous = ch
+    return stack[-1] if stack else None
 
 
 def _yaml_message(exc: yaml.MarkedYAMLError) -> str:

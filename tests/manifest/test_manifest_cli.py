@@ -124,8 +124,8 @@ def test_explicit_file_is_read_whatever_its_name(capsys: pytest.CaptureFixture[s
     code, out, _ = run(capsys, "validate", str(good / "web.yaml~"))
     assert code == 1
     assert out.splitlines() == [
-        f"{good / 'web.yaml~'}:1: invalid YAML: expected ',' or ']', but got '<stream end>'"
-        " (while parsing a flow sequence on line 1)",
+        f"{good / 'web.yaml~'}:1: invalid YAML: '[' opened here is never closed (the file"
+        " ends first)",
         "1 problem in 1 file",
     ]
 

@@ -254,3 +254,19 @@ def test_all_problems_of_a_file_are_reported_in_line_order(write: Write) -> None
         (7, "spec.workingDir"), (8, "spec.hostNetwork"), (9, "spec.rootfs"),
         (11, "apiVersion"), (11, "metadata"), (11, "spec"),
     ]
+
+
+@pytest.mark.parametrize(("text", "line"), [
+    ("apiVersion: reconciler/v1\nkind: Container\nmetadata: {name: web}\nspec:\n"
+     "  rootfs: /x\n  command: [/bin/sh,\n", 6),
+    ("a: [1, 2\n", 1),
+    ("a: {b: [1, 2], c: 'y [ z', d: {e: 1, # a comment with [ in it\n  f: 2\n", 1),
+    ("spec: [\n", 1),
+])
+def test_an_unclosed_bracket_is_named_on_its_line(write: Write, text: str, line: int) -> None:
+    """PyYAML reports the end of the stream, one line past the last: the finding points
+    at the bracket left open, and no finding is ever past the file's last line."""
+    (finding,) = loader.load_file(write("web.yaml", text)).findings
+    assert finding.line == line
+    assert finding.message.endswith("opened here is never closed (the file ends first)")
+    assert line <= text.count("\n")

@@ -538,8 +538,13 @@ async def test_a_broken_file_keeps_its_container(tmp_path: Path) -> None:
         daemon_status = d.status()["daemon"]
         assert daemon_status["brokenSources"] == [str(path)]
         assert any("comand" in p for p in daemon_status["problems"])
-        assert "ManifestError" in d.events()
+        assert "ManifestError" in d.events("web")  # on the object the file defines
         assert d.pid("web") == web and d.phase("web") == "Running"
+        assert d.fake.calls.count(("create", "web")) == 1
+        path.write_text(manifest("web"))  # fixed: an event says so, nothing is made again
+        await d.scan()
+        await d.settled()
+        assert d.events("web")[-1] == "ManifestFixed"
         assert d.fake.calls.count(("create", "web")) == 1
 
 
