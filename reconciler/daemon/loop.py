@@ -266,8 +266,11 @@ class Controller:
 
     def _capture(self) -> view_mod.ControllerView:
         """A frozen copy of the loop's state (shallow: the values are frozen already)."""
+        desired = self.desired
+        if desired is not None:  # specHash and desiredSpecHash: one meaning (with digests)
+            desired = self.resolver.digests.with_digests(desired)
         return view_mod.ControllerView(
-            desired=self.desired,
+            desired=desired,
             observed=types.MappingProxyType(dict(self.observed)),
             history=types.MappingProxyType(dict(self.history)),
             busy=types.MappingProxyType(dict(self.busy)),

@@ -154,9 +154,11 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {"time": record.created, "level": record.levelname.lower(),
                                "message": record.getMessage()}
-        for key in ("stage", "object"):  # a debug trace line's (``extra``)
+        for key in ("stage", "object", "action"):  # from ``extra``: a worker's lines
             if key in record.__dict__:
                 doc[key] = record.__dict__[key]
+        if "object" in doc:
+            doc["container"] = doc["object"]  # the field a log shipper filters on
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
         return json.dumps(doc)

@@ -150,24 +150,34 @@ def _flock(path: Path, me: str, *, unlinked: bool = False) -> tuple[int | None, 
 
 
 def history_to_json(hist: History) -> dict[str, Any]:
-    """As ``dataclasses.asdict`` would, without its deep copies (status.json is written
-    many times a second during a burst; every field is a scalar but ``last_exit``)."""
-    doc = {f: getattr(hist, f) for f in _HISTORY_FIELDS}
+    """camelCase, as the rest of status.json (``lastExit.oomKilled``); without
+    ``dataclasses.asdict``'s deep copies (status.json is written many times a second
+    during a burst; every field is a scalar but ``last_exit``)."""
+    doc = {_CAMEL[f]: getattr(hist, f) for f in _HISTORY_FIELDS}
     if hist.last_exit is not None:
         e = hist.last_exit
-        doc["last_exit"] = {"code": e.code, "signal": e.signal, "oom_killed": e.oom_killed,
-                            "finished_at": e.finished_at}
+        doc["lastExit"] = {"code": e.code, "signal": e.signal, "oomKilled": e.oom_killed,
+                           "finishedAt": e.finished_at}
     return doc
 
 
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
 _HISTORY_FIELDS = tuple(f.name for f in fields(History))
+_CAMEL = {f: _camel(f) for f in _HISTORY_FIELDS}
+_EXIT_FIELDS = {_camel(f): f for f in ExitStatus.__dataclass_fields__}
 
 
 def history_from_json(data: Mapping[str, Any]) -> History:
-
-    fields = {k: v for k, v in data.items() if k in History.__dataclass_fields__}
-    exit_ = fields.get("last_exit")
+    """Read back what ``history_to_json`` wrote (or an older daemon's snake_case)."""
+    names = {**{f: f for f in _HISTORY_FIELDS}, **{c: f for f, c in _CAMEL.items()}}
+    found = {names[k]: v for k, v in data.items() if k in names}
+    exit_ = found.get("last_exit")
     if isinstance(exit_, Mapping):
-        fields["last_exit"] = ExitStatus(**{k: v for k, v in exit_.items()
-                                           if k in ExitStatus.__dataclass_fields__})
-    return History(**fields)
+        exits = {**{f: f for f in ExitStatus.__dataclass_fields__}, **_EXIT_FIELDS}
+        found["last_exit"] = ExitStatus(**{exits[k]: v for k, v in exit_.items()
+                                           if k in exits})
+    return History(**found)

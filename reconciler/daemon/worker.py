@@ -183,7 +183,8 @@ class Worker:
         outcome = "error"
         started = time.perf_counter()
         log.info("%s %s: %s", action.kind.value, self.name, action.reason,
-                 extra={"stage": "action", "object": self.name})
+                 extra={"stage": "action", "object": self.name,
+                        "action": action.kind.value})
         try:
             async with ctl.slots:
                 await self._steps(action)

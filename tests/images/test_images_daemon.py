@@ -194,6 +194,8 @@ def test_missing_image_fails_one_container_only(world: World, built: Built,
 
     wait_for("absent failed", lambda: failed("absent") and failed("never"))
     status = json.loads((Path(world.sandbox.state_dir) / "status.json").read_text())
+    fine = status["containers"]["fine"]  # converged: one spec hash, its digest included
+    assert fine["specHash"] == fine["desiredSpecHash"]
     never = status["containers"]["never"]
     assert never["phase"] in ("BackOff", "Failed")
     assert "imagePullPolicy is Never" in never["message"]
