@@ -177,6 +177,8 @@ class Controller:
                 self.desired = desired_mod.build(self.snapshots, before,
                                                  pods_dir=self.pods_dir)
                 if not snap.available and not was_down:  # told once per outage
+                    log.warning("manifests source unavailable: %s (nothing it defined is"
+                                " deleted while it is)", snap.reason)
                     self.event(None, "SourceUnavailable", str(snap.reason), warning=True)
                 elif snap.available and was_down:
                     self.event(None, "SourceAvailable", "manifests are readable again")

@@ -122,6 +122,17 @@ class _Quiet(WSGIRequestHandler):
         return
 
 
+def readiness(view: Any) -> tuple[bool, str]:
+    """Ready: the first full pass is done and every manifests source is readable (a
+    daemon on a missing directory is running, not ready)."""
+    if not view.ready:
+        return False, "first full pass not done"
+    desired = view.desired
+    if desired is not None and not desired.available:
+        return False, f"manifests source unavailable: {desired.reason}"
+    return True, "first full pass done, every source readable"
+
+
 class MetricsServer:
     """/metrics, /healthz, /readyz on HOST:PORT in one daemon thread."""
 
@@ -138,8 +149,7 @@ class MetricsServer:
                 if path == "/healthz":
                     ok, why = health(ctl, clock())
                 else:
-                    ok = ctl.view.ready
-                    why = "first full pass done" if ok else "first full pass not done"
+                    ok, why = readiness(ctl.view)
                 start("200 OK" if ok else "503 Service Unavailable",
                       [("Content-Type", "text/plain; charset=utf-8")])
                 return [f"{'ok' if ok else 'not ok'}: {why}\n".encode()]

@@ -139,3 +139,16 @@ def test_health_follows_the_last_published_pass() -> None:
     assert ok and "1.0s ago" in why
     stale, _ = view.health(Loop(a_view(), resync=1.0), NOW + 100)
     assert not stale
+
+
+def test_not_ready_while_a_source_is_unavailable() -> None:
+    from reconciler.core.desired import DesiredState
+    from reconciler.daemon.metrics import readiness
+
+    down = DesiredState(specs={}, broken_sources=frozenset(), conflicts={}, problems=(),
+                        unavailable={"directory": "manifests directory /m does not exist"})
+    assert readiness(types.SimpleNamespace(ready=False, desired=None))[0] is False
+    ok, why = readiness(types.SimpleNamespace(ready=True, desired=down))
+    assert not ok and "does not exist" in why
+    up = DesiredState(specs={}, broken_sources=frozenset(), conflicts={}, problems=())
+    assert readiness(types.SimpleNamespace(ready=True, desired=up))[0] is True
