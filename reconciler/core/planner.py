@@ -174,6 +174,7 @@ class Plan:
     actions: tuple[Action, ...]
     wake_at: float | None = None  # plan again then (a backoff ends)
     notes: tuple[str, ...] = ()  # what was held back, and why
+    warnings: tuple[str, ...] = ()  # the notes a person must act on (a refused prune)
     waiting: Mapping[str, float] = field(default_factory=dict)  # name -> retry due
 
 
@@ -238,7 +239,7 @@ def plan(
                                     ordered=ordered)
     notes += refused
     return Plan(actions=tuple(actions), wake_at=min(waiting.values(), default=None),
-                notes=tuple(notes), waiting=waiting)
+                notes=tuple(notes), waiting=waiting, warnings=tuple(refused))
 
 
 def _guard_prune(actions: list[Action], desired: DesiredState,

@@ -216,7 +216,7 @@ class Controller:
         self.last_plan = plan
         for note in plan.notes:
             if note not in self._last_notes:
-                log.info("%s", note)
+                log.log(logging.WARNING if note in plan.warnings else logging.INFO, "%s", note)
         self._last_notes = plan.notes
         if plan.actions:
             log.debug("plan of %d actions in %.1f ms", len(plan.actions),

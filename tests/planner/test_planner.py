@@ -598,3 +598,13 @@ def test_steps_of_a_create_a_recreate_and_a_restart() -> None:
         Delete("web.2", keep_logs=True), Create("web.2", 2, "web.2"), Start("web.2"))
     assert steps(None, History(generation=2)) == (Create("web.3", 3, "web.2"), Start("web.3"))
     assert steps(None, History()) == (Create("web.1", 1, None), Start("web.1"))
+
+
+def test_a_refused_prune_is_a_warning() -> None:
+    web, db = want("web"), want("db")
+    state = DesiredState(specs={}, broken_sources=frozenset(), conflicts={}, problems=(),
+                         sources=frozenset({"directory"}), defined={"directory": 0})
+    got = planner.plan(state, {"web": seen(web), "db": seen(db)}, {}, NOW)
+    assert got.actions == ()
+    (warning,) = got.warnings
+    assert warning.startswith("refusing to delete all 2 containers") and warning in got.notes
