@@ -283,6 +283,7 @@ class Controller:
             ready=self.ready.is_set(),
             cgroup_parent=self.cgroup_parent,
             taken_at=self.clock(),
+            resync=self.resync,
         )
 
     # -- observing -------------------------------------------------------------------------

@@ -11,6 +11,7 @@ when each object is in its phase.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -39,6 +40,7 @@ class ControllerView:
     ready: bool
     cgroup_parent: str | None
     taken_at: float
+    resync: float = 30.0  # the relist period: status older than this and a margin is stale
 
 
 def empty(cgroup_parent: str | None) -> ControllerView:
@@ -201,6 +203,9 @@ def status_document(view: ControllerView, clock: PhaseClock) -> dict[str, Any]:
         "daemon": {
             "passes": view.passes,
             "lastPassAt": view.last_pass_at,
+            "writtenAt": view.taken_at,  # with resyncSeconds: how stale a reader finds it
+            "resyncSeconds": view.resync,
+            "pid": os.getpid(),
             "ready": view.ready,
             "cgroupParent": view.cgroup_parent,
             "source": None if desired is None else {
