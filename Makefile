@@ -9,7 +9,7 @@ SYS_PKGS := runc conmon catatonit busybox-static umoci skopeo golang-github-cont
             docker-registry vim git
 ROOTFS := $(STATE)/rootfs/busybox
 
-.PHONY: deps sysdeps venv rootfs image test run down bench lint clean
+.PHONY: deps sysdeps venv rootfs image test run down bench lint completions clean
 
 deps: sysdeps venv
 
@@ -25,7 +25,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,lint]'
+	$(PY) -m pip install -q -e '.[test,lint,dist]'
 	touch $@
 
 rootfs: $(ROOTFS)/bin/busybox
@@ -75,6 +75,12 @@ lint: deps
 	$(VENV)/bin/ruff check reconciler tests bench
 	$(VENV)/bin/mypy reconciler tests
 	$(VENV)/bin/lint-imports
+
+# Shell completions (bash, zsh, fish) and the man page, generated from the real parser at
+# build time (shtab, argparse-manpage: the `dist` extra) into build/; deploy/install-files.sh
+# installs them.
+completions: venv
+	PYTHON=$(PY) deploy/mkcompletions.sh build
 
 clean:
 	rm -rf $(VENV) build *.egg-info

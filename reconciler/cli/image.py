@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING, TypeVar
 
@@ -71,7 +71,12 @@ def register(subparsers: _Subparsers) -> None:
 
     prune = _sub(sub, "prune", "remove every image no container uses",
                  "Remove every image no container uses, then unused blobs and unpacked"
-                 " trees (Docker's `image prune -a`).")
+                 " trees (Docker's `image prune -a`). Asks first on a terminal; without one,"
+                 " -y is required: pre-provisioned images must not vanish by accident.")
+    prune.add_argument("--dry-run", action="store_true",
+                       help="print the images that would be removed, remove nothing")
+    prune.add_argument("-y", "--yes", action="store_true",
+                       help="do not ask for confirmation (required without a terminal)")
     prune.set_defaults(func=run_prune)
 
 
@@ -140,13 +145,64 @@ def run_rm(args: argparse.Namespace) -> int:
 
 
 def run_prune(args: argparse.Namespace) -> int:
+    if not (args.yes or args.dry_run or _interactive()):
+        raise errors.UsageError("image prune removes every image no container uses and there"
+                                " is no terminal to confirm it: pass -y/--yes (or --dry-run"
+                                " to see what would be removed)")
     image_store = _store(args)
 
+    async def unused() -> list[store.ImageInfo]:
+        used = await in_use(args, strict=True)
+        return [r for r in await image_store.ls(used) if not used.get(r.digest)]
+
+    doomed = _run(unused)
+    if args.dry_run:
+        for r in doomed:
+            sys.stdout.write(f"would remove {r.ref} {r.digest}\n")
+        sys.stdout.write(f"dry run: {len(doomed)} image(s) would be removed, then unused blobs"
+                         " and unpacked trees; nothing removed\n")
+        return 0
+    if doomed and not args.yes and not _confirm(doomed):
+        sys.stderr.write("not confirmed: nothing removed\n")
+        return 1
+
+    # Only what was listed goes: an image added meanwhile is kept, as is one that a container
+    # started using meanwhile (in-use is asked again).
+    listed = None if args.yes else {r.digest for r in doomed}
+
     async def main() -> store.Removal:
-        return await image_store.prune(await in_use(args, strict=True))
+        used = await in_use(args, strict=True)
+        if listed is not None:
+            for r in await image_store.ls({}):
+                if r.digest not in listed:
+                    used.setdefault(r.digest, ["(not listed)"])
+        return await image_store.prune(used)
 
     _report(_run(main))
     return 0
+
+
+def _interactive() -> bool:
+    """A person to ask: stdin (the answer) and stderr (the question) are terminals."""
+    try:
+        return sys.stdin.isatty() and sys.stderr.isatty()
+    except (AttributeError, ValueError):  # closed or replaced streams
+        return False
+
+
+def _confirm(doomed: Sequence[store.ImageInfo]) -> bool:
+    err = sys.stderr
+    err.write(f"These {len(doomed)} image(s) are used by no container and will be removed:\n")
+    for r in doomed:
+        err.write(f"  {r.ref}  {r.digest.removeprefix('sha256:')[:12]}\n")
+    err.write("Remove them, with unused blobs and unpacked trees? [y/N] ")
+    err.flush()
+    try:
+        answer = sys.stdin.readline()
+    except KeyboardInterrupt:
+        err.write("\n")
+        return False
+    return answer.strip().lower() in ("y", "yes")
 
 
 async def in_use(args: argparse.Namespace, *, strict: bool) -> dict[str, list[str]]:

@@ -2,6 +2,12 @@
 
 Each subcommand module exposes ``register(subparsers)`` and sets ``func`` on its parser;
 ``func(args) -> int`` is the exit code.
+
+Start-up is kept short: ``--version`` answers before any parser is built, and the top-level
+help (``reconciler``, ``--help``, an unknown command) is drawn from ``_COMMANDS``, a static
+table, so no subcommand module is imported; ``reconciler COMMAND ...`` imports only the
+module that defines COMMAND. tests/ops/test_ops_packaging.py holds ``_COMMANDS`` to the
+real parser, so the table cannot drift.
 """
 
 from __future__ import annotations
@@ -22,21 +28,62 @@ _OWNER = {"validate": "validate", "schema": "validate", "run": "daemon", "get": 
           "describe": "daemon", "events": "daemon", "diff": "daemon", "logs": "inspect",
           "exec": "inspect", "stats": "inspect", "inspect": "inspect", "top": "inspect",
           "image": "image"}
+# Every command and its one-line help, in help order, exactly as its module registers it:
+# the top-level help is printed from here without importing a single subcommand module.
+_COMMANDS = {
+    "validate": "check manifest files without running anything",
+    "schema": "print the JSON Schema of a manifest document",
+    "run": "watch a manifests directory and converge containers to it",
+    "get": "list containers and pods with their status",
+    "describe": "spec, status, last exit, errors and events of one",
+    "events": "the event history",
+    "diff": "what the daemon would do now; exit 0 converged, 1 not,"
+            " 2 manifest errors or an unavailable source",
+    "logs": "print a container's output (stdout and stderr)",
+    "exec": "run a command in a running container",
+    "stats": "CPU, memory and PIDs of containers, like docker stats",
+    "inspect": "the effective OCI config.json a container runs with",
+    "top": "the processes of a container (of each, for a pod)",
+    "image": "manage the local image store (import, pull, ls, rm, prune)",
+}
+
+
+def _command(argv: Sequence[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def _leading_options(argv: Sequence[str]) -> list[str]:
+    """The options before the command: the top-level parser's own."""
+    options: list[str] = []
+    for arg in argv:
+        if not arg.startswith("-"):
+            break
+        options.append(arg)
+    return options
 
 
 def _modules_for(argv: Sequence[str]) -> tuple[str, ...]:
-    command = next((a for a in argv if not a.startswith("-")), None)
-    owner = _OWNER.get(command or "")
+    owner = _OWNER.get(_command(argv) or "")
     return (owner,) if owner in _MODULES else _MODULES
 
 
-def build_parser(modules: Sequence[str] = _MODULES) -> argparse.ArgumentParser:
+def _top_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction[
+        argparse.ArgumentParser]]:
     parser = argparse.ArgumentParser(
         prog="reconciler",
         description="Converge real runc containers to the YAML manifests in a directory.",
     )
-    parser.add_argument("--version", action="version", version=f"reconciler {__version__}")
+    parser.add_argument("--version", action="version", version=f"reconciler {__version__}",
+                        help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    return parser, sub
+
+
+def build_parser(modules: Sequence[str] = _MODULES) -> argparse.ArgumentParser:
+    """The real parser, with every subcommand of ``modules`` (all of them by default).
+
+    shtab and argparse-manpage read it at build time (``make completions``)."""
+    parser, sub = _top_parser()
     for name in modules:
         try:
             module = importlib.import_module(f"reconciler.cli.{name}")
@@ -48,9 +95,33 @@ def build_parser(modules: Sequence[str] = _MODULES) -> argparse.ArgumentParser:
     return parser
 
 
+def static_parser() -> argparse.ArgumentParser:
+    """The top level alone, its commands from ``_COMMANDS``: for help and usage errors."""
+    parser, sub = _top_parser()
+    for name, help_ in _COMMANDS.items():
+        sub.add_parser(name, help=help_)
+    return parser
+
+
+def _quick_parser(argv: Sequence[str]) -> argparse.ArgumentParser | None:
+    """The static parser when no subcommand module is needed: no command (bare, ``-h``),
+    ``-h`` before the command, or a command nobody defines (argparse's usage error)."""
+    if set(_OWNER) - set(_COMMANDS):  # a command missing from the table: be right, not quick
+        return None
+    command = _command(argv)
+    if command is None or command not in _OWNER:
+        return static_parser()
+    if {"-h", "--help"} & set(_leading_options(argv)):
+        return static_parser()
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(_modules_for(argv))
+    if "--version" in _leading_options(argv):  # before any parser: the quickest answer
+        sys.stdout.write(f"reconciler {__version__}\n")
+        return 0
+    parser = _quick_parser(argv) or build_parser(_modules_for(argv))
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)

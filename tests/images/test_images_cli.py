@@ -86,7 +86,7 @@ def test_import_ls_rm_prune(tmp_path: Path, built: Built, containers: list[Obser
     assert cli(tmp_path, "rm", "busybox") == 1
     err = capsys.readouterr().err
     assert "error: image busybox:latest is used by 2 containers: api, web" in err
-    assert cli(tmp_path, "prune") == 0
+    assert cli(tmp_path, "prune", "-y") == 0
     out = capsys.readouterr().out
     assert "removed registry.example:5000/o:2" in out and "removed busybox" not in out
     assert cli(tmp_path, "rm", "--force", "busybox:latest") == 0
