@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,10 @@ def test_inspect_prints_the_config_runc_runs_with(ops: Ops) -> None:
 
 def test_top_lists_the_processes_runc_knows(ops: Ops) -> None:
     init = ops.up("web", *COMMAND)
+    deadline = time.monotonic() + 5  # the shell forks its two sleeps after it starts
+    while len(runc_json(ops, "ps", "--format", "json", "web.1")) < 3:
+        assert time.monotonic() < deadline, "the two sleeps never started"
+        time.sleep(0.02)
     code, out, err = ops.cli("top", "web")
     assert (code, err) == (0, "")
     head, *rows = out.splitlines()
