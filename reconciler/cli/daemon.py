@@ -2,7 +2,9 @@
 
 ``run`` starts the daemon; the others read its status files and the live runc state, so
 they work while it runs (and after it stopped). All take ``--state-dir`` and
-``--runc-root`` with the daemon's defaults, so several daemons can share a host.
+``--runc-root``, so several daemons can share a host; their defaults come from
+``reconciler.config`` (RECONCILER_* variables, then the config file), a flag still winning.
+``get -l`` reads label selectors with ``cli/selectors.py``.
 
 Kubernetes Pods: each of a pod's units has a status record like a ``kind: Container``
 object; ``get``, ``describe`` and ``events`` show them as one pod (``cli/pods.py`` groups
@@ -23,13 +25,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reconciler import errors, paths
-from reconciler.cli import pods
+from reconciler import config, errors, paths
+from reconciler.cli import pods, selectors
 from reconciler.core.instance import ANN_POD, ANN_POD_CONTAINER, ANN_POD_ROLE
 from reconciler.daemon.status import Store
-from reconciler.paths import DEFAULT_MANIFESTS, DEFAULT_RUNC_ROOT, DEFAULT_STATE_DIR
 
 if TYPE_CHECKING:
+    from datetime import timedelta
+
     from reconciler import proc
     from reconciler.core.observed import Observed
 
@@ -38,8 +41,26 @@ if TYPE_CHECKING:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="default: %(default)s")
-    p.add_argument("--runc-root", default=DEFAULT_RUNC_ROOT, help="default: %(default)s")
+    _setting_option(p, "--state-dir", "state_dir")
+    _setting_option(p, "--runc-root", "runc_root")
+
+
+def _setting_option(p: argparse.ArgumentParser, flag: str, name: str) -> None:
+    """A flag whose default comes from ``reconciler.config`` (environment, config file),
+    the help naming where else it can be set; the flag itself still wins."""
+    env = config.SETTINGS[name][0]
+    p.add_argument(flag, default=_default(name),
+                   help=f"default: %(default)s ({env} or config file)")
+
+
+def _default(name: str) -> str:
+    """A setting's value before flags. A broken config file is a usage error here: the
+    parser is built before main() handles errors, and a traceback helps no one."""
+    try:
+        return config.default(name)
+    except errors.UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)  # noqa: T201
+        raise SystemExit(2) from None
 
 
 def namespace_option(p: argparse.ArgumentParser) -> None:
@@ -50,7 +71,7 @@ def namespace_option(p: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="watch a manifests directory and converge containers to it")
     _common(p)
-    p.add_argument("--manifests", default=DEFAULT_MANIFESTS, help="default: %(default)s")
+    _setting_option(p, "--manifests", "manifests")
     p.add_argument("--resync", type=float, default=30.0, metavar="SECONDS",
                    help="full rescan and relist period (default: %(default)s)")
     p.add_argument("--settle", type=float, default=1.0, metavar="SECONDS",
@@ -88,9 +109,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("get", help="list containers and pods with their status")
     _common(p)
     p.add_argument("what", nargs="*", metavar="[TYPE] [NAME]",
-                   help="pods (pod, po) or containers, a NAME, or TYPE/NAME")
+                   help="pods (pod, po) or containers, NAMEs, or TYPE/NAMEs")
     namespace_option(p)
-    p.add_argument("-o", "--output", choices=("table", "wide", "json", "yaml"), default="table")
+    p.add_argument("-l", "--selector", metavar="SELECTOR", type=_selector,
+                   default=selectors.Selector(),
+                   help="only those whose labels match, e.g. 'app=web,tier!=db',"
+                        " 'env in (prod,staging)', '!canary' (Kubernetes' syntax)")
+    p.add_argument("--show-labels", action="store_true", help="add a LABELS column")
+    p.add_argument("--no-headers", action="store_true", help="print no header row")
+    p.add_argument("-o", "--output", choices=("table", "wide", "json", "yaml", "name"),
+                   default="table",
+                   help="name: one TYPE/NAME a line, e.g. container/web, pod/site")
     p.set_defaults(func=cmd_get)
 
     p = sub.add_parser("describe", help="spec, status, last exit, errors and events of one")
@@ -103,13 +132,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _common(p)
     p.add_argument("name", nargs="?", help="a container, or a pod: all its containers' events")
     namespace_option(p)
-    p.add_argument("-f", "--follow", action="store_true")
+    p.add_argument("-f", "--follow", "-w", "--watch", dest="follow", action="store_true",
+                   help="keep printing new events as they happen")
+    p.add_argument("--since", type=_duration, metavar="DURATION",
+                   help="only events newer than this, e.g. 10s, 5m, 1h")
+    p.add_argument("--tail", type=_count, metavar="N",
+                   help="only the last N events (then the new ones, with -f)")
+    p.add_argument("-o", "--output", choices=("table", "json"), default="table",
+                   help="json: one object a line, times in RFC 3339 (UTC)")
     p.set_defaults(func=cmd_events)
 
     p = sub.add_parser("diff", help="what the daemon would do now; exit 0 converged, 1 not,"
                                     " 2 manifest errors or an unavailable source")
     _common(p)
-    p.add_argument("--manifests", default=DEFAULT_MANIFESTS, help="default: %(default)s")
+    _setting_option(p, "--manifests", "manifests")
     p.add_argument("--allow-empty", action="store_true")
     p.set_defaults(func=cmd_diff)
 
@@ -173,15 +209,20 @@ def _table(rows: list[list[str]]) -> str:
                      for r in rows)
 
 
-def _kind_and_name(words: list[str]) -> tuple[str | None, str | None]:
-    """``get``'s words: ``[TYPE] [NAME]``, kubectl's way (``pods``, ``po web``)."""
+def _kind_and_names(words: list[str]) -> tuple[str | None, list[str]]:
+    """``get``'s words: ``[TYPE] [NAME ...]``, kubectl's way (``pods``, ``po web db``)."""
     kind = None
     if words and words[0] in pods.POD_WORDS | pods.CONTAINER_WORDS:
         kind = "pod" if words[0] in pods.POD_WORDS else "container"
         words = words[1:]
-    if len(words) > 1:
-        raise errors.UsageError("get takes one NAME: reconciler get [TYPE] [NAME]")
-    return kind, (words[0] if words else None)
+    return kind, list(dict.fromkeys(words))  # a NAME given twice is shown once
+
+
+def _selector(text: str) -> selectors.Selector:
+    try:
+        return selectors.parse(text)
+    except selectors.SelectorError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
 
 
 def _not_found(t: pods.Target) -> errors.ReconcilerError:
@@ -201,53 +242,114 @@ def _daemon_state(state_dir: str) -> dict[str, Any]:
     return status
 
 
+@dataclasses.dataclass
+class _Found:
+    """What ``get`` shows: container records (table rows), pods, the records ``-o json``
+    lists, and the NAMEs not found."""
+
+    rows: list[dict[str, Any]]
+    pods: list[pods.Pod]
+    listed: list[dict[str, Any]]
+    missing: list[errors.ReconcilerError] = dataclasses.field(default_factory=list)
+
+
 def cmd_get(args: argparse.Namespace) -> int:
-    kind, name = _kind_and_name(args.what)
+    kind, names = _kind_and_names(args.what)
+    if names and args.selector.requirements:  # kubectl refuses the same
+        raise errors.UsageError("give NAMEs or -l/--selector, not both")
     status = _daemon_state(args.state_dir)
+    if args.selector.requirements or args.show_labels or args.output in ("json", "yaml"):
+        status = _with_labels(args.state_dir, status)
     raw = list((status.get("containers") or {}).values())
     plain, every_pod = grouped(args, status)
-    if name is None:
-        rows = [] if kind == "pod" else plain  # a pod's units show as its one row
-        shown = [] if kind == "container" else [
-            p for p in every_pod if args.namespace in (None, p.namespace)]
-        listed = raw if kind is None else rows  # -o json: every record, as it always was
+    if names:
+        found = _named(names, kind=kind, namespace=args.namespace, raw=raw, every_pod=every_pod)
     else:
-        t = pods.target(name, namespace=args.namespace, kind=kind)
+        found = _everything(kind, args=args, raw=raw, plain=plain, every_pod=every_pod)
+    if found.rows or found.pods or not found.missing:
+        _print_found(args, found, kind=kind, status=status)
+    for exc in found.missing:  # kubectl's way: what was found, then each NAME that was not
+        print(f"error: {exc}", file=sys.stderr)  # noqa: T201
+    return 1 if found.missing else 0
+
+
+def _everything(kind: str | None, *, args: argparse.Namespace, raw: list[dict[str, Any]],
+                plain: list[dict[str, Any]], every_pod: list[pods.Pod]) -> _Found:
+    """``get`` with no NAME: every container and pod of ``kind`` matching ``-l``."""
+    match = args.selector.matches
+    rows = [] if kind == "pod" else [r for r in plain if match(r.get("labels"))]
+    shown = [] if kind == "container" else [
+        p for p in every_pod if args.namespace in (None, p.namespace) and match(p.labels)]
+    # -o json: every record (a pod's units too), as it always was
+    listed = [r for r in raw if match(r.get("labels"))] if kind is None else rows
+    return _Found(rows, shown, listed)
+
+
+def _named(names: list[str], *, kind: str | None, namespace: str | None,
+           raw: list[dict[str, Any]], every_pod: list[pods.Pod]) -> _Found:
+    """``get NAME ...``: each NAME's container record or pod, in the order given."""
+    found = _Found([], [], [])
+    for name in names:
+        t = pods.target(name, namespace=namespace, kind=kind)
         # a unit's own name (default_web_server) is a record like any container's
         rows = [] if t.kind == "pod" else [c for c in raw if c["name"] == t.name]
         shown = [] if t.kind == "container" else [p for p in every_pod if p.key == t.key]
-        listed = rows
+        found.rows += [r for r in rows if r not in found.rows]
+        found.pods += [p for p in shown if p not in found.pods]
         if not rows and not shown:
-            raise _not_found(t)
+            found.missing.append(_not_found(t))
+    found.listed = found.rows
+    return found
+
+
+def _print_found(args: argparse.Namespace, found: _Found, *, kind: str | None,
+                 status: dict[str, Any]) -> None:
     if args.output in ("json", "yaml"):
-        doc = listed + [pods.to_json(p) for p in shown]
+        doc = found.listed + [pods.to_json(p) for p in found.pods]
         if args.output == "json":
             print(json.dumps(doc, indent=2, sort_keys=True))  # noqa: T201
-            return 0
+            return
         import yaml
 
         print(yaml.safe_dump(doc, sort_keys=True), end="")  # noqa: T201
-        return 0
-    wide = args.output == "wide"
-    tables = [_container_table(rows, wide=wide)] if rows else []
-    if shown:
-        head = pods.HEAD + (pods.WIDE if wide else [])
-        tables.append(_table([head] + [pods.row(p, wide=wide) for p in shown]))
+        return
+    if args.output == "name":  # what `describe`, `logs` and `get` read back
+        lines = [f"container/{r['name']}" for r in found.rows]
+        lines += [f"pod/{pods.display(p.key)}" for p in found.pods]
+        if lines:
+            print("\n".join(lines))  # noqa: T201
+        return
+    _print_tables(args, found, kind=kind, status=status)
+
+
+def _print_tables(args: argparse.Namespace, found: _Found, *, kind: str | None,
+                  status: dict[str, Any]) -> None:
+    wide, headers = args.output == "wide", not args.no_headers
+    tables = [_container_table(found.rows, wide=wide, labels=args.show_labels,
+                               headers=headers)] if found.rows else []
+    if found.pods:
+        head = pods.HEAD + (pods.WIDE if wide else []) + (["LABELS"] if args.show_labels else [])
+        rows = [pods.row(p, wide=wide) + ([labels_text(p.labels)] if args.show_labels else [])
+                for p in found.pods]
+        tables.append(_table(([head] if headers else []) + rows))
     if not tables:
         print("No pods." if kind == "pod" else "No containers.", file=sys.stderr)  # noqa: T201
-        return 0
-    print("\n\n".join(tables))  # noqa: T201
-    if wide:
+        return
+    # without headers, a script reads rows: no blank line between the two tables
+    print(("\n\n" if headers else "\n").join(tables))  # noqa: T201
+    if wide and headers:
         parent = (status.get("daemon") or {}).get("cgroupParent")
         print(f"cgroup parent: {parent or '-'}")  # noqa: T201
-    return 0
 
 
-def _container_table(items: list[dict[str, Any]], *, wide: bool) -> str:
+def _container_table(items: list[dict[str, Any]], *, wide: bool, labels: bool = False,
+                     headers: bool = True) -> str:
     head = ["NAME", "STATUS", "DESIRED", "RESTARTS", "AGE", "SOURCE", "MESSAGE"]
     if wide:
         head += ["PID", "INSTANCE", "SPEC HASH"]
-    rows = [head]
+    if labels:
+        head.append("LABELS")
+    rows = [head] if headers else []
     for c in items:
         row = [c["name"], c["phase"], c.get("desiredState") or "-", str(c["restarts"]),
                _age(c.get("created") or c.get("since")), c.get("source") or "-",
@@ -255,8 +357,77 @@ def _container_table(items: list[dict[str, Any]], *, wide: bool) -> str:
         if wide:
             row += [str(c.get("pid") or "-"), c.get("instance") or "-",
                     c.get("specHash") or "-"]
+        if labels:
+            row.append(labels_text(c.get("labels")))
         rows.append(row)
     return _table(rows)
+
+
+def labels_text(labels: dict[str, str] | Any) -> str:
+    """kubectl's LABELS column: ``app=web,tier=front``, sorted, or ``<none>``."""
+    return ",".join(f"{k}={v}" for k, v in sorted((labels or {}).items())) or "<none>"
+
+
+# -- labels: where a record's are read -------------------------------------------------------
+
+
+def _with_labels(state_dir: str, status: dict[str, Any]) -> dict[str, Any]:
+    """``status`` with ``labels`` on every record: a pod unit's are its pod's (in the
+    record); a ``kind: Container`` object's are in its manifest, which the status does
+    not carry (read from the instance's applied.json, else from its manifest file)."""
+    files: dict[str, list[object]] = {}
+    containers = {key: _labelled(state_dir, r, files=files)
+                  for key, r in (status.get("containers") or {}).items()}
+    return {**status, "containers": containers}
+
+
+def _labelled(state_dir: str, r: dict[str, Any], *, files: dict[str, list[object]]
+              ) -> dict[str, Any]:
+    if isinstance(r.get("labels"), dict):  # a daemon that writes them already
+        return r
+    place = r.get("pod")
+    labels = (dict(place.get("labels") or {}) if place else
+              container_labels(state_dir, r, files=files))
+    # none: no key, as Kubernetes leaves out empty labels (and -o json stays as it was)
+    return {**r, "labels": labels} if labels else r
+
+
+def container_labels(state_dir: str, r: dict[str, Any], *,
+                     files: dict[str, list[object]] | None = None) -> dict[str, str]:
+    """A ``kind: Container`` object's labels: those in force (applied.json, live changes
+    included), else those its file asks for (not made yet, or its depot is gone)."""
+    manifest = _applied(state_dir, r.get("instance"))
+    if manifest is None and r.get("source"):
+        manifest = _manifest_in(str(r["source"]), str(r["name"]), files=files)
+    labels = ((manifest or {}).get("metadata") or {}).get("labels") or {}
+    return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
+
+
+def _applied(state_dir: str, instance: object) -> dict[str, Any] | None:
+    from reconciler.runtime.depot import Depot
+
+    if not instance:
+        return None
+    try:
+        doc = json.loads(Depot.of(state_dir, str(instance)).applied.read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _manifest_in(source: str, name: str, *, files: dict[str, list[object]] | None
+                 ) -> dict[str, Any] | None:
+    """The ``kind: Container`` document ``name`` of the file ``source``, parsed once."""
+    documents = files.get(source) if files is not None else None
+    if documents is None:
+        documents = _documents(source)
+        if files is not None:
+            files[source] = documents
+    for doc in documents:
+        if (isinstance(doc, dict) and doc.get("kind") == "Container" and
+                isinstance(doc.get("metadata"), dict) and doc["metadata"].get("name") == name):
+            return doc
+    return None
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
@@ -266,7 +437,8 @@ def cmd_describe(args: argparse.Namespace) -> int:
     if t.kind != "pod":  # a container (or a pod's unit by its own name) comes first
         found = [c for c in (whole.get("containers") or {}).values() if c["name"] == t.name]
         if found:
-            return _describe_container(store, whole, found[0])
+            return _describe_container(store, whole, _labelled(args.state_dir, found[0],
+                                                               files={}))
     pod = find_pod(args, t, status=whole)
     if pod is None:
         raise _not_found(t)
@@ -277,7 +449,9 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 
 def _describe_container(store: Store, whole: dict[str, Any], c: dict[str, Any]) -> int:
-    out = [f"Name:          {c['name']}", f"Source:        {c.get('source')}",
+    labels = [f"{k}={v}" for k, v in sorted((c.get("labels") or {}).items())] or ["<none>"]
+    out = [f"Name:          {c['name']}", f"Labels:        {labels[0]}",
+           *[f"               {x}" for x in labels[1:]], f"Source:        {c.get('source')}",
            f"Desired state: {c.get('desiredState')}", f"Phase:         {c['phase']}",
            f"Message:       {c.get('message') or ''}", f"PID:           {c.get('pid') or '-'}",
            f"Restarts:      {c['restarts']}", f"Spec hash:     {c.get('specHash')}",
@@ -295,7 +469,8 @@ def _describe_container(store: Store, whole: dict[str, Any], c: dict[str, Any]) 
                    "{cpuPeriodUs} us, pids {pids}".format(**limits).replace("None", "max"))
     out += [f"Mount:         {m['destination']} {m['type']} {m['source']} "
             f"{'ro' if m['readOnly'] else 'rw'}" for m in actual.get("mounts") or []]
-    err = (c.get("history") or {}).get("last_error")
+    hist = c.get("history") or {}
+    err = hist.get("lastError") or hist.get("last_error")  # an older daemon's snake_case
     if err:
         out.append(f"Last error:    {err}")
     status = whole.get("daemon", {})
@@ -324,9 +499,28 @@ def _when(t: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
 
 
-def _print_event(e: dict[str, Any]) -> None:
+def _print_event(e: dict[str, Any], *, as_json: bool = False) -> None:
+    if as_json:
+        print(json.dumps(event_json(e)), flush=True)  # noqa: T201
+        return
     print(f"{_when(e['time'])}  {e['type']:<7}  {e.get('name') or '-':<16}  "  # noqa: T201
           f"{e['reason']:<16}  {e['message']}", flush=True)
+
+
+def event_json(e: dict[str, Any]) -> dict[str, Any]:
+    """One event for ``events -o json``: camelCase, its time in RFC 3339 (UTC, ms)."""
+    return {"time": rfc3339(e.get("time")), "type": e.get("type"), "name": e.get("name"),
+            "reason": e.get("reason"), "message": e.get("message")}
+
+
+def rfc3339(t: float | None) -> str | None:
+    """``2026-12-01T08:59:59.123Z``, as ``image ls -o json`` and kubectl write times."""
+    from datetime import UTC, datetime
+
+    if t is None:
+        return None
+    return datetime.fromtimestamp(float(t), UTC).isoformat(timespec="milliseconds"
+                                                           ).replace("+00:00", "Z")
 
 
 def _event_filter(args: argparse.Namespace) -> Callable[[dict[str, Any]], bool]:
@@ -345,19 +539,48 @@ def cmd_events(args: argparse.Namespace) -> int:
     _daemon_state(args.state_dir)
     store = Store(args.state_dir)
     wanted = _event_filter(args)
-    seen = 0
-    for e in store.events():
-        if wanted(e):
-            _print_event(e)
-        seen += 1
+    as_json = args.output == "json"
+    events = list(store.events())
+    seen = len(events)
+    for e in _recent(events, wanted, since=args.since, tail=args.tail):
+        _print_event(e, as_json=as_json)
     while args.follow:
         time.sleep(0.2)
         events = list(store.events())
         for e in events[seen:]:
             if wanted(e):
-                _print_event(e)
+                _print_event(e, as_json=as_json)
         seen = max(seen, len(events))
     return 0
+
+
+def _recent(events: list[dict[str, Any]], wanted: Callable[[dict[str, Any]], bool], *,
+            since: timedelta | None, tail: int | None) -> list[dict[str, Any]]:
+    """The events ``events`` prints first: NAME's, newer than ``--since``, the last
+    ``--tail`` of them."""
+    oldest = time.time() - since.total_seconds() if since is not None else None
+    chosen = [e for e in events if wanted(e) and (oldest is None or
+                                                  float(e.get("time") or 0) >= oldest)]
+    return chosen if tail is None else chosen[len(chosen) - tail:] if tail else []
+
+
+def _duration(text: str) -> timedelta:
+    from reconciler import logs  # light (no runtime), but only `events --since` needs it
+
+    try:
+        return logs.parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+    return value
 
 
 # -- pods: where their records and manifests are read ---------------------------------------

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 
-from reconciler import errors, paths
+from reconciler import config, errors
 from reconciler.core.instance import ANN_IMAGE_DIGEST  # written on image containers
 from reconciler.images import store
 from reconciler.runtime import runc
@@ -236,12 +236,12 @@ def digests_in_use(containers: Iterable[tuple[str, Mapping[str, str]]]) -> dict[
 
 def _sub(sub: _Subparsers, name: str, help_: str, description: str) -> argparse.ArgumentParser:
     parser = sub.add_parser(name, help=help_, description=description)
-    parser.add_argument("--state-dir", default=paths.DEFAULT_STATE_DIR,
+    parser.add_argument("--state-dir", default=config.default("state_dir"),
                         help="the daemon's state dir; images in STATE_DIR/images"
-                        " (default: %(default)s)")
-    parser.add_argument("--runc-root", default=paths.DEFAULT_RUNC_ROOT,
+                        " (default: %(default)s; RECONCILER_STATE_DIR or config file)")
+    parser.add_argument("--runc-root", default=config.default("runc_root"),
                         help="runc's --root, to see which containers use which image"
-                        " (default: %(default)s)")
+                        " (default: %(default)s; RECONCILER_RUNC_ROOT or config file)")
     parser.add_argument("--timeout", type=float, default=300.0,
                         help="seconds one skopeo or umoci run may take (default 300)")
     return parser

@@ -3,7 +3,8 @@
 Where it sits: the CLI layer, beside ``cli/daemon.py``. These talk to the runtime adapter
 and the depot directly, not to the daemon, so they work whether or not a daemon runs.
 Log parsing and following live in ``reconciler.logs``; this module only prints. All take
-``--state-dir`` and ``--runc-root`` with the daemon's defaults.
+``--state-dir`` and ``--runc-root`` with the defaults ``cli/daemon.py`` gives them
+(``reconciler.config``: flag > RECONCILER_* > config file > built-in).
 
 NAME is a container, a pod's unit by its own name (``default_web_server``), or a pod
 (``web``, ``pod/web``, ``-n NS``): then ``-c CONTAINER`` picks one of its containers, and

@@ -21,13 +21,13 @@ from collections.abc import Sequence
 from reconciler import __version__, errors
 
 # Subcommand modules, in help order. A module missing here is simply not offered.
-_MODULES = ("validate", "daemon", "inspect", "image")
+_MODULES = ("validate", "daemon", "inspect", "image", "config_cmd")
 # Which module defines each command: `reconciler get` imports only cli/daemon.py (and so
 # neither pydantic nor the runtime), which keeps the readers quick to start.
 _OWNER = {"validate": "validate", "schema": "validate", "run": "daemon", "get": "daemon",
           "describe": "daemon", "events": "daemon", "diff": "daemon", "logs": "inspect",
           "exec": "inspect", "stats": "inspect", "inspect": "inspect", "top": "inspect",
-          "image": "image"}
+          "image": "image", "config": "config_cmd"}
 # Every command and its one-line help, in help order, exactly as its module registers it:
 # the top-level help is printed from here without importing a single subcommand module.
 _COMMANDS = {
@@ -45,6 +45,7 @@ _COMMANDS = {
     "inspect": "the effective OCI config.json a container runs with",
     "top": "the processes of a container (of each, for a pod)",
     "image": "manage the local image store (import, pull, ls, rm, prune)",
+    "config": "show the settings in force and where each comes from",
 }
 
 

@@ -1,0 +1,364 @@
+"""kubectl's ways of choosing and printing, on a hand-made state dir (no containers, no
+daemon): label selectors (a table of good and bad ones), ``get`` with several NAMEs,
+``-l``, ``--show-labels``, ``--no-headers`` and ``-o name``; labels in ``describe`` and
+``-o json``; ``events --since/--tail/-o json/-w``; defaults from the environment and the
+config file, and ``config view``.
+
+The commands run in-process through ``reconciler.cli.main`` (output through capsys); the
+parser is built on each call, so an environment variable set by a test is seen.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reconciler import cli as command_line
+from reconciler.cli import selectors
+
+NOW = time.time()
+
+
+# -- selectors ---------------------------------------------------------------------------------
+
+LABELS = {"app": "web", "tier": "front", "example.com/team": "a-b.c_d", "empty": ""}
+
+GOOD = [  # (selector, matches LABELS)
+    ("", True),
+    ("app=web", True),
+    ("app==web", True),
+    ("app = web", True),
+    ("app=db", False),
+    ("app!=db", True),
+    ("app!=web", False),
+    ("missing!=x", True),  # != matches a missing key, as in Kubernetes
+    ("app in (web,db)", True),
+    ("app in (db)", False),
+    ("app in ( db , web )", True),
+    ("app notin (db)", True),
+    ("app notin (web, db)", False),
+    ("missing notin (x)", True),
+    ("missing in (x)", False),
+    ("app", True),
+    ("missing", False),
+    ("!missing", True),
+    ("!app", False),
+    ("app=web,tier=front", True),  # comma: AND
+    ("app=web,tier=back", False),
+    ("app=web, !missing, tier in (front)", True),
+    ("example.com/team=a-b.c_d", True),
+    ("empty=", True),  # an empty value selects an empty label
+    ("empty==,app", True),
+    ("app=", False),
+]
+
+BAD = [  # (selector, the position named in the error)
+    ("app=web,", 9),
+    (",app", 1),
+    ("app in (web", 12),
+    ("app in web", 8),
+    ("app in ()", 9),
+    ("app notin (a,)", 14),
+    ("app web", 5),
+    ("!app=web", 5),
+    ("!", 2),
+    ("app=-web", 5),
+    ("-app=web", 1),
+    ("app=web=db", 8),
+    ("app>3", 4),
+    ("Bad_Prefix/app=x", 1),
+    ("app=" + "x" * 64, 5),
+    ("a==b,c!=(d)", 9),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), GOOD)
+def test_selector_matches(text: str, expected: bool) -> None:
+    assert selectors.parse(text).matches(LABELS) is expected
+
+
+@pytest.mark.parametrize(("text", "position"), BAD)
+def test_a_bad_selector_names_its_position(text: str, position: int) -> None:
+    with pytest.raises(selectors.SelectorError) as err:
+        selectors.parse(text)
+    assert f"at position {position}" in str(err.value)
+
+
+def test_selector_requirements() -> None:
+    parsed = selectors.parse("a=b,c!=d,e in (f,g),h notin (i),j,!k")
+    assert [(r.key, r.op, sorted(r.values)) for r in parsed.requirements] == [
+        ("a", "=", ["b"]), ("c", "!=", ["d"]), ("e", "in", ["f", "g"]),
+        ("h", "notin", ["i"]), ("j", "exists", []), ("k", "!", [])]
+    assert selectors.parse("app").matches(None) is False
+    assert selectors.parse("!app").matches(None) is True
+
+
+# -- a hand-made state dir ---------------------------------------------------------------------
+
+
+def rec(name: str, *, instance: str | None, source: str, pod: dict[str, Any] | None = None,
+        phase: str = "Running") -> dict[str, Any]:
+    """A status record as the daemon writes it (daemon/view.status_document)."""
+    return {"name": name, "instance": instance, "source": source, "desiredState": "Running",
+            "phase": phase, "pid": 100 if instance else None, "restarts": 0,
+            "lastExitCode": None, "lastExit": None, "specHash": "v1-x", "message": "",
+            "since": NOW - 60, "created": NOW - 60, "history": {}, "actual": None, "pod": pod}
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Path:
+    """web (labels in its applied.json), db (not made: labels in its file), bare (none),
+    and the pod site (labels in its units' records)."""
+    state_dir, manifests = tmp_path / "state", tmp_path / "m"
+    manifests.mkdir()
+    applied = state_dir / "containers" / "web.1" / "applied.json"
+    applied.parent.mkdir(parents=True)
+    applied.write_text(json.dumps({"kind": "Container", "metadata": {
+        "name": "web", "labels": {"app": "web", "tier": "front"}}}))
+    (manifests / "db.yaml").write_text(
+        "apiVersion: reconciler/v1\nkind: Container\n"
+        "metadata: {name: other, labels: {app: other}}\n---\n"
+        "apiVersion: reconciler/v1\nkind: Container\n"
+        "metadata: {name: db, labels: {app: db, tier: back}}\nspec: {image: busybox}\n")
+    site = {"pod": "default/site", "labels": {"app": "site", "tier": "front"}}
+    records = [
+        rec("web", instance="web.1", source=str(manifests / "web.yaml")),
+        rec("db", instance=None, source=str(manifests / "db.yaml"), phase="Pending"),
+        rec("bare", instance="bare.1", source=str(manifests / "bare.yaml")),
+        rec("default_site", instance="default_site.1", source=str(manifests / "site.yaml"),
+            pod={**site, "role": "sandbox", "container": ""}),
+        rec("default_site_server", instance="default_site_server.1",
+            source=str(manifests / "site.yaml"),
+            pod={**site, "role": "app", "container": "server", "index": 0}),
+    ]
+    (state_dir / "status.json").write_text(json.dumps(
+        {"daemon": {"passes": 1}, "containers": {r["name"]: r for r in records}}))
+    events = [(NOW - 7200, "web", "Created", "old"), (NOW - 120, "db", "Failed", "middle"),
+              (NOW - 30, "web", "Started", "recent"), (NOW - 5, None, "Resync", "newest")]
+    (state_dir / "events.jsonl").write_text("".join(
+        json.dumps({"time": t, "type": "Normal", "name": n, "reason": r, "message": m}) + "\n"
+        for t, n, r, m in events))
+    return state_dir
+
+
+def run(state_dir: Path, capsys: pytest.CaptureFixture[str], *argv: str
+        ) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = command_line.main([argv[0], "--state-dir", str(state_dir), "--runc-root",
+                              str(state_dir.parent / "no-runc"), *argv[1:]])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def names(table: str) -> list[str]:
+    return [line.split()[0] for line in table.splitlines() if line]
+
+
+# -- get ---------------------------------------------------------------------------------------
+
+
+def test_get_by_selector(state: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert names(run(state, capsys, "get", "-l", "app=web")[1]) == ["NAME", "web"]
+    assert names(run(state, capsys, "get", "-l", "tier=front", "--no-headers")[1]) == \
+        ["web", "site"]  # a container and a pod
+    assert names(run(state, capsys, "get", "pods", "-l", "tier", "--no-headers")[1]) == \
+        ["site"]
+    assert names(run(state, capsys, "get", "-l", "tier notin (front)", "--no-headers")[1]) \
+        == ["db", "bare"]
+    assert names(run(state, capsys, "get", "--selector", "app in (db,web),!x",
+                     "--no-headers")[1]) == ["web", "db"]  # status.json's order
+    code, out, err = run(state, capsys, "get", "-l", "app=nothing")
+    assert (code, out, err) == (0, "", "No containers.\n")
+
+
+def test_get_a_bad_selector_is_a_usage_error(state: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        run(state, capsys, "get", "-l", "app in (web")
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "-l/--selector" in err and "at position 12" in err
+    code, out, err = run(state, capsys, "get", "web", "-l", "app=web")
+    assert (code, out) == (2, "") and err.startswith("error: give NAMEs or -l")
+
+
+def test_get_several_names(state: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(state, capsys, "get", "db", "web", "site", "db")
+    containers, pod_table = out.split("\n\n")
+    assert (code, names(containers), names(pod_table)) == (0, ["NAME", "db", "web"],
+                                                           ["NAME", "site"])
+    assert names(run(state, capsys, "get", "container/web", "pod/site", "-o", "name")[1]) \
+        == ["container/web", "pod/site"]
+    # kubectl's way with a missing NAME: what was found, then an error, exit 1
+    code, out, err = run(state, capsys, "get", "web", "nope", "--no-headers")
+    assert (code, names(out)) == (1, ["web"])
+    assert err == 'error: container or pod "nope" not found\n'
+    code, out, err = run(state, capsys, "get", "pods", "web")
+    assert (code, out, err) == (1, "", 'error: pod "web" not found\n')
+    listed = json.loads(run(state, capsys, "get", "web", "bare", "-o", "json")[1])
+    assert [x["name"] for x in listed] == ["web", "bare"]
+
+
+def test_get_shows_labels(state: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = run(state, capsys, "get", "--show-labels")[1]
+    containers, pod_table = out.split("\n\n")
+    assert re.split(r"\s{3,}", containers.splitlines()[0])[-1] == "LABELS"
+    rows = {line.split()[0]: line.split()[-1] for line in containers.splitlines()[1:]}
+    assert rows == {"web": "app=web,tier=front", "db": "app=db,tier=back", "bare": "<none>"}
+    assert pod_table.splitlines()[0].split()[-1] == "LABELS"
+    assert pod_table.splitlines()[1].split()[-1] == "app=site,tier=front"
+    wide = run(state, capsys, "get", "-o", "wide", "--show-labels", "web")[1]
+    assert wide.splitlines()[1].split()[-1] == "app=web,tier=front"
+
+
+def test_get_without_headers_and_by_name(state: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    out = run(state, capsys, "get", "--no-headers")[1]
+    assert names(out) == ["web", "db", "bare", "site"]  # no header, no blank line
+    assert "\n\n" not in out
+    assert "cgroup parent" not in run(state, capsys, "get", "-o", "wide", "--no-headers")[1]
+    assert run(state, capsys, "get", "-o", "name")[1] == \
+        "container/web\ncontainer/db\ncontainer/bare\npod/site\n"
+    assert run(state, capsys, "get", "pods", "-o", "name")[1] == "pod/site\n"
+    assert run(state, capsys, "get", "default_site_server", "-o", "name")[1] == \
+        "container/default_site_server\n"
+
+
+def test_json_records_carry_their_labels(state: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    listed = json.loads(run(state, capsys, "get", "-o", "json")[1])
+    assert isinstance(listed, list)  # the shape the e2e harness reads
+    labels = {x["name"]: x.get("labels") for x in listed}
+    assert labels == {"web": {"app": "web", "tier": "front"},
+                      "db": {"app": "db", "tier": "back"},
+                      "bare": None,  # none: no key, as Kubernetes leaves them out
+                      "default_site": {"app": "site", "tier": "front"},
+                      "default_site_server": {"app": "site", "tier": "front"},
+                      "site": {"app": "site", "tier": "front"}}
+    selected = json.loads(run(state, capsys, "get", "-l", "app=site", "-o", "json")[1])
+    assert [x["name"] for x in selected] == ["default_site", "default_site_server", "site"]
+    assert "app: web" in run(state, capsys, "get", "web", "-o", "yaml")[1]
+
+
+def test_describe_shows_a_containers_labels(state: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    lines = run(state, capsys, "describe", "web")[1].splitlines()
+    assert lines[:3] == ["Name:          web", "Labels:        app=web",
+                         "               tier=front"]
+    assert run(state, capsys, "describe", "bare")[1].splitlines()[1] == \
+        "Labels:        <none>"
+    assert "Labels:        app=db" in run(state, capsys, "describe", "db")[1]
+    assert "Labels:        app=site" in run(state, capsys, "describe", "default_site_server")[1]
+
+
+# -- events ------------------------------------------------------------------------------------
+
+
+def test_events_since_and_tail(state: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def messages(*argv: str) -> list[str]:
+        code, out, _ = run(state, capsys, "events", *argv)
+        assert code == 0
+        return [line.split()[-1] for line in out.splitlines()]
+
+    assert messages() == ["old", "middle", "recent", "newest"]
+    assert messages("--since", "1h") == ["middle", "recent", "newest"]
+    assert messages("--since", "1m") == ["recent", "newest"]
+    assert messages("--tail", "2") == ["recent", "newest"]
+    assert messages("--tail", "0") == []
+    assert messages("web", "--tail", "1") == ["recent"]
+    assert messages("web", "--since", "5m", "--tail", "5") == ["recent"]
+    for bad in (["--since", "5"], ["--since", "soon"], ["--tail", "-1"], ["--tail", "x"]):
+        with pytest.raises(SystemExit) as exit_:
+            run(state, capsys, "events", *bad)
+        assert exit_.value.code == 2
+
+
+def test_events_as_json_lines(state: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = run(state, capsys, "events", "-o", "json", "--tail", "2")[1]
+    first, second = (json.loads(line) for line in out.splitlines())
+    assert list(first) == ["time", "type", "name", "reason", "message"]
+    assert (first["name"], first["reason"], second["name"]) == ("web", "Started", None)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", first["time"])
+    from reconciler.cli import daemon
+
+    assert daemon.rfc3339(1796115599.1234) == "2026-12-01T08:59:59.123Z"
+
+
+def test_events_watch_is_follow() -> None:
+    from reconciler.cli.main import build_parser
+
+    parser = build_parser(("daemon",))
+    for flag in ("-w", "--watch", "-f", "--follow"):
+        assert parser.parse_args(["events", flag]).follow is True
+    assert parser.parse_args(["events"]).follow is False
+
+
+# -- defaults from the environment and the config file -------------------------------------------
+
+
+def test_defaults_come_from_the_environment_and_config_file(
+        state: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("RECONCILER_CONFIG", str(tmp_path / "none.yaml"))
+    monkeypatch.setenv("RECONCILER_STATE_DIR", str(state))
+    monkeypatch.setenv("RECONCILER_RUNC_ROOT", str(tmp_path / "no-runc"))
+    assert command_line.main(["get", "web", "-o", "name"]) == 0  # no flags needed
+    assert capsys.readouterr().out == "container/web\n"
+    # a flag still wins
+    assert command_line.main(["get", "--state-dir", str(tmp_path / "nowhere")]) == 1
+    assert "nowhere" in capsys.readouterr().err
+
+    monkeypatch.delenv("RECONCILER_STATE_DIR")
+    config_file = tmp_path / "conf" / "config.yaml"
+    config_file.parent.mkdir()
+    config_file.write_text("stateDir: ../state\nmanifests: /srv/m\n")
+    monkeypatch.setenv("RECONCILER_CONFIG", str(config_file))
+    monkeypatch.setenv("COLUMNS", "500")  # argparse would break a long path
+    assert command_line.main(["get", "db", "-o", "name"]) == 0
+    assert capsys.readouterr().out == "container/db\n"
+    with pytest.raises(SystemExit):
+        command_line.main(["diff", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"default: {state} (RECONCILER_STATE_DIR or config file)" in help_text
+    assert "default: /srv/m (RECONCILER_MANIFESTS or config file)" in help_text
+
+
+def test_a_broken_config_file_is_a_usage_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text("stateDirr: /x\n")
+    monkeypatch.setenv("RECONCILER_CONFIG", str(config_file))
+    with pytest.raises(SystemExit) as exit_:
+        command_line.main(["get"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.startswith(f"error: config file {config_file}: unknown")
+
+
+def test_config_view(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                     capsys: pytest.CaptureFixture[str]) -> None:
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text("runcRoot: /run/r\n")
+    monkeypatch.setenv("RECONCILER_CONFIG", str(config_file))
+    monkeypatch.setenv("RECONCILER_STATE_DIR", "/srv/state")
+    monkeypatch.delenv("RECONCILER_MANIFESTS", raising=False)
+    assert command_line.main(["config", "view"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines()[:4]]
+    assert rows == [["SETTING", "VALUE", "ORIGIN"],
+                    ["stateDir", "/srv/state", "RECONCILER_STATE_DIR"],
+                    ["runcRoot", "/run/r", str(config_file)],
+                    ["manifests", "/etc/reconciler/manifests", "default"]]
+    assert f"config files: {config_file} (read)" in out
+    assert command_line.main(["config", "view", "-o", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["settings"]["runcRoot"] == {"value": "/run/r", "origin": str(config_file),
+                                           "env": "RECONCILER_RUNC_ROOT"}
+    assert doc["configFiles"] == [{"path": str(config_file), "exists": True}]
+    assert command_line.main(["config"]) == 2  # no verb: its help, as a usage error
+    assert "view" in capsys.readouterr().err
