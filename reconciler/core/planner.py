@@ -50,7 +50,14 @@ from reconciler.core.instance import (
     instance_id,
 )
 from reconciler.core.observed import ExitStatus, Observed, Status
-from reconciler.manifest.model import Container, Mount, Resources, RestartPolicy, RunState
+from reconciler.manifest.model import (
+    RESTARTED_AT,
+    Container,
+    Mount,
+    Resources,
+    RestartPolicy,
+    RunState,
+)
 
 
 class Kind(str, enum.Enum):
@@ -566,6 +573,11 @@ def _changed(want: Desired, have: Observed) -> str:
     after = json.loads(want.manifest_json).get("spec", {})
     fields = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
     said = [f"spec changed: {', '.join(fields)}"] if fields else []
+    restarted = want.container.metadata.annotations.get(RESTARTED_AT)
+    old_meta = json.loads(have.applied or "{}").get("metadata", {})
+    if restarted is not None and (old_meta.get("annotations") or {}).get(RESTARTED_AT) \
+            != restarted:
+        said.append(f"restarted on request ({RESTARTED_AT} {restarted})")
     if want.pod is not None:  # a pod-level change: its fields, from the recorded ones
         try:
             old = json.loads(have.annotations.get(ANN_POD_SPEC) or "{}")

@@ -247,6 +247,9 @@ def pod_identity(pod: kube.Pod, volumes: Sequence[PodVolume], *, inits: Sequence
         "fsGroup": spec.security_context.fs_group,  # the volumes' group: made with them
         "sysctls": [s.model_dump(mode="json") for s in spec.security_context.sysctls],
     }
+    restarted = pod.metadata.annotations.get(model.RESTARTED_AT)
+    if restarted is not None:  # reconciler restart POD: the whole pod, as a rollout does
+        doc["restartedAt"] = restarted
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16], text
 

@@ -344,11 +344,21 @@ def canonical_json(container: Container) -> str:
                       sort_keys=True, separators=(",", ":"))
 
 
+# The one annotation that is not live: ``reconciler restart NAME`` sets it (as ``kubectl
+# rollout restart`` sets kubectl.kubernetes.io/restartedAt) to get a new instance with
+# nothing else changed; in the file, so a daemon restart does not repeat it.
+RESTARTED_AT = "reconciler.io/restartedAt"
+
+
 def identity(container: Container) -> dict[str, Any]:
     """The part of a manifest whose change needs a new container, as plain JSON."""
     spec = container.spec.model_dump(mode="json", exclude_defaults=True,
                                      exclude=set(LIVE_SPEC_FIELDS))
-    return {"name": container.metadata.name, "spec": spec}
+    doc: dict[str, Any] = {"name": container.metadata.name, "spec": spec}
+    restarted = container.metadata.annotations.get(RESTARTED_AT)
+    if restarted is not None:  # absent: the hash of every other manifest is unchanged
+        doc["restartedAt"] = restarted
+    return doc
 
 
 def spec_hash(container: Container, *, extra: dict[str, Any] | None = None) -> str:

@@ -40,12 +40,14 @@ ROOTFS = "/nonexistent/rootfs"
 
 def want(name: str, *, command: tuple[str, ...] = ("/bin/serve",), state: str = "Running",
          policy: str = "Always", source: str | None = None,
-         labels: Mapping[str, str] | None = None, **spec: Any) -> Desired:
+         labels: Mapping[str, str] | None = None,
+         annotations: Mapping[str, str] | None = None, **spec: Any) -> Desired:
     """One desired container, as ``desired.build`` makes it from a manifest."""
     c = model.Container.model_validate({
         "apiVersion": "reconciler/v1",
         "kind": "Container",
-        "metadata": {"name": name, "labels": dict(labels or {})},
+        "metadata": {"name": name, "labels": dict(labels or {}),
+                     "annotations": dict(annotations or {})},
         "spec": {"rootfs": ROOTFS, "command": list(command), "state": state,
                  "restartPolicy": policy, **spec},
     })
@@ -608,3 +610,14 @@ def test_a_refused_prune_is_a_warning() -> None:
     assert got.actions == ()
     (warning,) = got.warnings
     assert warning.startswith("refusing to delete all 2 containers") and warning in got.notes
+
+
+def test_a_restart_annotation_makes_a_new_instance_other_annotations_are_live() -> None:
+    before = want("web", annotations={"note": "a"})
+    restarted = want("web", annotations={"note": "a", model.RESTARTED_AT: "2026-12-01T09:00Z"})
+    noted = want("web", annotations={"note": "b"})
+    assert noted.spec_hash == before.spec_hash  # an annotation is live
+    got = planner.plan(state_of((restarted,)), {"web": seen(before)}, {}, NOW)
+    (action,) = got.actions
+    assert action.kind is Kind.RECREATE
+    assert action.reason == f"restarted on request ({model.RESTARTED_AT} 2026-12-01T09:00Z)"
