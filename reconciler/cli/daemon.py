@@ -230,6 +230,68 @@ def _not_found(t: pods.Target) -> errors.ReconcilerError:
     return errors.ReconcilerError(f'{what} "{t.shown}" not found')
 
 
+STALE_MARGIN = 10.0  # seconds past two resync periods before status.json is called stale
+
+
+def _honest(args: argparse.Namespace, status: dict[str, Any]) -> dict[str, Any]:
+    """The status as it can be trusted: an unavailable source said first; with the daemon
+    gone or its status stale, each phase read from runc now (a killed container must not
+    show Running from an old file)."""
+    daemon = status.get("daemon") or {}
+    for sid, source in sorted((daemon.get("sources") or {}).items()):
+        if isinstance(source, dict) and source.get("available") is False:
+            print(f"warning: manifests source {sid} is unavailable ({source.get('reason')});"  # noqa: T201
+                  " nothing it defined is deleted while it is", file=sys.stderr)
+    why = _stale(args.state_dir, daemon)
+    if why is None or not status.get("containers"):
+        return status
+    print(f"warning: {why}: the phases below are read from runc now",  # noqa: T201
+          file=sys.stderr)
+    import anyio
+
+    from reconciler.runtime.runc import RuncRuntime
+
+    rt = RuncRuntime(state_dir=args.state_dir, runc_root=args.runc_root)
+    try:
+        live = {o.id: o for o in anyio.run(rt.list)}
+    except (OSError, errors.ReconcilerError):
+        return status
+    records = {}
+    for name, record in (status.get("containers") or {}).items():
+        obs = live.get(str(record.get("instance")))
+        record = {**record, "pid": obs.pid if obs else None,
+                  "phase": _PHASES.get(obs.status.value, "Created") if obs else "Gone"}
+        records[name] = record
+    return {**status, "containers": records}
+
+
+def _stale(state_dir: str, daemon: dict[str, Any]) -> str | None:
+    """Why status.json cannot be trusted now, or None: its daemon is not running, or it
+    was written longer ago than the daemon's resync period allows."""
+    pid = daemon.get("pid")
+    if pid is None:
+        try:
+            pid = json.loads((Path(state_dir) / paths.DAEMON_FILE).read_text()).get("pid")
+        except (OSError, ValueError, AttributeError):
+            pid = None
+    if isinstance(pid, int) and not _is_daemon(pid):
+        return f"the daemon (pid {pid}) is not running"
+    written, resync = daemon.get("writtenAt"), daemon.get("resyncSeconds")
+    if isinstance(written, int | float) and isinstance(resync, int | float):
+        age = time.time() - written
+        if age > 2 * resync + STALE_MARGIN:
+            return f"the status is {age:.0f}s old (the daemon writes it every {resync:g}s)"
+    return None
+
+
+def _is_daemon(pid: int) -> bool:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"run" in argv and any(b"reconciler" in a for a in argv)
+
+
 def _daemon_state(state_dir: str) -> dict[str, Any]:
     """The daemon's status.json; a state dir no daemon ever used is an error that says so
     (not an empty list: the wrong --state-dir must not look like no containers)."""
@@ -257,7 +319,7 @@ def cmd_get(args: argparse.Namespace) -> int:
     kind, names = _kind_and_names(args.what)
     if names and args.selector.requirements:  # kubectl refuses the same
         raise errors.UsageError("give NAMEs or -l/--selector, not both")
-    status = _daemon_state(args.state_dir)
+    status = _honest(args, _daemon_state(args.state_dir))
     if args.selector.requirements or args.show_labels or args.output in ("json", "yaml"):
         status = _with_labels(args.state_dir, status)
     raw = list((status.get("containers") or {}).values())
@@ -432,7 +494,7 @@ def _manifest_in(source: str, name: str, *, files: dict[str, list[object]] | Non
 
 def cmd_describe(args: argparse.Namespace) -> int:
     store = Store(args.state_dir)
-    whole = _daemon_state(args.state_dir)
+    whole = _honest(args, _daemon_state(args.state_dir))
     t = pods.target(args.name, namespace=args.namespace)
     if t.kind != "pod":  # a container (or a pod's unit by its own name) comes first
         found = [c for c in (whole.get("containers") or {}).values() if c["name"] == t.name]

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 from reconciler.daemon.status import Store
 
@@ -73,3 +75,45 @@ def test_diff_exit_codes(tmp_path: Path) -> None:
     assert broken.returncode == 2 and "web.yaml" in broken.stderr
     missing = run(*base[:-1], str(tmp_path / "no-such-dir"))
     assert missing.returncode == 2 and "unavailable" in missing.stderr
+
+
+def _status(state: Path, *, pid: int | None, written: float, containers: dict[str, Any],
+            sources: dict[str, Any] | None = None) -> None:
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "status.json").write_text(json.dumps({
+        "daemon": {"passes": 3, "pid": pid, "writtenAt": written, "resyncSeconds": 30,
+                   "sources": sources or {}},
+        "containers": containers}))
+
+
+def _record(name: str) -> dict[str, Any]:
+    return {"name": name, "instance": f"{name}.1", "phase": "Running", "pid": 4242,
+            "desiredState": "Running", "restarts": 0, "source": "/m/x.yaml", "message": "",
+            "created": 1000.0, "since": 1000.0, "history": {}, "actual": None, "pod": None,
+            "specHash": "v1-x", "desiredSpecHash": "v1-x", "lastExitCode": None,
+            "lastExit": None}
+
+
+def test_a_dead_daemons_status_is_not_trusted(tmp_path: Path) -> None:
+    """status.json says Running, but its daemon is gone: get says so and asks runc."""
+    gone = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True,
+                          check=True).stdout.strip()  # a pid that has exited
+    _status(tmp_path / "state", pid=int(gone), written=time.time(),
+            containers={"web": _record("web")})
+    done = run("get", "-o", "json", "--state-dir", str(tmp_path / "state"), "--runc-root",
+               str(tmp_path / "runc"))
+    assert done.returncode == 0
+    assert f"warning: the daemon (pid {gone}) is not running" in done.stderr
+    (web,) = json.loads(done.stdout)
+    assert (web["phase"], web["pid"]) == ("Gone", None)  # runc has no web.1 here
+
+
+def test_stale_status_and_an_unavailable_source_are_said(tmp_path: Path) -> None:
+    _status(tmp_path / "state", pid=None, written=time.time() - 3600,  # no pid recorded
+            containers={"web": _record("web")},
+            sources={"directory": {"available": False, "reason": "no such directory /m"}})
+    done = run("get", "--state-dir", str(tmp_path / "state"), "--runc-root",
+               str(tmp_path / "runc"))
+    assert "warning: manifests source directory is unavailable (no such directory /m)" \
+        in done.stderr
+    assert "s old (the daemon writes it every 30s)" in done.stderr
