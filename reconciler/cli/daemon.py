@@ -524,14 +524,13 @@ def _describe_container(store: Store, whole: dict[str, Any], c: dict[str, Any]) 
         how = ("OOM-killed" if last["oomKilled"] else
                f"signal {last['signal']}" if last["signal"] else f"code {last['code']}")
         out.append(f"Last exit:     {how} at {_when(last.get('finishedAt'))}")
+    hist = c.get("history") or {}
+    out += _running_as(store.dir, c, started=hist.get("startedAt") or hist.get("started_at"))
     actual = c.get("actual") or {}
     limits = actual.get("limits")
     if limits:
-        out.append("Limits (cgroup): memory {memoryBytes} bytes, cpu quota {cpuQuotaUs}/"
-                   "{cpuPeriodUs} us, pids {pids}".format(**limits).replace("None", "max"))
-    out += [f"Mount:         {m['destination']} {m['type']} {m['source']} "
-            f"{'ro' if m['readOnly'] else 'rw'}" for m in actual.get("mounts") or []]
-    hist = c.get("history") or {}
+        out.append(f"Limits:        {_human_limits(limits)} (read back from the cgroup)")
+    out += _mounts_lines(store.dir, c, actual.get("mounts") or [])
     err = hist.get("lastError") or hist.get("last_error")  # an older daemon's snake_case
     if err:
         out.append(f"Last error:    {err}")
@@ -548,6 +547,62 @@ def _describe_container(store: Store, whole: dict[str, Any], c: dict[str, Any]) 
             for e in events] or ["  <none>"]
     print("\n".join(out))  # noqa: T201
     return 0
+
+
+def _depot_json(state_dir: Path, instance: str | None, *parts: str) -> dict[str, Any]:
+    if not instance:
+        return {}
+    try:
+        data = json.loads(state_dir.joinpath("containers", instance, *parts).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _running_as(state_dir: Path, c: dict[str, Any], *, started: float | None) -> list[str]:
+    """Image (with the digest it runs), the command as run, start time: what the instance
+    was made from (its depot), not the manifest as it may read now."""
+    applied = _depot_json(state_dir, c.get("instance"), "applied.json").get("spec") or {}
+    config = _depot_json(state_dir, c.get("instance"), "bundle", "config.json")
+    digest = (config.get("annotations") or {}).get("io.reconciler.image-digest")
+    image = applied.get("image") or applied.get("rootfs") or applied.get("bundle") or "-"
+    argv = (config.get("process") or {}).get("args") or []
+    return [f"Image:         {image}" + (f" ({digest})" if digest else ""),
+            f"Command:       {' '.join(argv) if argv else '-'}",
+            f"Started:       {_when(started)}"]
+
+
+def _human_limits(limits: dict[str, Any]) -> str:
+    """``memory 32Mi, cpu 250m, pids 64`` (max: no limit) from the cgroup's numbers."""
+    memory = limits.get("memoryBytes")
+    quota, period = limits.get("cpuQuotaUs"), limits.get("cpuPeriodUs") or 100_000
+    pids = limits.get("pids")
+    return (f"memory {_bytes(memory) if memory else 'max'}, "
+            f"cpu {f'{round(quota * 1000 / period)}m' if quota else 'max'}, "
+            f"pids {pids or 'max'}")
+
+
+def _bytes(n: int) -> str:
+    for unit, size in (("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)):
+        if n >= size and n % size == 0:
+            return f"{n // size}{unit}"
+    return str(n)
+
+
+def _mounts_lines(state_dir: Path, c: dict[str, Any], seen: list[dict[str, Any]]
+                  ) -> list[str]:
+    """Each manifest mount with its source and kind as asked (a bind mount, a tmpfs and
+    its size), and whether it is in place: mountinfo alone says ``ext4`` for a bind."""
+    applied = _depot_json(state_dir, c.get("instance"), "applied.json").get("spec") or {}
+    found = {m["destination"]: m for m in seen}
+    out = []
+    for m in applied.get("mounts") or []:
+        mode = "ro" if m.get("readOnly") else "rw"
+        what = (f"bind {m.get('source')}" if m.get("type") == "bind"
+                else f"tmpfs size={m.get('sizeLimit') or 'default'}")
+        here = "in place" if m.get("destination") in found else "not seen"
+        out.append(f"Mount:         {m.get('destination')} {what} {mode} ({here})")
+    return out
 
 
 def _cgroup(status: dict[str, Any], c: dict[str, Any]) -> str:

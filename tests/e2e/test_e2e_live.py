@@ -76,6 +76,9 @@ def test_tmpfs_mount_with_size_limit(e2e: E2E) -> None:
     assert code != 0 and "No space left on device" in out
     mounts = e2e.get("t")["actual"]["mounts"]  # type: ignore[index]
     assert [(m["destination"], m["type"]) for m in mounts] == [("/scratch", "tmpfs")]
+    described = e2e.cli("describe", "t").stdout
+    assert "Mount:         /scratch tmpfs size=1Mi rw (in place)" in described
+    assert f"Image:         {e2e.rootfs}" in described and "Command:       /bin/sh -c" in described
     e2e.write("t.yaml", e2e.manifest("t"))
     wait_until(lambda: inside(e2e, "t", "grep -q ' /scratch ' /proc/mounts")[0] != 0, 2,
                what="tmpfs removed")
@@ -97,6 +100,7 @@ def test_resource_limits_live(e2e: E2E) -> None:
     assert e2e.running_pid("r") == pid
     limits = wait_until(lambda: (e2e.get("r") or {}).get("actual", {}).get("limits"), 3)
     assert limits["memoryBytes"] == 128 << 20 and limits["pids"] == 64
+    assert "Limits:        memory 128Mi, cpu 1500m, pids 64" in e2e.cli("describe", "r").stdout
     assert any("64Mi\u2192128Mi" in e["message"] for e in e2e.events("r"))
 
 
