@@ -21,7 +21,7 @@ import dataclasses
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -146,7 +146,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                     " 2 manifest errors or an unavailable source")
     _common(p)
     _setting_option(p, "--manifests", "manifests")
-    p.add_argument("--allow-empty", action="store_true")
+    p.add_argument("--allow-empty", action="store_true",
+                   help="plan as the daemon would with --allow-empty")
+    p.add_argument("-o", "--output", choices=("text", "diff"), default="text",
+                   help="text: each change as old \u2192 new (default); diff: a unified diff"
+                        " of each changed manifest")
     p.set_defaults(func=cmd_diff)
 
 
@@ -841,6 +845,29 @@ def _specs(args: argparse.Namespace, pod: pods.Pod, *, only: str | None = None
 # -- diff ------------------------------------------------------------------------------------
 
 
+def _unsecret(doc: dict[str, Any], names: Collection[str]) -> dict[str, Any]:
+    """``doc`` with the values of the env variables ``names`` shown as ``<secret>``."""
+    env = (doc.get("spec") or {}).get("env")
+    if not names or not isinstance(env, list):
+        return doc
+    hidden = [{**v, "value": "<secret>"} if v.get("name") in names else v for v in env]
+    return {**doc, "spec": {**doc["spec"], "env": hidden}}
+
+
+def _unified(name: str, before: dict[str, Any], after: dict[str, Any]) -> None:
+    """``diff -o diff``: the manifest in force against the one wanted, as ``diff -u``."""
+    import difflib
+
+    import yaml
+
+    def text(doc: dict[str, Any]) -> list[str]:
+        return yaml.safe_dump(doc, sort_keys=False).splitlines(keepends=True)
+
+    sys.stdout.writelines(difflib.unified_diff(
+        text(before), text(after), fromfile=f"a/{name} (running)",
+        tofile=f"b/{name} (manifests)"))
+
+
 def cmd_diff(args: argparse.Namespace) -> int:
     import anyio
 
@@ -875,13 +902,21 @@ def cmd_diff(args: argparse.Namespace) -> int:
         if action.kind in (planner.Kind.RECREATE, planner.Kind.UPDATE) and action.desired:
             have = observed[action.name]
             doc = json.loads(action.desired.manifest_json)
+            try:
+                before = json.loads(have.applied or "{}")
+            except ValueError:
+                before = {}
             change = changes.classify(have.applied, doc)
             if action.desired.pod is not None:  # a Secret's values are never printed
-                env = doc.get("spec", {}).get("env", [])
+                info, env = action.desired.pod, doc.get("spec", {}).get("env", [])
                 change = changes.Change(
-                    live=tuple(pods_core.masked(change.live, action.desired.pod, env)),
-                    recreate=tuple(pods_core.masked(change.recreate, action.desired.pod, env)))
-            for line in change.lines():
+                    live=tuple(pods_core.masked(change.live, info, env)),
+                    recreate=tuple(pods_core.masked(change.recreate, info, env)))
+                doc, before = _unsecret(doc, info.secret_env), _unsecret(before, info.secret_env)
+            if args.output == "diff":
+                _unified(action.name, before, doc)
+                continue
+            for line in change.lines(before):
                 print(f"    {line}")  # noqa: T201
     for note in plan.notes:
         print(f"note: {note}")  # noqa: T201

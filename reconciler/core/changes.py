@@ -28,16 +28,40 @@ class Change:
     def empty(self) -> bool:
         return not self.live and not self.recreate
 
-    def lines(self) -> list[str]:
-        """``~ spec.resources.memory: "128Mi"  (live)`` — one line per operation."""
+    def lines(self, before: Mapping[str, Any] | None = None) -> list[str]:
+        """``~ spec.resources.memory: "64Mi" → "128Mi"  (live)`` — one line per operation,
+        the old value taken from ``before`` (the manifest in force) when given."""
         out = []
         for tag, ops in (("live", self.live), ("recreate", self.recreate)):
             for op in ops:
                 path = op["path"].lstrip("/").replace("/", ".")
                 sign = {"add": "+", "remove": "-", "replace": "~"}.get(op["op"], op["op"])
-                value = "" if op["op"] == "remove" else f": {json.dumps(op.get('value'))}"
+                old = _at(before, op["path"]) if before is not None else _MISSING
+                if op["op"] == "remove":
+                    value = "" if old is _MISSING else f" (was {json.dumps(old)})"
+                elif op["op"] == "replace" and old is not _MISSING:
+                    value = f": {json.dumps(old)} \u2192 {json.dumps(op.get('value'))}"
+                else:
+                    value = f": {json.dumps(op.get('value'))}"
                 out.append(f"{sign} {path}{value}  ({tag})")
         return out
+
+
+_MISSING = object()
+
+
+def _at(doc: Any, pointer: str) -> Any:
+    """The value at a JSON pointer in ``doc``, or ``_MISSING``."""
+    node = doc
+    for raw in pointer.split("/")[1:]:
+        part = raw.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return _MISSING
+    return node
 
 
 def _is_live(path: str) -> bool:

@@ -328,3 +328,22 @@ def test_directory_emptied(e2e: E2E, allow_empty: bool) -> None:
     notes = e2e.status()["daemon"]["notes"]
     assert any("refusing to delete all 2 containers" in n for n in notes), notes
     assert "Deleted" not in e2e.reasons()
+
+
+def test_diff_shows_old_and_new(e2e: E2E) -> None:
+    """What the daemon would do, with the value in force beside the new one (the daemon
+    stopped, so nothing converges meanwhile); -o diff as a unified diff."""
+    path = e2e.write("a.yaml", e2e.manifest("a"))
+    daemon = e2e.start()
+    e2e.wait_running("a")
+    daemon.stop()
+    path.write_text(path.read_text().replace("sleep 0.1", "sleep 0.2"))
+    done = e2e.cli("diff", "--manifests", str(e2e.manifests), check=False)
+    assert done.returncode == 1
+    (line,) = [x for x in done.stdout.splitlines() if "spec.command" in x]
+    assert "sleep 0.1" in line and "\u2192" in line and "sleep 0.2" in line.split("\u2192")[1]
+    unified = e2e.cli("diff", "--manifests", str(e2e.manifests), "-o", "diff",
+                      check=False).stdout
+    assert "--- a/a (running)" in unified and "+++ b/a (manifests)" in unified
+    assert any(x.startswith("-") and "sleep 0.1" in x for x in unified.splitlines())
+    assert any(x.startswith("+") and "sleep 0.2" in x for x in unified.splitlines())
