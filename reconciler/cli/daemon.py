@@ -140,6 +140,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="only the last N events (then the new ones, with -f)")
     p.add_argument("-o", "--output", choices=("table", "json"), default="table",
                    help="json: one object a line, times in RFC 3339 (UTC)")
+    p.add_argument("--all", action="store_true",
+                   help="with NAME: the events of earlier objects of that name too (deleted"
+                        " ones; by default only the current object's)")
     p.set_defaults(func=cmd_events)
 
     p = sub.add_parser("diff", help="what the daemon would do now; exit 0 converged, 1 not,"
@@ -546,7 +549,7 @@ def _describe_container(store: Store, whole: dict[str, Any], c: dict[str, Any]) 
     if conflict:
         out.append(f"Defined in:    {', '.join(conflict)} (neither applied)")
     out.append("Events:")
-    events = list(store.events(c["name"]))[-15:]
+    events = this_life(list(store.events(c["name"])))[-15:]
     out += [f"  {_when(e['time'])}  {e['type']:<7}  {e['reason']:<12}  {e['message']}"
             for e in events] or ["  <none>"]
     print("\n".join(out))  # noqa: T201
@@ -663,7 +666,8 @@ def cmd_events(args: argparse.Namespace) -> int:
     as_json = args.output == "json"
     events = list(store.events())
     seen = len(events)
-    for e in _recent(events, wanted, since=args.since, tail=args.tail):
+    shown = events if args.all or not args.name else this_life(events)
+    for e in _recent(shown, wanted, since=args.since, tail=args.tail):
         _print_event(e, as_json=as_json)
     while args.follow:
         time.sleep(0.2)
@@ -673,6 +677,21 @@ def cmd_events(args: argparse.Namespace) -> int:
                 _print_event(e, as_json=as_json)
         seen = max(seen, len(events))
     return 0
+
+
+def this_life(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each name's events since it was last deleted and made again: a new object with an
+    old name does not inherit the deleted one's history (kubectl: a new UID). The events
+    of an object deleted and not made again are its last life's."""
+    start: dict[str | None, int] = {}
+    deleted_at: dict[str | None, int] = {}
+    for i, e in enumerate(events):
+        name = e.get("name")
+        if name in deleted_at:  # something happened to the name after a delete: a new life
+            start[name] = deleted_at.pop(name) + 1
+        if e.get("reason") == "Deleted" and name is not None:
+            deleted_at[name] = i
+    return [e for i, e in enumerate(events) if i >= start.get(e.get("name"), 0)]
 
 
 def _recent(events: list[dict[str, Any]], wanted: Callable[[dict[str, Any]], bool], *,

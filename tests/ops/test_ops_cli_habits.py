@@ -117,3 +117,23 @@ def test_stale_status_and_an_unavailable_source_are_said(tmp_path: Path) -> None
     assert "warning: manifests source directory is unavailable (no such directory /m)" \
         in done.stderr
     assert "s old (the daemon writes it every 30s)" in done.stderr
+
+
+def test_a_new_object_does_not_inherit_a_deleted_ones_events(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state")
+    for i, reason in enumerate(["Created", "Exited", "Restarted", "Deleted", "Created"]):
+        store.event("web", reason, f"#{i}", now=1000.0 + i)
+    store.event("db", "Created", "db", now=1010.0)
+    (tmp_path / "state" / "status.json").write_text(
+        json.dumps({"daemon": {"passes": 1}, "containers": {}}))
+    base = ["--state-dir", str(tmp_path / "state"), "--runc-root", str(tmp_path / "runc")]
+
+    def reasons(*args: str) -> list[str]:
+        out = run("events", *args, "-o", "json", *base).stdout
+        return [json.loads(line)["reason"] for line in out.splitlines()]
+
+    assert reasons("web") == ["Created"]  # this life only
+    assert reasons("web", "--all") == ["Created", "Exited", "Restarted", "Deleted", "Created"]
+    assert len(reasons()) == 6  # every event, without a NAME
+    store.event("web", "Deleted", "gone again", now=1020.0)
+    assert reasons("web") == ["Created", "Deleted"]  # a deleted object: its last life
