@@ -138,8 +138,9 @@ def state(tmp_path: Path) -> Path:
     ]
     (state_dir / "status.json").write_text(json.dumps(
         {"daemon": {"passes": 1}, "containers": {r["name"]: r for r in records}}))
-    events = [(NOW - 7200, "web", "Created", "old"), (NOW - 120, "db", "Failed", "middle"),
-              (NOW - 30, "web", "Started", "recent"), (NOW - 5, None, "Resync", "newest")]
+    now = time.time()  # when the test runs, not when the module was collected
+    events = [(now - 7200, "web", "Created", "old"), (now - 120, "db", "Failed", "middle"),
+              (now - 30, "web", "Started", "recent"), (now - 5, None, "Resync", "newest")]
     (state_dir / "events.jsonl").write_text("".join(
         json.dumps({"time": t, "type": "Normal", "name": n, "reason": r, "message": m}) + "\n"
         for t, n, r, m in events))
