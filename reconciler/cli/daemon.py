@@ -117,6 +117,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         " 'env in (prod,staging)', '!canary' (Kubernetes' syntax)")
     p.add_argument("--show-labels", action="store_true", help="add a LABELS column")
     p.add_argument("--no-headers", action="store_true", help="print no header row")
+    p.add_argument("-w", "--watch", action="store_true",
+                   help="after the list, print each row again when it changes (read from the"
+                        " daemon's status as it writes it), until interrupted")
     p.add_argument("-o", "--output", choices=("table", "wide", "json", "yaml", "name"),
                    default="table",
                    help="name: one TYPE/NAME a line, e.g. container/web, pod/site")
@@ -339,7 +342,65 @@ def cmd_get(args: argparse.Namespace) -> int:
         _print_found(args, found, kind=kind, status=status)
     for exc in found.missing:  # kubectl's way: what was found, then each NAME that was not
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201
+    if args.watch and args.output in ("table", "wide", "name"):
+        sys.stdout.flush()
+        _watch(args, kind=kind, names=names, shown=_rows_by_key(args, found))
     return 1 if found.missing else 0
+
+
+WATCH_EVERY = 0.1  # seconds between two looks at status.json's mtime (a stat, no read)
+
+
+_WATCHED = ("phase", "restarts", "pid", "message", "desiredState", "instance")
+
+
+def _rows_by_key(args: argparse.Namespace, found: _Found) -> dict[str, tuple[str, str]]:
+    """Each object's row as ``get`` prints it (without a header), by ``TYPE/NAME``, with
+    what a change is judged by: its records' state, not its AGE ticking on."""
+    wide = args.output == "wide"
+    out: dict[str, tuple[str, str]] = {}
+    for r in found.rows:
+        row = (f"container/{r['name']}" if args.output == "name" else
+               _container_table([r], wide=wide, labels=args.show_labels, headers=False))
+        out[f"container/{r['name']}"] = (json.dumps([r.get(k) for k in _WATCHED]), row)
+    for p in found.pods:
+        extra = [labels_text(p.labels)] if args.show_labels else []
+        row = (f"pod/{pods.display(p.key)}" if args.output == "name" else
+               _table([pods.row(p, wide=wide) + extra]))
+        members = [p.sandbox or {}] + [m.record for m in p.members]
+        state = json.dumps([[m.get(k) for k in _WATCHED] for m in members])
+        out[f"pod/{p.key}"] = (state, row)
+    return out
+
+
+def _watch(args: argparse.Namespace, *, kind: str | None, names: list[str],
+           shown: dict[str, tuple[str, str]]) -> None:
+    """``get -w``: a row again whenever the daemon's status changes it (kubectl's way)."""
+    path = Path(args.state_dir) / "status.json"
+    last = _mtime(path)
+    while True:
+        time.sleep(WATCH_EVERY)
+        now = _mtime(path)
+        if now == last:
+            continue
+        last = now
+        status = Store(args.state_dir).read_status()
+        raw = list((status.get("containers") or {}).values())
+        plain, every_pod = grouped(args, status)
+        found = (_named(names, kind=kind, namespace=args.namespace, raw=raw,
+                        every_pod=every_pod) if names else
+                 _everything(kind, args=args, raw=raw, plain=plain, every_pod=every_pod))
+        for key, (state, row) in _rows_by_key(args, found).items():
+            if key not in shown or shown[key][0] != state:
+                print(row, flush=True)  # noqa: T201
+                shown[key] = (state, row)
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
 
 
 def _everything(kind: str | None, *, args: argparse.Namespace, raw: list[dict[str, Any]],

@@ -137,3 +137,53 @@ def test_a_new_object_does_not_inherit_a_deleted_ones_events(tmp_path: Path) -> 
     assert len(reasons()) == 6  # every event, without a NAME
     store.event("web", "Deleted", "gone again", now=1020.0)
     assert reasons("web") == ["Created", "Deleted"]  # a deleted object: its last life
+
+
+def test_get_watch_prints_a_row_again_when_it_changes(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    _status(state, pid=None, written=time.time(), containers={"web": _record("web")})
+    with subprocess.Popen(
+            [*COMMAND, "get", "-w", "--state-dir", str(state), "--runc-root",
+             str(tmp_path / "r")], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            text=True) as watcher:
+        try:
+            _watched(watcher, state)
+        finally:
+            watcher.kill()
+            watcher.wait(5)
+
+
+def _watched(watcher: subprocess.Popen[str], state: Path) -> None:
+    """The header and the row, nothing for the same state written again, a row when the
+    state changes."""
+    assert watcher.stdout is not None
+    assert _readline(watcher, timeout=5).split()[:2] == ["NAME", "STATUS"]
+    assert _readline(watcher, timeout=5).split()[:2] == ["web", "Running"]
+    time.sleep(0.3)
+    _status(state, pid=None, written=time.time(), containers={"web": _record("web")})
+    time.sleep(0.3)  # the same state written again: no new row
+    crashed = {**_record("web"), "phase": "BackOff", "restarts": 1}
+    _status(state, pid=None, written=time.time(), containers={"web": crashed})
+    assert _readline(watcher, timeout=5).split()[:2] == ["web", "BackOff"]
+
+
+def _readline(proc: subprocess.Popen[str], *, timeout: float) -> str:
+    """The next line of ``proc``'s stdout within ``timeout`` (a thread reads; a blocked
+    read never hangs the suite)."""
+    import queue
+    import threading
+
+    lines: queue.Queue[str] = getattr(proc, "_lines", None) or queue.Queue()
+    if not hasattr(proc, "_lines"):
+        proc._lines = lines  # type: ignore[attr-defined]
+        stdout = proc.stdout
+        assert stdout is not None
+        def pump() -> None:
+            for line in stdout:
+                lines.put(line)
+
+        threading.Thread(target=pump, daemon=True).start()
+    try:
+        return lines.get(timeout=timeout)
+    except queue.Empty:
+        raise AssertionError("no row within the timeout") from None
