@@ -21,10 +21,11 @@ from collections.abc import Sequence
 from reconciler import __version__, errors
 
 # Subcommand modules, in help order. A module missing here is simply not offered.
-_MODULES = ("validate", "daemon", "inspect", "image", "config_cmd")
+_MODULES = ("validate", "verbs", "daemon", "inspect", "image", "config_cmd")
 # Which module defines each command: `reconciler get` imports only cli/daemon.py (and so
 # neither pydantic nor the runtime), which keeps the readers quick to start.
-_OWNER = {"validate": "validate", "schema": "validate", "run": "daemon", "get": "daemon",
+_OWNER = {"validate": "validate", "schema": "validate", "apply": "verbs",
+          "delete": "verbs", "restart": "verbs", "run": "daemon", "get": "daemon",
           "describe": "daemon", "events": "daemon", "diff": "daemon", "logs": "inspect",
           "exec": "inspect", "stats": "inspect", "inspect": "inspect", "top": "inspect",
           "image": "image", "config": "config_cmd"}
@@ -33,6 +34,9 @@ _OWNER = {"validate": "validate", "schema": "validate", "run": "daemon", "get": 
 _COMMANDS = {
     "validate": "check manifest files without running anything",
     "schema": "print the JSON Schema of a manifest document",
+    "apply": "write manifests into the watched directory, one file per object",
+    "delete": "remove objects from the watched directory",
+    "restart": "recreate a container or a whole pod by annotating its manifest",
     "run": "watch a manifests directory and converge containers to it",
     "get": "list containers and pods with their status",
     "describe": "spec, status, last exit, errors and events of one",
