@@ -167,6 +167,8 @@ def _creation_timestamp(value: object) -> None:
 
 
 class ObjectMeta(model._Model):
+    """The object's name, namespace, labels and annotations."""
+
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({
         "generateName", "uid", "resourceVersion", "generation", "selfLink", "ownerReferences",
         "finalizers", "managedFields", "deletionTimestamp", "deletionGracePeriodSeconds",
@@ -174,8 +176,13 @@ class ObjectMeta(model._Model):
 
     name: DNSSubdomain = Field(description="The object's name; for a Pod a DNS-1123 label.")
     namespace: DNSLabel = Field("default", description="A DNS-1123 label; default 'default'.")
-    labels: model.StringMap = Field(default_factory=dict)
-    annotations: model.StringMap = Field(default_factory=dict)
+    labels: model.StringMap = Field(
+        default_factory=dict, description="Key/value pairs under Kubernetes' key and value "
+                                          "rules; given to every unit of a pod, changed live. "
+                                          "Default {}.")
+    annotations: model.StringMap = Field(
+        default_factory=dict, description="Free-form notes under Kubernetes' key rules, 256 "
+                                          "KiB in all; changed live. Default {}.")
     creation_timestamp: Annotated[None, pydantic.BeforeValidator(_creation_timestamp)] = Field(
         None, description="Only null, as written by kubectl --dry-run.")
 
@@ -204,8 +211,9 @@ class ObjectMeta(model._Model):
 class _Object(model._Model):
     """What the three kinds share: apiVersion v1, metadata, and the key ``ns/name``."""
 
-    api_version: Literal["v1"] = Field(alias="apiVersion")
-    metadata: ObjectMeta
+    api_version: Literal["v1"] = Field(alias="apiVersion", description="Must be v1.")
+    metadata: ObjectMeta = Field(
+        description="Name and namespace (which only scopes names here), labels, annotations.")
 
     @property
     def name(self) -> str:
@@ -245,13 +253,21 @@ def _check_size(items: dict[str, bytes], kind: str) -> None:
 
 
 class ConfigMap(_Object):
+    """A Kubernetes v1 ConfigMap: keys a pod of its namespace reads as files (a configMap
+    volume) or as environment values."""
+
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset()
 
-    kind: Literal["ConfigMap"]
-    data: dict[ConfigKey, str] = Field(default_factory=dict, description="UTF-8 values.")
+    kind: Literal["ConfigMap"] = Field(description="Must be ConfigMap.")
+    data: dict[ConfigKey, str] = Field(
+        default_factory=dict, description="UTF-8 values by key (letters, digits, '-', '_', "
+                                          "'.'); 1 MiB in all with binaryData. Default {}.")
     binary_data: dict[ConfigKey, str] = Field(
-        default_factory=dict, description="Base64-encoded values.")
-    immutable: bool | None = None
+        default_factory=dict, description="Base64-encoded values by key; a key is in data "
+                                          "or binaryData, not both. Default {}.")
+    immutable: bool | None = Field(
+        None, description="Accepted, not enforced: a changed immutable object is applied "
+                          "like any other.")
 
     @pydantic.field_validator("binary_data")
     @classmethod
@@ -283,18 +299,27 @@ _SECRET_KEYS = {
 
 
 class Secret(_Object):
-    """Its values never appear in ``repr``/``str`` or in validation errors."""
+    """A Kubernetes v1 Secret: keys a pod of its namespace reads as files (a secret volume,
+    on a tmpfs) or as environment values. Its values never appear in messages (``repr``,
+    ``str``, validation errors)."""
 
     model_config = ConfigDict(hide_input_in_errors=True)
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset()
 
-    kind: Literal["Secret"]
-    data: dict[ConfigKey, str] = Field(default_factory=dict,
-                                       description="Base64-encoded values.")
+    kind: Literal["Secret"] = Field(description="Must be Secret.")
+    data: dict[ConfigKey, str] = Field(
+        default_factory=dict, description="Base64-encoded values by key; 1 MiB in all with "
+                                          "stringData. Default {}.")
     string_data: dict[ConfigKey, str] = Field(
-        default_factory=dict, description="Plain-text values; they win over data.")
-    type: str = Field("Opaque", min_length=1, description="e.g. Opaque, kubernetes.io/tls.")
-    immutable: bool | None = None
+        default_factory=dict, description="Plain-text values by key; a key here wins over "
+                                          "the same key in data. Default {}.")
+    type: str = Field("Opaque", min_length=1,
+                      description="e.g. Opaque (default) or kubernetes.io/tls; a well-known "
+                                  "type needs its keys. kubernetes.io/service-account-token "
+                                  "is refused.")
+    immutable: bool | None = Field(
+        None, description="Accepted, not enforced: a changed immutable object is applied "
+                          "like any other.")
 
     @pydantic.field_validator("data")
     @classmethod
@@ -341,17 +366,23 @@ class KeySelector(model._Model):
 
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset()
 
-    name: DNSSubdomain
-    key: ConfigKey
-    optional: bool = False
+    name: DNSSubdomain = Field(
+        description="The ConfigMap's (configMapKeyRef) or Secret's (secretKeyRef) name, in "
+                    "the pod's namespace and any manifest file.")
+    key: ConfigKey = Field(description="The key whose value the variable gets; a changed "
+                                       "value recreates the container.")
+    optional: bool = Field(False, description="true: a missing object or key leaves the "
+                                              "variable out instead of holding the pod back. "
+                                              "Default false.")
 
 
 class ConfigMapKeySelector(KeySelector):
-    pass
+    """A key of a ConfigMap in the pod's namespace."""
 
 
 class SecretKeySelector(KeySelector):
-    pass
+    """A key of a Secret in the pod's namespace (its value ends up in the container's
+    config.json on disk: use a secret volume to keep it off disk)."""
 
 
 _ENV_FIELDS = ("metadata.name", "metadata.namespace", "metadata.labels['KEY']",
@@ -377,18 +408,32 @@ def _field_path(path: str, supported: tuple[str, ...]) -> str:
 
 
 class ObjectFieldSelector(model._Model):
+    """A field of the pod, read as an environment value or a downwardAPI file."""
+
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset()
 
-    field_path: str = Field(description="e.g. metadata.name or status.podIP.")
-    api_version: Literal["v1"] = Field("v1", alias="apiVersion")
+    field_path: str = Field(
+        description="e.g. metadata.name, metadata.labels['app'] or (env only) status.podIP, "
+                    "which is empty (127.0.0.1 with hostNetwork). metadata.uid and spec.* "
+                    "are refused.")
+    api_version: Literal["v1"] = Field("v1", alias="apiVersion",
+                                       description="Only v1 (the default).")
 
 
 class EnvVarSource(model._Model):
+    """Where a variable's value comes from: exactly one of configMapKeyRef, secretKeyRef,
+    fieldRef."""
+
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({"resourceFieldRef", "fileKeyRef"})
 
-    config_map_key_ref: ConfigMapKeySelector | None = None
-    secret_key_ref: SecretKeySelector | None = None
-    field_ref: ObjectFieldSelector | None = None
+    config_map_key_ref: ConfigMapKeySelector | None = Field(
+        None, description="A key of a ConfigMap in the pod's namespace.")
+    secret_key_ref: SecretKeySelector | None = Field(
+        None, description="A key of a Secret in the pod's namespace; the value is in the "
+                          "container's config.json on disk.")
+    field_ref: ObjectFieldSelector | None = Field(
+        None, description="A field of the pod: metadata.name, metadata.namespace, one label "
+                          "or annotation, status.podIP(s), status.hostIP(s).")
 
     @pydantic.model_validator(mode="after")
     def _one(self) -> EnvVarSource:
@@ -399,11 +444,19 @@ class EnvVarSource(model._Model):
 
 
 class KubeEnvVar(model._Model):
+    """An environment variable of a pod's container."""
+
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset()
 
-    name: Annotated[str, pydantic.AfterValidator(_env_name)]
-    value: str | None = None
-    value_from: EnvVarSource | None = None
+    name: Annotated[str, pydantic.AfterValidator(_env_name)] = Field(
+        description="The variable's name: printable ASCII without '=' (Kubernetes 1.34's "
+                    "rule).")
+    value: str | None = Field(
+        None, description="The value, with $(VAR) expanded against the variables before it "
+                          "($$ is a literal $); default empty.")
+    value_from: EnvVarSource | None = Field(
+        None, description="Take the value from a ConfigMap or Secret key or a field of the "
+                          "pod instead of value.")
 
     @pydantic.model_validator(mode="after")
     def _value(self) -> KubeEnvVar:
@@ -414,22 +467,34 @@ class KubeEnvVar(model._Model):
 
 
 class ConfigMapEnvSource(model._Model):
+    """A ConfigMap whose every key becomes a variable."""
+
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset()
 
-    name: DNSSubdomain
-    optional: bool = False
+    name: DNSSubdomain = Field(
+        description="The ConfigMap's (configMapRef) or Secret's (secretRef) name, in the "
+                    "pod's namespace and any manifest file.")
+    optional: bool = Field(False, description="true: a missing object adds no variables "
+                                              "instead of holding the pod back. Default false.")
 
 
 class SecretEnvSource(ConfigMapEnvSource):
-    pass
+    """A Secret whose every key becomes a variable (the values are in the container's
+    config.json on disk)."""
 
 
 class EnvFromSource(model._Model):
+    """Every key of a ConfigMap or Secret as a variable: exactly one of configMapRef,
+    secretRef. Keys that are not variable names are skipped."""
+
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset()
 
-    prefix: Annotated[str, pydantic.AfterValidator(_env_name)] | None = None
-    config_map_ref: ConfigMapEnvSource | None = None
-    secret_ref: SecretEnvSource | None = None
+    prefix: Annotated[str, pydantic.AfterValidator(_env_name)] | None = Field(
+        None, description="Put before every key to make the variable's name; default none.")
+    config_map_ref: ConfigMapEnvSource | None = Field(
+        None, description="The ConfigMap whose keys become variables.")
+    secret_ref: SecretEnvSource | None = Field(
+        None, description="The Secret whose keys become variables.")
 
     @pydantic.model_validator(mode="after")
     def _one(self) -> EnvFromSource:
@@ -450,19 +515,26 @@ def _unique_paths(paths: Iterable[str], what: str) -> None:
 
 
 class KeyToPath(model._Model):
+    """One key of a ConfigMap or Secret as a file at a path of its own."""
+
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({"user"})
 
-    key: ConfigKey
-    path: FilePath = Field(description="The file's path in the volume, relative.")
-    mode: Mode | None = None
+    key: ConfigKey = Field(description="The key whose value the file holds.")
+    path: FilePath = Field(description="The file's path in the volume: relative, without "
+                                       "'..', not starting with '..'.")
+    mode: Mode | None = Field(None, description="The file's mode, 0 to 0777 (octal 0644 is "
+                                                "decimal 420); default: defaultMode.")
 
 
 class _Projection(model._Model):
+    """The keys of a ConfigMap or Secret as files."""
+
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset()
 
     items: list[KeyToPath] = Field(default_factory=list, description="Keys to project; "
                                    "empty means every key, as a file of its name.")
-    optional: bool = False
+    optional: bool = Field(False, description="true: a missing object (or key) is skipped "
+                                              "instead of holding the pod back. Default false.")
 
     @pydantic.model_validator(mode="after")
     def _paths(self) -> _Projection:
@@ -471,32 +543,48 @@ class _Projection(model._Model):
 
 
 class ConfigMapProjection(_Projection):
-    name: DNSSubdomain
+    """A ConfigMap's keys as files of a projected volume."""
+
+    name: DNSSubdomain = Field(description="The ConfigMap's name, in the pod's namespace.")
 
 
 class SecretProjection(_Projection):
-    name: DNSSubdomain
+    """A Secret's keys as files of a projected volume (then on a tmpfs)."""
+
+    name: DNSSubdomain = Field(description="The Secret's name, in the pod's namespace.")
 
 
 class ConfigMapVolumeSource(ConfigMapProjection):
+    """A ConfigMap's keys as read-only files, rewritten in place when the ConfigMap
+    changes."""
+
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({"defaultUser"})
 
     default_mode: Mode = Field(0o644, description="Mode of the files (octal 0644).")
 
 
 class SecretVolumeSource(_Projection):
+    """A Secret's keys as read-only files on a tmpfs of their own, rewritten in place when
+    the Secret changes."""
+
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({"defaultUser"})
 
-    secret_name: DNSSubdomain
+    secret_name: DNSSubdomain = Field(description="The Secret's name, in the pod's namespace.")
     default_mode: Mode = Field(0o644, description="Mode of the files (octal 0644).")
 
 
 class DownwardAPIVolumeFile(model._Model):
+    """One field of the pod as a file."""
+
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({"resourceFieldRef", "user"})
 
-    path: FilePath
-    field_ref: ObjectFieldSelector
-    mode: Mode | None = None
+    path: FilePath = Field(description="The file's path in the volume: relative, without "
+                                       "'..', not starting with '..'.")
+    field_ref: ObjectFieldSelector = Field(
+        description="The field the file holds: metadata.name, metadata.namespace, "
+                    "metadata.labels, metadata.annotations, or one label or annotation.")
+    mode: Mode | None = Field(None, description="The file's mode, 0 to 0777 (octal 0644 is "
+                                                "decimal 420); default: defaultMode.")
 
     @pydantic.model_validator(mode="after")
     def _field(self) -> DownwardAPIVolumeFile:
@@ -505,9 +593,13 @@ class DownwardAPIVolumeFile(model._Model):
 
 
 class DownwardAPIProjection(model._Model):
+    """Fields of the pod as files; rewritten in place when a label or annotation changes."""
+
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset()
 
-    items: list[DownwardAPIVolumeFile] = Field(default_factory=list)
+    items: list[DownwardAPIVolumeFile] = Field(
+        default_factory=list, description="The files, each a field of the pod; no two at "
+                                          "one path. Default [].")
 
     @pydantic.model_validator(mode="after")
     def _paths(self) -> DownwardAPIProjection:
@@ -516,18 +608,25 @@ class DownwardAPIProjection(model._Model):
 
 
 class DownwardAPIVolumeSource(DownwardAPIProjection):
+    """Fields of the pod as read-only files."""
+
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({"defaultUser"})
 
-    default_mode: Mode = 0o644
+    default_mode: Mode = Field(0o644, description="Mode of the files (octal 0644).")
 
 
 class VolumeProjection(model._Model):
+    """One source of a projected volume: exactly one of configMap, secret, downwardAPI."""
+
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({
         "serviceAccountToken", "clusterTrustBundle", "podCertificate"})
 
-    config_map: ConfigMapProjection | None = None
-    secret: SecretProjection | None = None
-    downward_api: DownwardAPIProjection | None = Field(None, alias="downwardAPI")
+    config_map: ConfigMapProjection | None = Field(
+        None, description="A ConfigMap's keys as files.")
+    secret: SecretProjection | None = Field(
+        None, description="A Secret's keys as files; the volume is then a tmpfs.")
+    downward_api: DownwardAPIProjection | None = Field(
+        None, alias="downwardAPI", description="Fields of the pod as files.")
 
     @pydantic.model_validator(mode="after")
     def _one(self) -> VolumeProjection:
@@ -540,10 +639,14 @@ class VolumeProjection(model._Model):
 
 
 class ProjectedVolumeSource(model._Model):
+    """Several ConfigMaps, Secrets and pod fields as read-only files in one volume."""
+
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({"defaultUser"})
 
-    sources: list[VolumeProjection] = Field(default_factory=list)
-    default_mode: Mode = 0o644
+    sources: list[VolumeProjection] = Field(
+        default_factory=list, description="What to project, in order; no two sources may "
+                                          "write one path. Default [].")
+    default_mode: Mode = Field(0o644, description="Mode of the files (octal 0644).")
 
     @pydantic.model_validator(mode="after")
     def _paths(self) -> ProjectedVolumeSource:
@@ -553,18 +656,26 @@ class ProjectedVolumeSource(model._Model):
 
 
 class EmptyDirVolumeSource(model._Model):
+    """An empty directory for the pod's life, kept across a pod-level recreate."""
+
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({"mode"})
 
     medium: Literal["", "Memory"] = Field("", description="'' (disk) or Memory (tmpfs).")
-    size_limit: model.Quantity | None = None
+    size_limit: model.Quantity | None = Field(
+        None, description="The size of a Memory tmpfs (unset: the kernel's default, half the "
+                          "RAM); not enforced on disk.")
 
 
 class HostPathVolumeSource(model._Model):
+    """A path of this host, mounted as it is; never removed."""
+
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset()
 
     path: AbsolutePath = Field(description="An absolute path on this host.")
     type: Literal["", "DirectoryOrCreate", "Directory", "FileOrCreate", "File", "Socket",
-                  "CharDevice", "BlockDevice"] = ""
+                  "CharDevice", "BlockDevice"] = Field(
+        "", description="What must be at path: '' (default) checks nothing; DirectoryOrCreate "
+                        "and FileOrCreate create it (mode 0755 or 0644).")
 
 
 _VOLUME_SOURCES = ("empty_dir", "host_path", "config_map", "secret", "projected",
@@ -572,6 +683,9 @@ _VOLUME_SOURCES = ("empty_dir", "host_path", "config_map", "secret", "projected"
 
 
 class Volume(model._Model):
+    """A volume of the pod, under the state directory: exactly one source of emptyDir,
+    hostPath, configMap, secret, projected, downwardAPI."""
+
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({
         "awsElasticBlockStore", "azureDisk", "azureFile", "cephfs", "cinder", "csi",
         "ephemeral", "fc", "flexVolume", "flocker", "gcePersistentDisk", "gitRepo",
@@ -579,13 +693,20 @@ class Volume(model._Model):
         "portworxVolume", "quobyte", "rbd", "scaleIO", "storageos", "vsphereVolume",
     })
 
-    name: DNSLabel
-    empty_dir: EmptyDirVolumeSource | None = None
-    host_path: HostPathVolumeSource | None = None
-    config_map: ConfigMapVolumeSource | None = None
-    secret: SecretVolumeSource | None = None
-    projected: ProjectedVolumeSource | None = None
-    downward_api: DownwardAPIVolumeSource | None = Field(None, alias="downwardAPI")
+    name: DNSLabel = Field(description="The volume's name, a DNS-1123 label unique in the "
+                                       "pod, that volumeMounts refer to.")
+    empty_dir: EmptyDirVolumeSource | None = Field(
+        None, description="An empty directory on disk, or a tmpfs with medium Memory.")
+    host_path: HostPathVolumeSource | None = Field(
+        None, description="A path of this host.")
+    config_map: ConfigMapVolumeSource | None = Field(
+        None, description="A ConfigMap's keys as read-only files.")
+    secret: SecretVolumeSource | None = Field(
+        None, description="A Secret's keys as read-only files, on a tmpfs.")
+    projected: ProjectedVolumeSource | None = Field(
+        None, description="ConfigMaps, Secrets and pod fields together as read-only files.")
+    downward_api: DownwardAPIVolumeSource | None = Field(
+        None, alias="downwardAPI", description="Fields of the pod as read-only files.")
 
     @pydantic.model_validator(mode="after")
     def _one(self) -> Volume:
@@ -600,19 +721,30 @@ class Volume(model._Model):
 
 
 class VolumeMount(model._Model):
+    """A volume of the pod bind-mounted into the container; changed on the running
+    container."""
+
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({
         "subPathExpr", "mountPropagation", "recursiveReadOnly", "bindMountOptions"})
 
     name: str = Field(description="The name of a volume of the pod.")
-    mount_path: model.ContainerPath
-    read_only: bool = False
-    sub_path: RelativePath | None = None
+    mount_path: model.ContainerPath = Field(
+        description="Where it appears in the container: an absolute path, unique in the "
+                    "container.")
+    read_only: bool = Field(
+        False, description="Mount it read-only; default false. ConfigMap, Secret, projected "
+                           "and downwardAPI volumes are read-only whatever this says.")
+    sub_path: RelativePath | None = Field(
+        None, description="A relative path in the volume to mount instead of its root (made "
+                          "in an emptyDir when missing); default: the whole volume.")
 
 
 # --- probes, lifecycle, ports, resources, security ------------------------------------
 
 
 class ExecAction(model._Model):
+    """A command run inside the container."""
+
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset()
 
     command: list[str] = Field(description="Run in the container, not in a shell.")
@@ -626,49 +758,82 @@ class ExecAction(model._Model):
 
 
 class HTTPHeader(model._Model):
+    """A header sent with a probe's HTTP request."""
+
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset()
 
-    name: HeaderName
-    value: str
+    name: HeaderName = Field(description="The header's name, e.g. Accept.")
+    value: str = Field(description="The header's value.")
+
+
+_PORT = "A port number, or the name of one of the container's ports."
 
 
 class HTTPGetAction(model._Model):
+    """A probe that sends an HTTP GET; a status from 200 to 399 is success."""
+
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({"protocol"})
 
-    path: str = "/"
-    port: PortOrName
-    host: str | None = None
-    scheme: Literal["HTTP", "HTTPS"] = "HTTP"
-    http_headers: list[HTTPHeader] = Field(default_factory=list)
+    path: str = Field("/", description="The request's path; default /.")
+    port: PortOrName = Field(description=_PORT)
+    host: str | None = Field(None, description="The host to connect to; default: the pod's "
+                                               "IP.")
+    scheme: Literal["HTTP", "HTTPS"] = Field("HTTP", description="HTTP (default) or HTTPS "
+                                                                 "(certificate not checked).")
+    http_headers: list[HTTPHeader] = Field(default_factory=list,
+                                           description="Headers to send; default [].")
 
 
 class TCPSocketAction(model._Model):
+    """A probe that opens a TCP connection; connecting is success."""
+
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset()
 
-    port: PortOrName
-    host: str | None = None
+    port: PortOrName = Field(description=_PORT)
+    host: str | None = Field(None, description="The host to connect to; default: the pod's "
+                                               "IP.")
 
 
 class GRPCAction(model._Model):
+    """A probe that calls the gRPC health checking protocol; SERVING is success."""
+
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({"mode"})
 
-    port: Port
-    service: str | None = None
+    port: Port = Field(description="A port number (not a name).")
+    service: str | None = Field(None, description="The service name sent in the health "
+                                                  "check request; default empty.")
+
+
+_NOT_RUN = " Probes are parsed and validated, not run yet."
 
 
 class Probe(model._Model):
+    """A liveness, readiness or startup probe: exactly one of exec, httpGet, tcpSocket,
+    grpc. Parsed and validated as Kubernetes does, not run yet: it never restarts a
+    container or delays a sidecar's successor."""
+
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset()
 
-    exec: ExecAction | None = None
-    http_get: HTTPGetAction | None = None
-    tcp_socket: TCPSocketAction | None = None
-    grpc: GRPCAction | None = None
-    initial_delay_seconds: int = Field(0, ge=0)
-    period_seconds: int = Field(10, ge=1)
-    timeout_seconds: int = Field(1, ge=1)
-    success_threshold: int = Field(1, ge=1, description="Must be 1 for liveness and startup.")
-    failure_threshold: int = Field(3, ge=1)
-    termination_grace_period_seconds: int | None = Field(None, ge=1)
+    exec: ExecAction | None = Field(None, description="Run a command in the container; exit "
+                                                      "status 0 is success.")
+    http_get: HTTPGetAction | None = Field(None, description="Send an HTTP GET request.")
+    tcp_socket: TCPSocketAction | None = Field(None, description="Open a TCP connection.")
+    grpc: GRPCAction | None = Field(None, description="Call the gRPC health check.")
+    initial_delay_seconds: int = Field(
+        0, ge=0, description="Seconds after the container starts before the first probe; "
+                             "default 0." + _NOT_RUN)
+    period_seconds: int = Field(10, ge=1, description="Seconds between probes, at least 1; "
+                                                      "default 10." + _NOT_RUN)
+    timeout_seconds: int = Field(1, ge=1, description="Seconds before a probe counts as "
+                                                      "failed, at least 1; default 1." + _NOT_RUN)
+    success_threshold: int = Field(1, ge=1, description="Successes in a row that count as "
+                                   "success; default 1, and must be 1 for liveness and "
+                                   "startup.")
+    failure_threshold: int = Field(3, ge=1, description="Failures in a row that count as "
+                                                        "failure; default 3." + _NOT_RUN)
+    termination_grace_period_seconds: int | None = Field(
+        None, ge=1, description="The grace period when this probe fails, instead of the "
+                                "pod's; not on a readiness probe." + _NOT_RUN)
 
     @pydantic.model_validator(mode="after")
     def _one(self) -> Probe:
@@ -682,25 +847,42 @@ class Probe(model._Model):
 
 
 class LifecycleHandler(model._Model):
+    """What a lifecycle hook runs: exec only."""
+
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({"httpGet", "tcpSocket", "sleep"})
 
     exec: ExecAction = Field(description="The only handler reconciler runs.")
 
 
 class Lifecycle(model._Model):
+    """Hooks around the container's life: preStop only."""
+
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({"postStart", "stopSignal"})
 
-    pre_stop: LifecycleHandler | None = None
+    pre_stop: LifecycleHandler | None = Field(
+        None, description="Run inside the container before its stop signal, within "
+                          "terminationGracePeriodSeconds; a failure is a FailedPreStopHook "
+                          "event and the stop goes on.")
 
 
 class ContainerPort(model._Model):
+    """A port the container listens on: validated as Kubernetes does, but nothing is
+    published (no pod network yet)."""
+
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset()
 
-    container_port: Port
-    host_port: Port | None = None
-    host_ip: str | None = Field(None, alias="hostIP")
-    name: PortName | None = None
-    protocol: Literal["TCP", "UDP", "SCTP"] = "TCP"
+    container_port: Port = Field(description="The port number, 1 to 65535; published "
+                                             "nowhere yet.")
+    host_port: Port | None = Field(
+        None, description="Only with hostNetwork, and then equal to containerPort; no host "
+                          "port twice in the pod.")
+    host_ip: str | None = Field(None, alias="hostIP",
+                                description="An IP address for hostPort; validated only.")
+    name: PortName | None = Field(
+        None, description="A name unique in the container (at most 15 lowercase letters, "
+                          "digits, '-'), that a probe's port can use.")
+    protocol: Literal["TCP", "UDP", "SCTP"] = Field("TCP", description="TCP (default), UDP "
+                                                                       "or SCTP.")
 
     @pydantic.field_validator("host_ip")
     @classmethod
@@ -724,10 +906,19 @@ ResourceName = Annotated[str, pydantic.AfterValidator(_resource_name)]
 
 
 class ResourceRequirements(model._Model):
+    """The container's limits (cpu and memory enforced) and requests (shown only)."""
+
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({"claims"})
 
-    limits: dict[ResourceName, model.Quantity] = Field(default_factory=dict)
-    requests: dict[ResourceName, model.Quantity] = Field(default_factory=dict)
+    limits: dict[ResourceName, model.Quantity] = Field(
+        default_factory=dict,
+        description="memory and cpu are set on the container's cgroup (memory limit, CFS "
+                    "quota) and changed live; another resource's limit is an error on the "
+                    "pod. Default: none.")
+    requests: dict[ResourceName, model.Quantity] = Field(
+        default_factory=dict,
+        description="Accepted and shown, not enforced: no scheduling, QoS class, CPU weight "
+                    "or OOM score. Not more than the limit; default: the limits.")
 
     @pydantic.model_validator(mode="after")
     def _requests(self) -> ResourceRequirements:
@@ -739,17 +930,33 @@ class ResourceRequirements(model._Model):
 
 
 class SecurityContext(model._Model):
+    """The container's user and privileges; what it leaves out comes from the pod's
+    securityContext."""
+
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({
         "seLinuxOptions", "windowsOptions", "procMount", "appArmorProfile"})
 
-    run_as_user: Id | None = None
-    run_as_group: Id | None = None
-    run_as_non_root: bool | None = None
-    read_only_root_filesystem: bool | None = None
-    allow_privilege_escalation: bool | None = None
-    capabilities: model.Capabilities | None = None
-    privileged: bool | None = None
-    seccomp_profile: model.SeccompProfile | None = None
+    run_as_user: Id | None = Field(
+        None, description="The UID the process runs as; default: the pod's, else the "
+                          "image's user.")
+    run_as_group: Id | None = Field(
+        None, description="The GID the process runs as; default: the pod's, else 0 (not the "
+                          "image's). Needs a runAsUser, here or the pod's.")
+    run_as_non_root: bool | None = Field(
+        None, description="true: refuse to create the container if it would run as UID 0 "
+                          "(the image's USER included); default: the pod's.")
+    read_only_root_filesystem: bool | None = Field(
+        None, description="Mount the root filesystem read-only; default false.")
+    allow_privilege_escalation: bool | None = Field(
+        None, description="false sets no_new_privs (not with CAP_SYS_ADMIN added); unset "
+                          "means allowed, as in Kubernetes.")
+    capabilities: model.Capabilities | None = Field(
+        None, description="Capabilities to add to or drop from the default set (Docker's).")
+    privileged: bool | None = Field(
+        None, description="Only false: privileged containers are refused.")
+    seccomp_profile: model.SeccompProfile | None = Field(
+        None, description="The seccomp filter; default: the pod's, else RuntimeDefault (the "
+                          "kubelet's default is Unconfined).")
 
     @pydantic.model_validator(mode="after")
     def _privileges(self) -> SecurityContext:
@@ -764,24 +971,46 @@ class SecurityContext(model._Model):
 
 
 class Sysctl(model._Model):
+    """A kernel parameter set in the pod's namespaces."""
+
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset()
 
-    name: SysctlName
-    value: str
+    name: SysctlName = Field(description="e.g. net.ipv4.ip_forward ('/' separators work "
+                                         "too); the kubelet's safe-sysctl allowlist is not "
+                                         "applied.")
+    value: str = Field(description="The value to write, as a string.")
 
 
 class PodSecurityContext(model._Model):
+    """User, groups, sysctls and seccomp for every container of the pod; a container's
+    own securityContext wins."""
+
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({
         "seLinuxOptions", "windowsOptions", "appArmorProfile", "fsGroupChangePolicy",
         "seLinuxChangePolicy", "supplementalGroupsPolicy"})
 
-    run_as_user: Id | None = None
-    run_as_group: Id | None = None
-    run_as_non_root: bool | None = None
-    fs_group: Id | None = None
-    supplemental_groups: list[Id] = Field(default_factory=list)
-    sysctls: list[Sysctl] = Field(default_factory=list)
-    seccomp_profile: model.SeccompProfile | None = None
+    run_as_user: Id | None = Field(
+        None, description="The UID every container runs as unless it sets its own; default: "
+                          "the image's user.")
+    run_as_group: Id | None = Field(
+        None, description="The GID every container runs as unless it sets its own; default "
+                          "0. Needs a runAsUser (the pod's or the container's).")
+    run_as_non_root: bool | None = Field(
+        None, description="true: refuse to create a container that would run as UID 0 (the "
+                          "image's USER included); default false.")
+    fs_group: Id | None = Field(
+        None, description="Added to every container's groups; emptyDir directories get it "
+                          "with the setgid bit (mode 2777), projected files get it.")
+    supplemental_groups: list[Id] = Field(
+        default_factory=list, description="Groups added to every container's groups; "
+                                          "default [].")
+    sysctls: list[Sysctl] = Field(
+        default_factory=list,
+        description="Set by the sandbox in the pod's namespaces; no name twice, net.* not "
+                    "with hostNetwork, IPC ones not with hostIPC. Default [].")
+    seccomp_profile: model.SeccompProfile | None = Field(
+        None, description="The seccomp filter of every container; default RuntimeDefault "
+                          "(the kubelet's is Unconfined).")
 
     @pydantic.field_validator("sysctls")
     @classmethod
@@ -803,31 +1032,61 @@ def _image(value: str) -> str:
 
 
 class KubeContainer(model._Model):
+    """A container of the pod (in containers or initContainers): a runc container named
+    NAMESPACE_POD_NAME that joins the pod's namespaces."""
+
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({
         "resizePolicy", "restartPolicyRules", "stdinOnce", "volumeDevices"})
 
-    name: DNSLabel
+    name: DNSLabel = Field(description="The container's name, a DNS-1123 label unique in "
+                                       "the pod.")
     image: Annotated[str, pydantic.AfterValidator(_image)] = Field(
         description="An image reference, e.g. busybox:1.36.")
     image_pull_policy: Annotated[model.PullPolicy, model._Lax] | None = Field(
         None, description="Default: Always for a :latest or untagged image, else IfNotPresent.")
     command: list[str] | None = Field(None, description="Replaces the image's entrypoint.")
     args: list[str] | None = Field(None, description="Replaces the image's cmd.")
-    env: list[KubeEnvVar] = Field(default_factory=list)
-    env_from: list[EnvFromSource] = Field(default_factory=list)
-    working_dir: model.ContainerPath | None = None
-    ports: list[ContainerPort] = Field(default_factory=list)
-    resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
-    volume_mounts: list[VolumeMount] = Field(default_factory=list)
-    security_context: SecurityContext | None = None
-    stdin: bool = False
-    tty: bool = False
-    lifecycle: Lifecycle | None = None
-    termination_message_path: AbsolutePath = "/dev/termination-log"
-    termination_message_policy: Literal["File", "FallbackToLogsOnError"] = "File"
-    liveness_probe: Probe | None = None
-    readiness_probe: Probe | None = None
-    startup_probe: Probe | None = None
+    env: list[KubeEnvVar] = Field(
+        default_factory=list, description="Variables set in order after HOSTNAME and "
+                                          "envFrom (a later one wins); default [].")
+    env_from: list[EnvFromSource] = Field(
+        default_factory=list, description="Every key of a ConfigMap or Secret as a variable, "
+                                          "before env; default [].")
+    working_dir: model.ContainerPath | None = Field(
+        None, description="The process's working directory; default: the image's.")
+    ports: list[ContainerPort] = Field(
+        default_factory=list, description="Validated as Kubernetes does, but nothing is "
+                                          "published yet; default [].")
+    resources: ResourceRequirements = Field(
+        default_factory=ResourceRequirements,
+        description="limits (cpu and memory enforced, changed live) and requests (shown, not "
+                    "enforced).")
+    volume_mounts: list[VolumeMount] = Field(
+        default_factory=list, description="Volumes of the pod to mount; changed on the "
+                                          "running container. Default [].")
+    security_context: SecurityContext | None = Field(
+        None, description="User and privileges; default: the pod's securityContext.")
+    stdin: bool = Field(
+        False, description="Keep stdin open (a read waits) instead of /dev/null; default "
+                           "false. Nothing attaches to it yet: use reconciler exec.")
+    tty: bool = Field(
+        False, description="Give the process a terminal (the log is what it prints there); "
+                           "default false. No attach yet.")
+    lifecycle: Lifecycle | None = Field(
+        None, description="preStop.exec only; not on a plain init container.")
+    termination_message_path: AbsolutePath = Field(
+        "/dev/termination-log", description="Only the default, /dev/termination-log: "
+                                            "termination messages are not collected.")
+    termination_message_policy: Literal["File", "FallbackToLogsOnError"] = Field(
+        "File", description="Only File (the default): termination messages are not "
+                            "collected.")
+    liveness_probe: Probe | None = Field(
+        None, description="Would restart the container when it fails." + _NOT_RUN)
+    readiness_probe: Probe | None = Field(
+        None, description="Would mark the container ready; readiness follows whether the "
+                          "process runs." + _NOT_RUN)
+    startup_probe: Probe | None = Field(
+        None, description="Would hold the other probes until it succeeds." + _NOT_RUN)
     restart_policy: Literal["Always"] | None = Field(
         None, description="Init containers only: Always makes a sidecar.")
 
@@ -895,6 +1154,8 @@ _HOST_IPC_SYSCTLS = ("kernel.shm", "kernel.msg", "kernel.sem", "fs.mqueue.")
 
 
 class PodSpec(model._Model):
+    """The pod's containers, namespaces, security and volumes."""
+
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({
         "activeDeadlineSeconds", "affinity", "automountServiceAccountToken", "dnsConfig",
         "enableServiceLinks", "ephemeralContainers", "evictionResponders", "hostAliases",
@@ -905,23 +1166,48 @@ class PodSpec(model._Model):
         "topologySpreadConstraints",
     })
 
-    containers: Annotated[list[KubeContainer], pydantic.AfterValidator(_containers)]
+    containers: Annotated[list[KubeContainer], pydantic.AfterValidator(_containers)] = Field(
+        description="The app containers, at least one, started together after the init "
+                    "containers and sidecars.")
     init_containers: list[KubeContainer] = Field(
         default_factory=list, description="Run in order before the containers; one with "
                                           "restartPolicy Always is a sidecar.")
-    restart_policy: Annotated[model.RestartPolicy, model._Lax] = model.RestartPolicy.ALWAYS
-    termination_grace_period_seconds: int = Field(30, ge=0)
-    host_network: bool = False
-    host_pid: bool = Field(False, alias="hostPID")
-    host_ipc: bool = Field(False, alias="hostIPC")
-    share_process_namespace: bool = False
+    restart_policy: Annotated[model.RestartPolicy, model._Lax] = Field(
+        model.RestartPolicy.ALWAYS,
+        description="For the app containers: Always (default), OnFailure or Never. Init "
+                    "containers are retried on failure unless Never; sidecars always "
+                    "restart.")
+    termination_grace_period_seconds: int = Field(
+        30, ge=0, description="Seconds between a container's stop signal (after its preStop "
+                              "hook) and SIGKILL; default 30, at most 3600 here.")
+    host_network: bool = Field(
+        False, description="Use the host's network and UTS namespaces instead of the pod's "
+                           "own (which has only loopback); default false.")
+    host_pid: bool = Field(False, alias="hostPID",
+                           description="Use the host's PID namespace; default false.")
+    host_ipc: bool = Field(False, alias="hostIPC",
+                           description="Use the host's IPC namespace (and not the pod's "
+                                       "/dev/shm); default false.")
+    share_process_namespace: bool = Field(
+        False, description="One PID namespace for the pod's containers, catatonit its PID 1; "
+                           "not with hostPID. Default false.")
     hostname: DNSLabel | None = Field(None, description="Default: the pod's name.")
-    subdomain: DNSLabel | None = None
-    dns_policy: Literal["ClusterFirst", "Default", "None", "ClusterFirstWithHostNet"] = (
-        "ClusterFirst")
-    security_context: PodSecurityContext = Field(default_factory=PodSecurityContext)
-    runtime_class_name: DNSSubdomain | None = None
-    volumes: list[Volume] = Field(default_factory=list)
+    subdomain: DNSLabel | None = Field(
+        None, description="Accepted; gives no DNS record or FQDN (no cluster DNS).")
+    dns_policy: Literal["ClusterFirst", "Default", "None", "ClusterFirstWithHostNet"] = Field(
+        "ClusterFirst", description="Accepted with no effect (containers see their image's "
+                                    "own /etc/resolv.conf); None is refused. Default "
+                                    "ClusterFirst.")
+    security_context: PodSecurityContext = Field(
+        default_factory=PodSecurityContext,
+        description="User, groups, sysctls and seccomp for every container; default {}.")
+    runtime_class_name: DNSSubdomain | None = Field(
+        None, description="Another OCI runtime for the containers: gvisor, or one given to "
+                          "reconciler run --runtime-class; then one long-running container. "
+                          "Default: runc.")
+    volumes: list[Volume] = Field(
+        default_factory=list, description="Volumes the containers can mount, by name; "
+                                          "default [].")
 
     def all_containers(self) -> Iterator[tuple[str, KubeContainer]]:
         """Every container with its path: ``initContainers[0]``, ``containers[1]``."""
@@ -1002,10 +1288,14 @@ class PodSpec(model._Model):
 
 
 class Pod(_Object):
+    """A Kubernetes v1 Pod, run on this host as runc containers that share the pod's
+    namespaces (see docs/pods.md)."""
+
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({"status"})
 
-    kind: Literal["Pod"]
-    spec: PodSpec
+    kind: Literal["Pod"] = Field(description="Must be Pod.")
+    spec: PodSpec = Field(description="What the pod runs: containers, init containers, "
+                                      "namespaces, security and volumes.")
 
     @pydantic.field_validator("metadata")
     @classmethod

@@ -45,6 +45,9 @@ CAPABILITIES = frozenset(
 
 
 class _Model(BaseModel):
+    """The base of every manifest model: camelCase field names, strict types, unknown
+    fields refused, frozen values."""
+
     model_config = ConfigDict(
         extra="forbid",
         frozen=True,
@@ -108,27 +111,45 @@ StringMap = dict[str, str]
 
 
 class RestartPolicy(str, Enum):
+    """When to start a container again after its process exits: Always (on any exit),
+    OnFailure (on a non-zero exit) or Never."""
+
     ALWAYS = "Always"
     ON_FAILURE = "OnFailure"
     NEVER = "Never"
 
 
 class RunState(str, Enum):
+    """The run state to keep a container in: Running, Paused (frozen) or Stopped."""
+
     RUNNING = "Running"
     PAUSED = "Paused"
     STOPPED = "Stopped"
 
 
 class PullPolicy(str, Enum):
+    """When to pull an image into the local store: IfNotPresent (only when missing),
+    Always, or Never (the local store only)."""
+
     IF_NOT_PRESENT = "IfNotPresent"
     ALWAYS = "Always"
     NEVER = "Never"
 
 
 class Metadata(_Model):
-    name: str = Field(description="DNS-1123 label: [a-z0-9-], 1..63 characters.")
-    labels: StringMap = Field(default_factory=dict)
-    annotations: StringMap = Field(default_factory=dict)
+    """The container's name, labels and annotations."""
+
+    name: str = Field(description="The container's name, unique across all manifests: a "
+                                  "DNS-1123 label ([a-z0-9-], 1..63 characters). Its runc "
+                                  "containers are NAME.GENERATION (web.1).")
+    labels: StringMap = Field(
+        default_factory=dict, description="Free-form key/value pairs for selecting and "
+                                          "listing containers. Changed live, never restarts "
+                                          "the container. Default {}.")
+    annotations: StringMap = Field(
+        default_factory=dict, description="Free-form notes, not interpreted (but "
+                                          "reconciler.io/restartedAt, which `reconciler "
+                                          "restart` sets). Changed live. Default {}.")
 
     @pydantic.field_validator("name")
     @classmethod
@@ -142,8 +163,12 @@ class Metadata(_Model):
 
 
 class EnvVar(_Model):
-    name: str
-    value: str = ""
+    """An environment variable of the container's process."""
+
+    name: str = Field(description="The variable's name: non-empty, without '='.")
+    value: str = Field("", description="The value (a string: quote numbers); default empty. "
+                                       "It wins over the image's value and over an earlier "
+                                       "entry of the same name.")
 
     @pydantic.field_validator("name")
     @classmethod
@@ -154,32 +179,57 @@ class EnvVar(_Model):
 
 
 class User(_Model):
-    uid: int = Field(0, ge=0, le=2**32 - 2)
-    gid: int = Field(0, ge=0, le=2**32 - 2)
-    additional_gids: list[Annotated[int, Field(ge=0, le=2**32 - 2)]] = Field(default_factory=list)
+    """The numeric user and groups the process runs as."""
+
+    uid: int = Field(0, ge=0, le=2**32 - 2,
+                     description="User ID, 0 to 4294967294; default 0 (root).")
+    gid: int = Field(0, ge=0, le=2**32 - 2,
+                     description="Primary group ID, 0 to 4294967294; default 0.")
+    additional_gids: list[Annotated[int, Field(ge=0, le=2**32 - 2)]] = Field(
+        default_factory=list, description="Supplementary group IDs; default [].")
 
 
 class BindMount(_Model):
-    type: Literal["bind"]
-    source: HostPath
-    destination: ContainerPath
-    read_only: bool = False
+    """A host file or directory bind-mounted into the container."""
+
+    type: Literal["bind"] = Field(description="bind: mount a host path.")
+    source: HostPath = Field(
+        description="The host file or directory to mount; a relative path is resolved "
+                    "against the manifest file's directory. Checked when the container is "
+                    "created, not by validation.")
+    destination: ContainerPath = Field(
+        description="Where it appears in the container: an absolute path without '..', "
+                    "not '/', and not the destination of another mount.")
+    read_only: bool = Field(False, description="Mount it read-only; default false.")
 
 
 class TmpfsMount(_Model):
-    type: Literal["tmpfs"]
-    destination: ContainerPath
-    size_limit: Quantity | None = None
-    read_only: bool = False
+    """A new, empty tmpfs (memory-backed) mounted into the container."""
+
+    type: Literal["tmpfs"] = Field(description="tmpfs: mount a new in-memory filesystem.")
+    destination: ContainerPath = Field(
+        description="Where the tmpfs appears in the container: an absolute path without "
+                    "'..', not '/', and not the destination of another mount.")
+    size_limit: Quantity | None = Field(
+        None, description="Maximum size, e.g. 64Mi; unset: the kernel's default (half "
+                          "the RAM).")
+    read_only: bool = Field(False, description="Mount it read-only; default false.")
 
 
 Mount = Annotated[BindMount | TmpfsMount, Field(discriminator="type")]
 
 
 class Resources(_Model):
-    memory: Quantity | None = Field(None, description="Memory limit, e.g. 64Mi.")
-    cpu: Quantity | None = Field(None, description="CPU limit in cores, e.g. 500m or 1.5.")
-    pids: int | None = Field(None, ge=1, description="Maximum number of processes.")
+    """Limits on the container's cgroup, each optional; changed on the running container."""
+
+    memory: Quantity | None = Field(
+        None, description="Memory limit in bytes, e.g. 64Mi (rounded up to a byte); unset: "
+                          "no limit.")
+    cpu: Quantity | None = Field(
+        None, description="CPU limit in cores, e.g. 500m or 1.5 (a CFS quota); unset: no "
+                          "limit.")
+    pids: int | None = Field(None, ge=1, description="Maximum number of processes (at least "
+                                                     "1); unset: no limit.")
 
     @property
     def memory_bytes(self) -> int | None:
@@ -201,11 +251,20 @@ Capability = Annotated[str, pydantic.AfterValidator(_capability)]
 
 
 class Capabilities(_Model):
-    add: list[Capability] = Field(default_factory=list)
-    drop: list[Capability] = Field(default_factory=list)
+    """Linux capabilities to add to or drop from the default set (Docker's), written
+    NET_ADMIN or CAP_NET_ADMIN in any case, or ALL."""
+
+    add: list[Capability] = Field(
+        default_factory=list, description="Capabilities to grant besides the default set; "
+                                          "ALL grants every one not dropped. Default [].")
+    drop: list[Capability] = Field(
+        default_factory=list, description="Capabilities to take from the default set; ALL "
+                                          "leaves only those added. Default [].")
 
 
 class SeccompType(str, Enum):
+    """The kind of seccomp filter: RuntimeDefault, Unconfined or Localhost."""
+
     RUNTIME_DEFAULT = "RuntimeDefault"
     UNCONFINED = "Unconfined"
     LOCALHOST = "Localhost"
@@ -244,24 +303,66 @@ def _signal(value: str) -> str:
 
 
 class Spec(_Model):
-    rootfs: HostPath | None = None
-    bundle: HostPath | None = None
-    image: str | None = None
-    image_pull_policy: Annotated[PullPolicy, _Lax] = PullPolicy.IF_NOT_PRESENT
-    command: list[str] | None = None
-    args: list[str] | None = None
-    env: list[EnvVar] = Field(default_factory=list)
-    working_dir: ContainerPath | None = None
-    user: User | None = None
+    """What to run and how. Exactly one of rootfs, bundle and image. mounts, resources and
+    state are changed on the running container; any other change replaces the container
+    with a new instance."""
+
+    rootfs: HostPath | None = Field(
+        None, description="A host directory holding the root filesystem, relative to the "
+                          "manifest file's directory. One of rootfs, bundle, image.")
+    bundle: HostPath | None = Field(
+        None, description="An OCI bundle directory on the host, relative to the manifest "
+                          "file's directory. One of rootfs, bundle, image.")
+    image: str | None = Field(
+        None, description="An image from the local image store, e.g. busybox:latest or "
+                          "NAME@sha256:...; its entrypoint, cmd, env, workingDir, user and "
+                          "stop signal are the defaults. One of rootfs, bundle, image.")
+    image_pull_policy: Annotated[PullPolicy, _Lax] = Field(
+        PullPolicy.IF_NOT_PRESENT,
+        description="When to pull image: IfNotPresent (default), Always or Never.")
+    command: list[str] | None = Field(
+        None, description="The program and its first arguments; replaces the image's "
+                          "entrypoint, as in Kubernetes. If given, non-empty with a non-empty "
+                          "first item.")
+    args: list[str] | None = Field(
+        None, description="Arguments after command (or after the image's entrypoint); "
+                          "replaces the image's cmd.")
+    env: list[EnvVar] = Field(
+        default_factory=list, description="Environment variables, over the image's (a later "
+                                          "entry wins); PATH and HOSTNAME get defaults. "
+                                          "Default [].")
+    working_dir: ContainerPath | None = Field(
+        None, description="The process's working directory, an absolute container path; "
+                          "default: the image's, else /.")
+    user: User | None = Field(
+        None, description="The numeric user and groups the process runs as; default: the "
+                          "image's user, else root (0:0).")
     supplemental_groups: list[Annotated[int, Field(ge=0, le=2**32 - 2)]] = Field(
         default_factory=list, description="More groups for the process, added to those of "
                                           "the user it runs as (the manifest's or the image's).")
-    hostname: str | None = None
-    mounts: list[Mount] = Field(default_factory=list)
-    resources: Resources = Field(default_factory=lambda: Resources())
-    restart_policy: Annotated[RestartPolicy, _Lax] = RestartPolicy.ALWAYS
-    state: Annotated[RunState, _Lax] = RunState.RUNNING
-    stop_signal: Annotated[str, pydantic.AfterValidator(_signal)] = "SIGTERM"
+    hostname: str | None = Field(
+        None, description="The container's hostname, a DNS-1123 label; default: the "
+                          "container's name.")
+    mounts: list[Mount] = Field(
+        default_factory=list, description="Bind and tmpfs mounts; no two at one "
+                                          "destination, none at '/'. Changed on the running "
+                                          "container. Default [].")
+    resources: Resources = Field(
+        default_factory=lambda: Resources(),
+        description="Memory, CPU and pids limits; changed on the running container. "
+                    "Default: no limits.")
+    restart_policy: Annotated[RestartPolicy, _Lax] = Field(
+        RestartPolicy.ALWAYS,
+        description="Whether to start the container again when its process exits: Always "
+                    "(default, on any exit), OnFailure (non-zero exit) or Never.")
+    state: Annotated[RunState, _Lax] = Field(
+        RunState.RUNNING,
+        description="The run state to keep the container in: Running (default), Paused or "
+                    "Stopped. Changed on the running container.")
+    stop_signal: Annotated[str, pydantic.AfterValidator(_signal)] = Field(
+        "SIGTERM", description="The signal that asks the process to stop (TERM, sigterm and "
+                               "SIGTERM are the same); default SIGTERM, or the image's "
+                               "StopSignal when not given.")
     tty: bool = Field(False, description="Give the process a terminal (conmon holds the "
                                          "pty; the log is what the process prints on it).")
     stdin: bool = Field(False, description="Keep the process's stdin open (it never reads "
@@ -269,13 +370,22 @@ class Spec(_Model):
     pre_stop: list[str] | None = Field(
         None, description="A command run inside the container before its stop signal, "
                           "within the grace period (Kubernetes' lifecycle.preStop.exec).")
-    termination_grace_period_seconds: int = Field(10, ge=0, le=3600)
-    host_network: bool = False
-    read_only_root_filesystem: bool = False
-    capabilities: Capabilities = Field(default_factory=Capabilities)
+    termination_grace_period_seconds: int = Field(
+        10, ge=0, le=3600, description="Seconds to wait after the stop signal before SIGKILL, "
+                                       "0 to 3600; default 10 (Kubernetes' is 30).")
+    host_network: bool = Field(
+        False, description="Share the host's network namespace instead of getting a private "
+                           "one; default false.")
+    read_only_root_filesystem: bool = Field(
+        False, description="Mount the root filesystem read-only; default false.")
+    capabilities: Capabilities = Field(
+        default_factory=Capabilities,
+        description="Capabilities to add to or drop from the default set (Docker's); "
+                    "default: the default set.")
     allow_privilege_escalation: bool = Field(
         False, description="Let a process gain privileges (setuid binaries, file "
-                           "capabilities); false sets no_new_privs.")
+                           "capabilities); false (the default, unlike Kubernetes) sets "
+                           "no_new_privs.")
     seccomp_profile: SeccompProfile | None = Field(
         None, description="The seccomp filter; unset means RuntimeDefault.")
 
@@ -319,10 +429,11 @@ class Spec(_Model):
 class Container(_Model):
     """One ``kind: Container`` document."""
 
-    api_version: Literal["reconciler/v1"] = Field(alias="apiVersion")
-    kind: Literal["Container"]
-    metadata: Metadata
-    spec: Spec
+    api_version: Literal["reconciler/v1"] = Field(alias="apiVersion",
+                                                  description="Must be reconciler/v1.")
+    kind: Literal["Container"] = Field(description="Must be Container.")
+    metadata: Metadata = Field(description="Its name, labels and annotations.")
+    spec: Spec = Field(description="What to run and how.")
 
     @property
     def name(self) -> str:
