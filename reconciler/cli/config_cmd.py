@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     view = verbs.add_parser(
         "view", help="each setting, its value and its origin (flag > RECONCILER_* >"
                      " config file > default)")
-    view.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    view.add_argument("-o", "--output", choices=("table", "json"), default="table",
+                      help="a table (default) or JSON")
     view.set_defaults(func=cmd_view)
     p.set_defaults(func=_usage(p))
 

@@ -85,11 +85,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="no inotify: rescan every settle period (NFS, SMB, FUSE)")
     p.add_argument("--cgroup-parent", default=None,
                    help="default: /reconciler-<hash of the state dir>, one tree per daemon")
-    p.add_argument("--backoff-initial", type=float, default=1.0, metavar="SECONDS")
-    p.add_argument("--backoff-max", type=float, default=300.0, metavar="SECONDS")
+    p.add_argument("--backoff-initial", type=float, default=1.0, metavar="SECONDS",
+                   help="the wait before the second restart of a crashing container"
+                        " (the first is at once; default: %(default)s)")
+    p.add_argument("--backoff-max", type=float, default=300.0, metavar="SECONDS",
+                   help="the longest wait between restarts, the backoff doubling up to it"
+                        " (default: %(default)s)")
     p.add_argument("--backoff-reset", type=float, default=600.0, metavar="SECONDS",
                    help="a run this long forgets earlier crashes (default: %(default)s)")
-    p.add_argument("--log-format", choices=("text", "json"), default="text")
+    p.add_argument("--log-format", choices=("text", "json"), default="text",
+                   help="text lines, or one JSON object a line for log shippers (with"
+                        " container and action fields; default: %(default)s)")
     p.add_argument("--log-level", choices=("debug", "info", "warning"), default="info",
                    help="debug adds one line per stage of a change, for timing it"
                         " (default: %(default)s)")

@@ -41,22 +41,26 @@ def register(subparsers: _Subparsers) -> None:
                "Copy an image into the store from a skopeo source: oci:DIR[:REF],"
                " oci-archive:FILE[:REF], docker-archive:FILE[:REF], dir:DIR or docker://REF."
                " NAME:TAG defaults to the source's own name when it has one.")
-    imp.add_argument("source", metavar="SOURCE")
-    imp.add_argument("name", nargs="?", metavar="NAME:TAG")
+    imp.add_argument("source", metavar="SOURCE",
+                     help="a skopeo source: oci:DIR:TAG, oci-archive:FILE, docker-archive:FILE"
+                          " or dir:DIR")
+    imp.add_argument("name", nargs="?", metavar="NAME:TAG",
+                     help="store it under this name (default: the source's own)")
     _insecure(imp)
     imp.set_defaults(func=run_import)
 
     pull = _sub(sub, "pull", "pull an image from a registry",
                 "Copy docker://REF into the store. TLS verification is off for loopback"
                 " registries and those given with --insecure-registry, as in Docker.")
-    pull.add_argument("ref", metavar="REF")
+    pull.add_argument("ref", metavar="REF", help="an image reference, e.g. busybox:1.36")
     _insecure(pull)
     pull.set_defaults(func=run_pull)
 
     ls = _sub(sub, "ls", "list images and the containers using them",
               "List the store's images: name, tag, digest, size (compressed blobs), whether"
               " unpacked, and the containers (any state) using each.")
-    ls.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    ls.add_argument("-o", "--output", choices=("text", "json"), default="text",
+                    help="a table (default) or JSON")
     ls.add_argument("--no-trunc", action="store_true", help="show whole digests")
     ls.set_defaults(func=run_ls)
 
@@ -64,7 +68,7 @@ def register(subparsers: _Subparsers) -> None:
               "Remove image references. The last reference of an image that a container"
               " uses is kept unless --force; its unpacked tree stays until no container"
               " uses it.")
-    rm.add_argument("refs", nargs="+", metavar="NAME:TAG")
+    rm.add_argument("refs", nargs="+", metavar="NAME:TAG", help="the images to remove")
     rm.add_argument("-f", "--force", action="store_true",
                     help="remove even when containers use the image")
     rm.set_defaults(func=run_rm)
