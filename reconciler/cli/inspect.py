@@ -42,7 +42,7 @@ _CLEAR = "\x1b[2J\x1b[H"  # erase the screen, cursor home
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("logs", help="print a container's output (stdout and stderr)")
     daemon_cli._common(p)
-    p.add_argument("name")
+    p.add_argument("name", help="a container, or a pod (its default container, or -c)")
     _pod_options(p)
     p.add_argument("--all-containers", action="store_true",
                    help="every container of the pod, each line prefixed [CONTAINER]")
@@ -58,8 +58,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = sub.add_parser("exec", help="run a command in a running container")
     _exec_options(p)
-    p.add_argument("name")
-    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ...")
+    p.add_argument("name", help="a container, a pod's container unit, or a pod (-c picks one)")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ...",
+                   help="the command and its arguments, after --")
     p.set_defaults(func=cmd_exec)
 
     p = sub.add_parser("stats", help="CPU, memory and PIDs of containers, like docker stats")
@@ -67,25 +68,33 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("name", nargs="?", help="a container, or a pod: one row per container")
     daemon_cli.namespace_option(p)
     p.add_argument("--no-stream", action="store_true", help="print once and exit")
-    p.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    p.add_argument("-o", "--output", choices=("table", "json"), default="table",
+                   help="a table (default) or JSON")
     p.set_defaults(func=cmd_stats)
 
     p = sub.add_parser("inspect", help="the effective OCI config.json a container runs with")
     daemon_cli._common(p)
-    p.add_argument("name")
+    p.add_argument("name", help="a container, or a pod's unit name")
     _pod_options(p)
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("top", help="the processes of a container (of each, for a pod)")
     daemon_cli._common(p)
-    p.add_argument("name")
+    p.add_argument("name", help="a container, or a pod: the processes of each container")
     daemon_cli.namespace_option(p)
     p.set_defaults(func=cmd_top)
 
 
 def _exec_options(p: argparse.ArgumentParser) -> None:
     daemon_cli._common(p)
-    p.add_argument("-t", "--tty", action="store_true", help="give the command a terminal")
+    p.add_argument("-i", "--stdin", action="store_true",
+                   help="pass our stdin to the command (without it, the command reads nothing)")
+    p.add_argument("-t", "--tty", action="store_true",
+                   help="give the command a terminal, sized and resized as ours, with our TERM")
+    p.add_argument("-e", "--env", action="append", metavar="NAME=VALUE",
+                   help="set an environment variable (repeatable); a bare NAME takes our value")
+    p.add_argument("-u", "--user", metavar="UID[:GID]", help="run as this user (and group)")
+    p.add_argument("-w", "--workdir", metavar="DIR", help="run in this directory")
     _pod_options(p)
 
 
@@ -264,10 +273,34 @@ def cmd_exec(args: argparse.Namespace) -> int:
         raise errors.UsageError("exec needs a command: reconciler exec NAME -- CMD [ARG...]")
     if args.tty and not sys.stdin.isatty():
         raise errors.UsageError("-t needs a terminal, and stdin is not one")
+    env = _exec_env(args.env or [], tty=args.tty)
+    if args.user is not None and not args.user:
+        raise errors.UsageError("-u needs a user: UID[:GID]")
+    if args.workdir is not None and not args.workdir.startswith("/"):
+        raise errors.UsageError(f"-w needs an absolute path, not {args.workdir!r}")
     rt = _runtime(args)
     unit = _units(args, rt)[0].unit
-    code = anyio.run(lambda: rt.exec_attached(rt.locate(unit), argv, tty=args.tty))
+    code = anyio.run(lambda: rt.exec_attached(
+        rt.locate(unit), argv, tty=args.tty, stdin=args.stdin, env=env, user=args.user,
+        cwd=args.workdir))
     return code if code >= 0 else 128 - code  # killed by a signal: the shell's convention
+
+
+def _exec_env(given: Sequence[str], *, tty: bool) -> list[str]:
+    """``NAME=VALUE`` entries for the command, later ones winning (runc sets them in order,
+    over the container's own): with a terminal first TERM, ours or xterm (as docker), so a
+    shell or an editor knows what it talks to; then ``-e``, where a bare NAME takes our
+    value and is left out when we have none (as ``docker exec -e``)."""
+    env = [f"TERM={os.environ.get('TERM') or 'xterm'}"] if tty else []
+    for entry in given:
+        name, eq, _ = entry.partition("=")
+        if not name or any(c.isspace() for c in name):
+            raise errors.UsageError(f"-e needs NAME=VALUE, not {entry!r}")
+        if eq:
+            env.append(entry)
+        elif name in os.environ:
+            env.append(f"{name}={os.environ[name]}")
+    return env
 
 
 # -- stats -----------------------------------------------------------------------------------

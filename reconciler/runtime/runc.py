@@ -629,16 +629,35 @@ class RuncRuntime:
         return ExecResult(exit_code=result.returncode, stdout=result.stdout,
                           stderr=result.stderr)
 
-    async def exec_attached(self, name: str, argv: Sequence[str], *, tty: bool = False) -> int:
-        """Run a command in the container with this process's stdin/stdout/stderr (and a
-        terminal with ``tty``); its exit code. For ``reconciler exec``: no deadline."""
+    async def exec_attached(self, name: str, argv: Sequence[str], *, tty: bool = False,
+                            stdin: bool = True, env: Sequence[str] = (),
+                            user: str | None = None, cwd: str | None = None) -> int:
+        """Run a command in the container with this process's stdout/stderr, its stdin
+        with ``stdin`` (else ``/dev/null``), and a terminal with ``tty``; its exit code.
+        ``env`` (``NAME=VALUE``, over the container's), ``user`` (``UID[:GID]``) and
+        ``cwd`` are runc exec's ``--env``, ``--user`` and ``--cwd``. For ``reconciler
+        exec``: no deadline.
+
+        With ``tty``, runc's foreground mode does the terminal work (runc ``tty.go`` and
+        ``signals.go``): it makes a pty in the container, copies between it and its own
+        stdio, puts the caller's terminal (its stderr, stdout or stdin, else
+        ``/dev/tty``) in raw mode and restores it at the end, sizes the pty from that
+        terminal once the process starts and again on every SIGWINCH. runc is our child
+        in our process group, so the kernel's SIGWINCH to the terminal's foreground group
+        reaches it as it reaches us. runc copies its stdin into the pty, so without
+        ``stdin`` it gets ``/dev/null``: else what the terminal holds becomes input. That was
+        the stray NUL: an EOF typed (or sent by ``script`` at its input's end) while the
+        terminal is still canonical is kept by the kernel as a ``\0``, runc's switch to raw
+        mode does not flush it, and the container's pty got the ``\0`` and echoed it."""
         obs = await self.state(name)
         if obs.status is not Status.RUNNING:
             raise errors.RuncError(f"cannot exec in a {obs.status.value} container",
                                    container=name)
-        args = self._runc("exec", *(["--tty"] if tty else []), name, *argv, instance=name)
-        process = await anyio.open_process(args, stdin=None, stdout=None, stderr=None,
-                                           env=proc.child_env())
+        flags = self._exec_flags(tty=tty, env=env, user=user, cwd=cwd)
+        args = self._runc("exec", *flags, name, *argv, instance=name)
+        with open(os.devnull, "rb") as null:  # runc's stdin without ``stdin``
+            process = await anyio.open_process(args, stdin=None if stdin else null,
+                                               stdout=None, stderr=None, env=proc.child_env())
         try:
             return await process.wait()
         finally:
@@ -646,6 +665,18 @@ class RuncRuntime:
                 if process.returncode is None:
                     process.kill()
                     await process.wait()
+
+    @staticmethod
+    def _exec_flags(*, tty: bool, env: Sequence[str], user: str | None, cwd: str | None
+                    ) -> builtins.list[str]:
+        """runc exec's options for ``exec_attached``."""
+        flags = ["--tty"] if tty else []
+        flags += [f"--env={entry}" for entry in env]
+        if user is not None:
+            flags.append(f"--user={user}")
+        if cwd is not None:
+            flags.append(f"--cwd={cwd}")
+        return flags
 
     def config(self, name: str) -> dict[str, Any]:
         """The effective OCI config.json the container runs with."""
