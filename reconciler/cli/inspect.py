@@ -338,6 +338,18 @@ async def _stats(args: argparse.Namespace, named: Sequence[_Unit] | None, stream
         before = after
 
 
+def _own_limits(rt: runc.RuncRuntime, instance: str) -> tuple[int | None, int | None]:
+    """A stopped instance's memory and pids limits, as its config.json sets them."""
+    try:
+        resources = (rt.config(instance).get("linux") or {}).get("resources") or {}
+    except errors.ReconcilerError:
+        return None, None
+    memory = (resources.get("memory") or {}).get("limit")
+    pids = (resources.get("pids") or {}).get("limit")
+    return (memory if isinstance(memory, int) and memory > 0 else None,
+            pids if isinstance(pids, int) and pids > 0 else None)
+
+
 async def _sample_all(args: argparse.Namespace, named: Sequence[_Unit] | None
                       ) -> dict[str, _Sample]:
     """Counters of the named container (a pod's: each of its containers), or of every
@@ -351,8 +363,9 @@ async def _sample_all(args: argparse.Namespace, named: Sequence[_Unit] | None
     out: dict[str, _Sample] = {}
     for label, o in found:
         if o.status is Status.STOPPED:  # named, and stopped: nothing runs, nothing is used
-            stats = Stats(cpu_usage_ns=0, memory_usage=0, memory_limit=None,
-                          memory_max_usage=None, pids_current=0, pids_limit=None)
+            memory, pids = _own_limits(rt, o.id)  # its limits still: not the host's memory
+            stats = Stats(cpu_usage_ns=0, memory_usage=0, memory_limit=memory,
+                          memory_max_usage=None, pids_current=0, pids_limit=pids)
         else:
             try:
                 stats = await rt.stats(o.id)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -98,3 +100,22 @@ def test_stats_of_a_missing_container(ops: Ops) -> None:
     assert (code, out) == (1, "")
     assert err == 'error: container "ghost": container does not exist\n'
 
+
+
+def test_a_stopped_container_shows_its_own_limit(ops: Ops) -> None:
+    """Not the host's memory: nothing runs, but its limit is still what it was made with."""
+    ops.up("done", "/bin/true", resources={"memory": "48Mi"})
+    deadline = time.monotonic() + 5
+    while ops.rt.cgroup("done.1") is not None and _running(ops, "done.1"):
+        assert time.monotonic() < deadline, "/bin/true never exited"
+        time.sleep(0.02)
+    code, out, err = ops.cli("stats", "done", "-o", "json")
+    assert (code, err) == (0, "")
+    (row,) = json.loads(out)
+    assert row["memoryLimit"] == 48 << 20 and row["memoryUsage"] == 0
+
+
+def _running(ops: Ops, instance: str) -> bool:
+    state = subprocess.run(["runc", f"--root={ops.rt.runc_root}", "state", instance],
+                           capture_output=True, text=True, check=False)
+    return '"status": "running"' in state.stdout
