@@ -678,6 +678,11 @@ class RuncRuntime:
             flags.append(f"--cwd={cwd}")
         return flags
 
+    def exec_argv(self, name: str, argv: Sequence[str]) -> builtins.list[str]:
+        """The command line that runs ``argv`` in instance ``name`` (its runtime's runc
+        exec), for a caller that streams its stdin and stdout itself (``reconciler cp``)."""
+        return self._runc("exec", name, *argv, instance=name)
+
     def config(self, name: str) -> dict[str, Any]:
         """The effective OCI config.json the container runs with."""
         try:
