@@ -92,7 +92,27 @@ class RuncError(RuntimeFailure):
 
 
 class ContainerNotFound(RuncError):
-    """runc does not know the container (in our runc root)."""
+    """runc does not know the container (in our runc root). Said as one fact, one
+    wording, wherever it comes from: ``container "web" not found``."""
+
+    GONE = "container does not exist"
+
+    def __init__(self, detail: str, *, container: str | None = None,
+                 command: tuple[str, ...] = (), returncode: int | None = None) -> None:
+        super().__init__(detail, container=container, command=command,
+                         returncode=returncode)
+        self._say_not_found()
+
+    def for_container(self, name: str, *, instead: bool = False) -> RuntimeFailure:
+        named = super().for_container(name, instead=instead)
+        if isinstance(named, ContainerNotFound) and named is not self:
+            named._say_not_found()
+        return named
+
+    def _say_not_found(self) -> None:
+        if self.detail == self.GONE and self.container is not None:
+            self.message = f'container "{self.container}" not found'
+            self.args = (self.message,)
 
 
 class RuntimeTimeout(RuntimeFailure):

@@ -67,7 +67,7 @@ def test_paused_and_missing_containers_are_clear_errors(ops: Ops) -> None:
     ops.up("box", *SLEEP)
     done = ops.run("exec", "ghost", "--", "/bin/true")
     assert (done.returncode, done.stdout) == (1, b"")
-    assert done.stderr == b'error: container "ghost": container does not exist\n'
+    assert done.stderr == b'error: container "ghost" not found\n'
 
     subprocess.run(["runc", f"--root={ops.rt.runc_root}", "pause", "box.1"], check=True)
     paused = ops.run("exec", "box", "--", "/bin/true")

@@ -70,7 +70,7 @@ def test_missing_containers(ops: Ops) -> None:
     for command in ("inspect", "top"):
         code, out, err = ops.cli(command, "ghost")
         assert (code, out) == (1, ""), command
-        assert err == 'error: container "ghost": container does not exist\n'
+        assert err == 'error: container "ghost" not found\n'
 
 
 def test_the_newest_instance_is_the_one_shown(ops: Ops) -> None:

@@ -132,7 +132,7 @@ def test_the_size_cap_cuts_the_file_and_follow_loses_no_line(ops: Ops) -> None:
 def test_errors(ops: Ops) -> None:
     code, out, err = ops.cli("logs", "ghost")
     assert (code, out) == (1, "")
-    assert err == 'error: container "ghost": container does not exist\n'
+    assert err == 'error: container "ghost" not found\n'
     ops.up("quiet", *("/bin/sh", "-c", "sleep 1000"))
     assert ops.cli("logs", "quiet") == (0, "", "")
     code, _, err = ops.cli("logs", "quiet", "--previous")

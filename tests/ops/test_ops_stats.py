@@ -98,7 +98,7 @@ def test_on_a_terminal_the_table_refreshes_in_place(ops: Ops) -> None:
 def test_stats_of_a_missing_container(ops: Ops) -> None:
     code, out, err = ops.cli("stats", "--no-stream", "ghost")
     assert (code, out) == (1, "")
-    assert err == 'error: container "ghost": container does not exist\n'
+    assert err == 'error: container "ghost" not found\n'
 
 
 
