@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reconciler import config, errors
+from reconciler import atomic, config, errors
+from reconciler.cli import daemon as daemon_cli
 
 if TYPE_CHECKING:
     import yaml
@@ -108,12 +109,7 @@ def _restarted_at() -> str:
 
 def _manifests_option(p: argparse.ArgumentParser) -> None:
     env = config.SETTINGS["manifests"][0]
-    try:
-        default = config.default("manifests")
-    except errors.UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)  # noqa: T201
-        raise SystemExit(2) from None
-    p.add_argument("--manifests", default=default, metavar="DIR",
+    p.add_argument("--manifests", default=daemon_cli._default("manifests"), metavar="DIR",
                    help=f"the watched directory; default: %(default)s ({env} or config file)")
 
 
@@ -602,47 +598,20 @@ def _dump(data: Any) -> str:
                      allow_unicode=True, width=4096)
 
 
-def _mode_of(path: Path) -> int | None:
-    """The permission bits of the file being replaced; None for a new file (umask's)."""
+def _mode_of(path: Path) -> int:
+    """The permission bits of the file being replaced; a new file's: 0666 less the umask."""
     try:
         return os.stat(path).st_mode & 0o7777
     except FileNotFoundError:
-        return None
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
-def _write_atomic(path: Path, data: bytes, *, mode: int | None) -> None:
-    """Write a hidden temp file beside ``path`` (the scanner skips dot-names), fsync it,
-    rename it over ``path``, fsync the directory. ``mode`` None: 0666 less the umask."""
-    import secrets
-
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
-                 0o666 if mode is None else 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if mode is not None:
-                os.fchmod(f.fileno(), mode)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(path.parent)
+def _write_atomic(path: Path, data: bytes, *, mode: int) -> None:
+    atomic.write(path, data, mode=mode, sync_dir=True)
 
 
 def _unlink(path: Path) -> None:
     os.unlink(path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    atomic.fsync_dir(path.parent)
