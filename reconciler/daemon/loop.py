@@ -86,6 +86,7 @@ class Controller:
         self.cgroup_parent = cgroup_parent
         self.snapshots: dict[str, SourceSnapshot] = {}
         self.desired: desired_mod.DesiredState | None = None
+        self.effective: desired_mod.DesiredState | None = None  # with digests, per pass
         self.observed: dict[str, Observed] = {}
         self.history: dict[str, History] = {}
         self.actual: dict[str, dict[str, Any]] = {}  # limits and mounts read back
@@ -211,8 +212,10 @@ class Controller:
         assert self.desired is not None
         now = self.clock()
         started = time.perf_counter()
-        plan = plan_once(self.desired, self.observed, self.history, self.resolver.digests,
-                         now=now, allow_empty=self.allow_empty, backoff=self.backoff)
+        # with each image container's digest in its hash: what the plan and status.json use
+        self.effective = self.resolver.digests.with_digests(self.desired)
+        plan = planner.plan(self.effective, self.observed, self.history, now,
+                            allow_empty=self.allow_empty, backoff=self.backoff)
         self.last_plan = plan
         for note in plan.notes:
             if note not in self._last_notes:
@@ -268,11 +271,9 @@ class Controller:
 
     def _capture(self) -> view_mod.ControllerView:
         """A frozen copy of the loop's state (shallow: the values are frozen already)."""
-        desired = self.desired
-        if desired is not None:  # specHash and desiredSpecHash: one meaning (with digests)
-            desired = self.resolver.digests.with_digests(desired)
+        # the last pass's (digests in the hashes): specHash and desiredSpecHash agree
         return view_mod.ControllerView(
-            desired=desired,
+            desired=self.effective or self.desired,
             observed=types.MappingProxyType(dict(self.observed)),
             history=types.MappingProxyType(dict(self.history)),
             busy=types.MappingProxyType(dict(self.busy)),
@@ -492,8 +493,8 @@ class Controller:
 def plan_once(desired: desired_mod.DesiredState, observed: Mapping[str, Observed],
               history: Mapping[str, History], digests: ImageDigests, *, now: float,
               allow_empty: bool, backoff: Backoff) -> planner.Plan:
-    """One plan, as the loop makes it and ``reconciler diff`` shows it: image containers'
-    hashes cover the digest each tag names now."""
+    """One plan, as ``reconciler diff`` shows it (the loop does the same in ``_pass``):
+    image containers' hashes cover the digest each tag names now."""
     return planner.plan(digests.with_digests(desired), observed, history, now,
                         allow_empty=allow_empty, backoff=backoff)
 
