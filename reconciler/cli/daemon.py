@@ -780,13 +780,14 @@ def _duration(text: str) -> timedelta:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _count(text: str) -> int:
+def _count(text: str, *, what: str = "a number") -> int:
+    """A ``--tail N``: ``what`` names N in the error (``a number of lines``)."""
     try:
         value = int(text)
     except ValueError:
         value = -1
     if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be {what} >= 0, got {text!r}")
     return value
 
 

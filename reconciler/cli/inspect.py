@@ -163,14 +163,7 @@ def _runtime(args: argparse.Namespace) -> runc.RuncRuntime:
     return runc.RuncRuntime(state_dir=args.state_dir, runc_root=args.runc_root)
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a number of lines >= 0, got {text!r}")
-    return value
+_count = functools.partial(daemon_cli._count, what="a number of lines")
 
 
 def _duration(text: str) -> timedelta:
