@@ -23,8 +23,9 @@ Watching, with watchdog's inotify observer (see the notes on watching directorie
   directory removed, recreated or renamed away; every look resolves the path again and
   re-arms a watch whose target changed (by device and inode) or whose emitter died;
 - events that leave no file open for writing (a rename into place, a close, a delete)
-  make a look at once; while a file is being written, a burst of events is one look,
-  once no event came for ``QUIET`` seconds (at most ``BATCH_MAX`` after the first);
+  make a look at once; while a file is being written, or events kept coming while the
+  last look ran (``tar -x`` of many files), a burst of events is one look, once no event
+  came for ``QUIET`` seconds (at most ``BATCH_MAX`` after the first);
   content events on names that are no manifest (a vim swap file, ``sed``'s temporary
   file) are dropped on the observer thread;
 - a look also happens every ``resync`` seconds, at once on ``rescan()`` (SIGHUP), when
@@ -210,13 +211,18 @@ class ManifestSource:
 
         When the events so far leave no file open for writing (a rename into place, a
         close after writing, a delete), the look is at once: an atomic drop waits for
-        nothing. Otherwise (a ``tar -x`` or ``cp`` under way) the burst ends once no event
+        nothing. Otherwise (a file being written), or when events came while the last look
+        ran (a ``tar -x`` or ``cp`` of many files under way), the burst ends once no event
         came for ``QUIET``. Either way the look is a full scan, so a burst split in two
         is two correct looks, not a lost change."""
-        received = False
-        with anyio.move_on_after(until - time.monotonic()):
-            self._note(await events.receive())
-            received = True
+        received = continuing = False
+        try:  # queued while the last look ran: a burst that look cut into, not a new one
+            self._note(events.receive_nowait())
+            received = continuing = True
+        except anyio.WouldBlock:
+            with anyio.move_on_after(until - time.monotonic()):
+                self._note(await events.receive())
+                received = True
         if not received:
             return False
         log.debug("event", extra={"stage": "event"})
@@ -227,7 +233,7 @@ class ManifestSource:
                     self._note(events.receive_nowait())
                 except anyio.WouldBlock:
                     break
-            if not self._tracker.open_for_writing():
+            if not (continuing or self._tracker.open_for_writing()):
                 break
             with anyio.move_on_after(min(QUIET, left)) as pause:
                 self._note(await events.receive())

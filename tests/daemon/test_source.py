@@ -310,7 +310,9 @@ async def test_tar_of_200_files_arrives_as_one(tmp_path: Path) -> None:
         took = time.monotonic() - start
     print(f"tar -x of 200 files: {len(stream.history) - 1} snapshot(s), "  # noqa: T201
           f"{took * 1000:.0f} ms")
-    assert len(stream.history) - 1 <= 3 and took < AT_ONCE
+    # Two looks on a quiet machine (one at the first close, one once tar went quiet); a
+    # busy machine can pause tar past QUIET a few times. Without batching it is ~100.
+    assert len(stream.history) - 1 <= 10 and took < AT_ONCE
 
 
 # --- the directory itself --------------------------------------------------------------
