@@ -4,7 +4,7 @@
 they work while it runs (and after it stopped). All take ``--state-dir`` and
 ``--runc-root``, so several daemons can share a host; their defaults come from
 ``reconciler.config`` (RECONCILER_* variables, then the config file), a flag still winning.
-``get -l`` reads label selectors with ``cli/selectors.py``.
+``get -l`` reads label selectors with ``manifest/selectors.py``.
 
 Kubernetes Pods: each of a pod's units has a status record like a ``kind: Container``
 object; ``get``, ``describe`` and ``events`` show them as one pod (``cli/pods.py`` groups
@@ -26,9 +26,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reconciler import config, errors, paths
-from reconciler.cli import pods, selectors
+from reconciler.cli import fleet as fleet_cli
+from reconciler.cli import pods
 from reconciler.core.instance import ANN_POD, ANN_POD_CONTAINER, ANN_POD_ROLE
 from reconciler.daemon.status import Store
+from reconciler.manifest import selectors
 
 if TYPE_CHECKING:
     from datetime import timedelta
@@ -110,6 +112,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="pull from this registry without TLS verification (loopback always)")
     p.add_argument("--metrics-addr", metavar="HOST:PORT",
                    help="serve /metrics, /healthz, /readyz (off by default; e.g. 127.0.0.1:9477)")
+    p.add_argument("--source", action="append", choices=("directory", "etcd"),
+                   help="where desired state comes from; repeat for both (default:"
+                        " directory). etcd: this node's keys and the fleet's (docs/fleet.md)")
+    fleet_cli.node_option(p)
+    p.add_argument("--node-label", action="append", default=[], metavar="KEY=VALUE",
+                   help="a label of this node, for fleet objects' node selectors (repeatable)")
+    p.add_argument("--status-ttl", type=int, default=15, metavar="SECONDS",
+                   help="the lease of this node's status in etcd: a dead node shows as down"
+                        " this long after (default: %(default)s)")
+    fleet_cli.etcd_options(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("get", help="list containers and pods with their status")
@@ -196,8 +208,18 @@ def _run(args: argparse.Namespace, first_list: proc.Spawned | None) -> int:
 
     if args.concurrency < 1 or args.settle < 0 or args.resync <= 0:
         raise errors.UsageError("--concurrency must be >= 1, --settle >= 0, --resync > 0")
+    sources = tuple(dict.fromkeys(args.source or ["directory"]))
+    fleet = None
+    if "etcd" in sources:
+        from reconciler.daemon.fleet import FleetOptions
+
+        if args.status_ttl < 2:
+            raise errors.UsageError("--status-ttl must be >= 2")
+        fleet = FleetOptions(fleet_cli.etcd_settings(args), fleet_cli.node_name(args),
+                             fleet_cli.labels(args.node_label), lease_ttl=args.status_ttl)
     setup_logging(args.log_format, args.log_level.upper())
     opts = Options(
+        sources=sources, fleet=fleet,
         manifests=args.manifests, state_dir=args.state_dir, runc_root=args.runc_root,
         cgroup_parent=args.cgroup_parent, resync=args.resync, settle=args.settle,
         concurrency=args.concurrency, allow_empty=args.allow_empty, poll=args.poll,
@@ -220,9 +242,7 @@ def _age(since: float | None) -> str:
 
 
 def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                     for r in rows)
+    return pods.table(rows)
 
 
 def _kind_and_names(words: list[str]) -> tuple[str | None, list[str]]:

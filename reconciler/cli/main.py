@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from reconciler import __version__, errors
 
 # Subcommand modules, in help order. A module missing here is simply not offered.
-_MODULES = ("validate", "verbs", "daemon", "inspect", "cp", "image", "config_cmd")
+_MODULES = ("validate", "verbs", "daemon", "inspect", "cp", "image", "fleet", "config_cmd")
 # Which module defines each command: `reconciler get` imports only cli/daemon.py (and so
 # neither pydantic nor the runtime), which keeps the readers quick to start.
 _OWNER = {"validate": "validate", "schema": "validate", "apply": "verbs",
@@ -29,7 +29,7 @@ _OWNER = {"validate": "validate", "schema": "validate", "apply": "verbs",
           "describe": "daemon", "events": "daemon", "diff": "daemon", "logs": "inspect",
           "exec": "inspect", "stats": "inspect", "inspect": "inspect", "top": "inspect",
           "cp": "cp",
-          "image": "image", "config": "config_cmd"}
+          "image": "image", "fleet": "fleet", "config": "config_cmd"}
 # Every command and its one-line help, in help order, exactly as its module registers it:
 # the top-level help is printed from here without importing a single subcommand module.
 _COMMANDS = {
@@ -51,6 +51,7 @@ _COMMANDS = {
     "top": "the processes of a container (of each, for a pod)",
     "cp": "copy files into or out of a running container",
     "image": "manage the local image store (import, pull, ls, rm, prune)",
+    "fleet": "desired state for many nodes in etcd, and their status",
     "config": "show the settings in force and where each comes from",
 }
 

@@ -368,6 +368,13 @@ HEAD = ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
 WIDE = ["SANDBOX", "PID", "SOURCE", "MESSAGE"]
 
 
+def table(rows: list[list[str]]) -> str:
+    """Rows as kubectl prints them: columns padded, three spaces apart."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in rows)
+
+
 def row(pod: Pod, *, wide: bool = False, now: float | None = None) -> list[str]:
     up, total = ready(pod)
     out = [display(pod.key), f"{up}/{total}", status(pod), str(restarts(pod)),

@@ -14,7 +14,9 @@ wrong with it. ``build`` folds the latest snapshot of every source into one
   previous ``Desired`` for that name, if any, is kept, and the name is listed in
   ``conflicts``;
 - a source that is unavailable (directory missing, etcd unreachable) keeps every previous
-  ``Desired`` it defined, and the planner deletes nothing that source defined.
+  ``Desired`` it defined, and the planner deletes nothing that source defined; a source
+  unavailable from the start defines what its offline copy holds (etcd's last good state,
+  for a device that boots without network), and still deletes nothing.
 
 The planner must also leave alone a container whose name is in ``conflicts`` but not in
 ``specs`` (a conflict seen before any definition was applied): it is contested, not gone.
@@ -41,7 +43,9 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class SourceSnapshot:
     """One source at one moment: its origins (origin key -> what it holds), or why it is
-    unavailable (then ``origins`` is empty and says nothing)."""
+    unavailable. An unavailable snapshot's ``origins`` are the last good state the source
+    kept offline (etcd's copy in the state dir), used only while nothing of that source is
+    known yet (a daemon booted without network); otherwise they say nothing."""
 
     source: str  # the source's id, stable across daemon restarts ("directory")
     available: bool
@@ -129,7 +133,9 @@ def build(
     before: Mapping[str, Desired] = previous.specs if previous is not None else {}
     before_config = previous.config if previous is not None else {}
     unavailable = {sid: s.reason for sid, s in sorted(snapshots.items()) if not s.available}
-    origins = sorted((key, sid, result) for sid, s in snapshots.items() if s.available
+    known = previous.sources if previous is not None else frozenset()
+    origins = sorted((key, sid, result) for sid, s in snapshots.items()
+                     if s.available or sid not in known  # not known: its offline copy
                      for key, result in s.origins.items())
     broken = frozenset(key for key, _, result in origins if not result.ok)
 

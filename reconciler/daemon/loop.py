@@ -69,8 +69,10 @@ class Controller:
         stats_reader: Callable[[str], tuple[Stats, Limits] | None] | None = None,
         cgroup_parent: str | None = None,
         pods_dir: str = desired_mod.DEFAULT_PODS_DIR,
+        sources: tuple[str, ...] = (),
     ) -> None:
         self.runtime = runtime
+        self.sources = frozenset(sources)  # no pass before each has sent its first snapshot
         self.pods_dir = pods_dir
         self.store = store
         self.resolver = resolver or Resolver(None, cgroup_parent=cgroup_parent or "/",
@@ -204,8 +206,8 @@ class Controller:
             with anyio.move_on_after(timeout):
                 await self._kick.wait()
             self._kick = anyio.Event()
-            if self.desired is None:
-                continue
+            if self.desired is None or not self.sources <= self.snapshots.keys():
+                continue  # a source not heard from yet could own containers seen running
             wake_at = self._pass()
 
     def _pass(self) -> float | None:

@@ -15,12 +15,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
 
-from reconciler import paths, proc
+from reconciler import errors, paths, proc
 from reconciler.core.backoff import Backoff
 from reconciler.core.desired import SourceSnapshot
 from reconciler.core.observed import Limits, Stats
@@ -33,6 +33,9 @@ from reconciler.resolve.spec import Resolver
 from reconciler.runtime.runc import RuncRuntime
 from reconciler.sources import Source
 from reconciler.sources.directory import ManifestSource
+
+if TYPE_CHECKING:
+    from reconciler.daemon.fleet import FleetOptions
 
 log = logging.getLogger("reconciler")
 
@@ -54,6 +57,8 @@ class Options:
     seccomp_root: str = "/etc/reconciler/seccomp"  # relative Localhost seccomp profiles
     first_list: proc.Spawned | None = None  # the first `runc list`, started before imports
     runtime_classes: dict[str, tuple[str, ...]] | None = None  # None: the runtime's defaults
+    sources: tuple[str, ...] = ("directory",)  # and/or "etcd" (then ``fleet`` says where)
+    fleet: FleetOptions | None = None
 
 
 async def serve(
@@ -74,14 +79,14 @@ async def serve(
                               cgroup_parent=parent, seccomp_root=opts.seccomp_root,
                               first_list=opts.first_list,
                               runtime_classes=opts.runtime_classes)
-        source: Source = ManifestSource(opts.manifests, settle=opts.settle,
-                                        resync=opts.resync, poll=opts.poll)
+        sources = _sources(opts)
         resolver = Resolver(images, cgroup_parent=parent, max_age=opts.resync / 2)
         ctl = Controller(runtime, store, resolver=resolver, concurrency=opts.concurrency,
                          backoff=opts.backoff,
                          allow_empty=opts.allow_empty, resync=opts.resync,
                          stats_reader=lambda i: _cgroup_stats(runtime, i),
-                         cgroup_parent=parent, pods_dir=paths.pods_dir(opts.state_dir))
+                         cgroup_parent=parent, pods_dir=paths.pods_dir(opts.state_dir),
+                         sources=tuple(s.id for s in sources))
         server = None
         if opts.metrics_addr:  # prometheus_client and the HTTP server only when asked for
             from reconciler.daemon.metrics import DaemonMetrics, MetricsServer
@@ -95,14 +100,21 @@ async def serve(
                 server.start()
                 log.info("metrics on http://%s/metrics", opts.metrics_addr)
             async with anyio.create_task_group() as tg:
-                tg.start_soon(_signals, tg.cancel_scope, source)
+                tg.start_soon(_signals, tg.cancel_scope, sources)
                 # The first relist (runc) and the first look (the files) at the same time:
                 # each is most of a restart's cost, and neither needs the other.
                 async with anyio.create_task_group() as starting:
                     starting.start_soon(tg.start, ctl.run, receive)
-                    starting.start_soon(tg.start, source.run, send)
+                    for source in sources:
+                        starting.start_soon(tg.start, source.run, send.clone())
+                send.close()
+                if opts.fleet is not None:
+                    from reconciler.daemon.fleet import StatusReporter
+
+                    tg.start_soon(StatusReporter(opts.fleet, ctl).run)
                 log.info("watching %s (state %s, runc root %s, cgroup parent %s)",
-                         opts.manifests, opts.state_dir, opts.runc_root, parent)
+                         ", ".join(_describe(opts, s.id) for s in sources),
+                         opts.state_dir, opts.runc_root, parent)
                 tg.start_soon(_tell_systemd, ctl, notifier)
                 task_status.started(ctl)
         finally:
@@ -111,6 +123,29 @@ async def serve(
                 server.close()
     finally:
         store.unlock()
+
+
+def _sources(opts: Options) -> list[Source]:
+    out: list[Source] = []
+    if "directory" in opts.sources:
+        out.append(ManifestSource(opts.manifests, settle=opts.settle, resync=opts.resync,
+                                  poll=opts.poll))
+    if "etcd" in opts.sources:
+        if opts.fleet is None:
+            raise errors.UsageError("the etcd source needs --etcd-endpoints and --node")
+        from reconciler.sources.etcd import EtcdSource  # httpx only when asked for
+
+        out.append(EtcdSource(opts.fleet.settings, node=opts.fleet.node,
+                              labels=opts.fleet.labels, state_dir=opts.state_dir))
+    if not out:
+        raise errors.UsageError("no source: --source directory and/or --source etcd")
+    return out
+
+
+def _describe(opts: Options, source_id: str) -> str:
+    if source_id == "etcd" and opts.fleet is not None:
+        return f"etcd {opts.fleet.settings.describe()} as node {opts.fleet.node}"
+    return opts.manifests
 
 
 def _cgroup_stats(runtime: RuncRuntime, instance: str) -> tuple[Stats, Limits] | None:
@@ -137,12 +172,13 @@ async def _tell_systemd(ctl: Controller, notifier: Notifier) -> None:
             log.warning("not telling the watchdog: %s", why)
 
 
-async def _signals(scope: anyio.CancelScope, source: Source) -> None:
+async def _signals(scope: anyio.CancelScope, sources: list[Source]) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
             if signum == signal.SIGHUP:
                 log.info("SIGHUP: rescanning the manifests")
-                source.rescan()
+                for source in sources:
+                    source.rescan()
                 continue
             log.info("%s: stopping the daemon; containers keep running",
                      signal.Signals(signum).name)
@@ -173,4 +209,5 @@ def setup_logging(fmt: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per etcd request otherwise
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

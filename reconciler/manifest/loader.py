@@ -173,9 +173,9 @@ def load_file(path: str | os.PathLike[str], *, max_size: int = MAX_SIZE) -> File
     return load_bytes(data, file=file, base_dir=os.path.dirname(os.path.abspath(file)))
 
 
-def load_bytes(data: bytes, *, file: str, base_dir: str) -> FileResult:
+def load_bytes(data: bytes, *, file: str, base_dir: str | None) -> FileResult:
     """Load every document in ``data``; ``file`` names it in findings, ``base_dir`` anchors
-    relative host paths."""
+    relative host paths (``None``: an etcd key, where a relative path is an error)."""
     digest = hashlib.sha256(data).hexdigest()
     text = _decode(data)
     if isinstance(text, Finding):
@@ -464,7 +464,7 @@ def _short_tag(tag: str) -> str:
     return "!!" + tag.removeprefix(_TAG_PREFIX) if tag.startswith(_TAG_PREFIX) else tag
 
 
-def _parse(text: str, *, file: str, base_dir: str) -> tuple[list[Loaded], list[Finding]]:
+def _parse(text: str, *, file: str, base_dir: str | None) -> tuple[list[Loaded], list[Finding]]:
     """The documents of ``text``, or its findings, exactly as the reference loader gives
     them. libyaml's parser first, unless the text has a character on which the two
     parsers are known to disagree (``_fast_refuses``); anything but a clean load (a YAML
@@ -483,7 +483,7 @@ def _parse(text: str, *, file: str, base_dir: str) -> tuple[list[Loaded], list[F
 
 
 def _parse_with(
-    kind: type[_Loader] | type[_FastLoader], text: str, *, file: str, base_dir: str
+    kind: type[_Loader] | type[_FastLoader], text: str, *, file: str, base_dir: str | None
 ) -> tuple[list[Loaded], list[Finding]]:
     documents: list[Loaded] = []
     findings: list[Finding] = []
@@ -564,7 +564,8 @@ def _yaml_message(exc: yaml.MarkedYAMLError) -> str:
 
 
 def _document(
-    loader: _Loader | _FastLoader, root: yaml.Node, *, file: str, base_dir: str, index: int
+    loader: _Loader | _FastLoader, root: yaml.Node, *, file: str, base_dir: str | None,
+    index: int
 ) -> tuple[Loaded | None, list[Finding]]:
     """One composed document validated: the ``Loaded`` value or its findings."""
     start = root.start_mark.line + 1

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from reconciler import cli as command_line
-from reconciler.cli import selectors
+from reconciler.manifest import selectors
 
 NOW = time.time()
 

@@ -1,7 +1,8 @@
-"""Kubernetes label selectors (``get -l``): parsed from text, matched against labels.
+"""Kubernetes label selectors: parsed from text, matched against labels.
 
-Where it sits: the CLI layer, used by ``cli/daemon.py``'s ``get``; pure (text in,
-a ``Selector`` out; labels in, a bool out), so it is tested on a table of cases.
+Where it sits: the manifest layer, pure (text in, a ``Selector`` out; labels in, a bool
+out), so it is tested on a table of cases. Used by ``get -l`` (``cli/daemon.py``) and by
+a fleet object's node selector (``sources/etcd.py``, ``cli/fleet.py``).
 
 The syntax is kubectl's (``k8s.io/apimachinery/pkg/labels``), a comma meaning AND:
 

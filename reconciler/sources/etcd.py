@@ -1,0 +1,283 @@
+"""An etcd cluster as a ``Source``: this node's keys and the fleet's, as snapshots.
+
+    etcd ─etcdapi─▶ etcd source (this module) ─SourceSnapshot─▶ core.desired → planner
+
+The key layout (``docs/fleet.md``)::
+
+    /reconciler/nodes/NODE/<anything>    objects for one node
+    /reconciler/fleet/<anything>         objects for every node whose labels match the
+                                         object's ``reconciler.io/nodeSelector`` annotation
+                                         (a Kubernetes label selector; none: every node)
+    /reconciler/status/NODE/...          what the node reports back (``daemon/fleet.py``)
+
+Each key holds YAML or JSON documents, exactly as a file in the manifests directory, and
+is an *origin* like a file: its errors name the key (``etcd:/reconciler/fleet/web:3:``),
+a broken value keeps what the key defined before, a name defined by two keys applies
+neither (``core.desired``).
+
+Watching: one transaction reads both prefixes at one revision, then a watch on each
+prefix starts from that revision + 1, so no change is missed and none applied twice. The
+events of a burst (a ``fleet apply`` of many objects, a script of puts) are one snapshot:
+after an event the source takes what follows until ``QUIET`` passes with none (at most
+``BATCH_MAX``). A compacted revision (``Compacted``) or a broken stream starts over from
+a new read; an unreachable cluster makes the source unavailable (nothing it defined is
+deleted) and it retries with backoff.
+
+Offline: every snapshot's keys are written to ``etcd-cache.json`` in the state dir
+(atomically, before the snapshot is sent). A daemon that starts while etcd cannot be
+reached sends that copy as an unavailable snapshot, which ``core.desired`` runs as the
+last good state; nothing is deleted until etcd answers again.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+import types
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+from anyio.streams.memory import MemoryObjectSendStream
+
+from reconciler import atomic
+from reconciler.core.desired import SourceSnapshot
+from reconciler.manifest import loader, selectors
+from reconciler.sources import etcdapi
+
+log = logging.getLogger(__name__)
+
+ROOT = "/reconciler/"
+FLEET = ROOT + "fleet/"
+NODE_SELECTOR = "reconciler.io/nodeSelector"
+QUIET = 0.02  # a burst of watch events is over when none came for this long
+BATCH_MAX = 0.5  # ... or this long after its first event
+RETRY_FIRST, RETRY_MAX = 0.25, 5.0  # reconnect backoff while etcd cannot be reached
+CACHE = "etcd-cache.json"
+
+
+def node_prefix(node: str) -> str:
+    return f"{ROOT}nodes/{node}/"
+
+
+def status_prefix(node: str) -> str:
+    return f"{ROOT}status/{node}/"
+
+
+def origin(key: str) -> str:
+    """How an etcd key is named as an origin (in findings, ``get``, events)."""
+    return "etcd:" + key
+
+
+class EtcdSource:
+    """Snapshots of one node's part of an etcd keyspace. A ``sources.Source``."""
+
+    id = "etcd"
+
+    def __init__(self, settings: etcdapi.Settings, *, node: str, labels: Mapping[str, str],
+                 state_dir: str) -> None:
+        self.settings = settings
+        self.node = node
+        self.labels = dict(labels)
+        self.prefixes = (node_prefix(node), FLEET)
+        self._cache_path = Path(state_dir) / CACHE
+        self._kvs: dict[str, etcdapi.KV] = {}
+        self._revision = 0
+        self._parsed: dict[tuple[str, int], loader.FileResult] = {}
+        self._rescan = anyio.Event()
+        self._last: SourceSnapshot | None = None
+
+    def rescan(self) -> None:
+        """SIGHUP: read everything again."""
+        self._rescan.set()
+
+    async def run(
+        self,
+        send: MemoryObjectSendStream[SourceSnapshot],
+        *,
+        task_status: anyio.abc.TaskStatus[SourceSnapshot] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        started = False
+        retry = RETRY_FIRST
+        async with etcdapi.Client(self.settings) as client:
+            while True:
+                try:
+                    kvs, revision = await client.ranges(*self.prefixes)
+                except etcdapi.EtcdError as exc:
+                    snapshot = self._unavailable(exc)
+                else:
+                    retry = RETRY_FIRST
+                    self._kvs = {kv.key: kv for group in kvs for kv in group}
+                    self._revision = revision
+                    snapshot = self._publish()
+                if not started:
+                    started = True
+                    task_status.started(snapshot)
+                await self._send(send, snapshot)
+                if not snapshot.available:
+                    with anyio.move_on_after(retry):
+                        await self._rescan.wait()
+                    retry = min(retry * 2, RETRY_MAX)
+                    self._rescan = anyio.Event()
+                    continue
+                try:
+                    await self._watch(client, send)
+                except etcdapi.Compacted as exc:
+                    log.warning("etcd: %s; reading every key again", exc)
+                except etcdapi.EtcdError as exc:
+                    log.warning("etcd watch ended: %s; reading again", exc)
+                    await self._send(send, self._unavailable(exc))
+                    await anyio.sleep(retry)
+                    retry = min(retry * 2, RETRY_MAX)
+
+    async def _watch(self, client: etcdapi.Client,
+                     send: MemoryObjectSendStream[SourceSnapshot]) -> None:
+        """Watch both prefixes from the read's revision + 1 until a rescan or an error."""
+        events_in, events_out = anyio.create_memory_object_stream[list[etcdapi.Event]](256)
+        failure: list[BaseException] = []
+
+        async def watch(prefix: str) -> None:
+            try:
+                async for batch in client.watch(prefix, self._revision + 1):
+                    await events_in.send(batch)
+            except etcdapi.EtcdError as exc:
+                failure.append(exc)
+                tg.cancel_scope.cancel()
+
+        async with anyio.create_task_group() as tg:
+            for prefix in self.prefixes:
+                tg.start_soon(watch, prefix)
+            tg.start_soon(self._wait_rescan, tg.cancel_scope)
+            async with events_out:
+                while True:
+                    batch = await events_out.receive()
+                    give_up = time.monotonic() + BATCH_MAX
+                    while (left := give_up - time.monotonic()) > 0:
+                        self._apply(batch)
+                        batch = []
+                        with anyio.move_on_after(min(QUIET, left)):
+                            batch = await events_out.receive()
+                        if not batch:
+                            break
+                    self._apply(batch)
+                    await self._send(send, self._publish())
+        if failure:
+            raise failure[0]
+
+    async def _wait_rescan(self, scope: anyio.CancelScope) -> None:
+        await self._rescan.wait()
+        self._rescan = anyio.Event()
+        scope.cancel()
+
+    def _apply(self, events: Iterable[etcdapi.Event]) -> None:
+        for e in events:  # each key is under one prefix: its events come in order
+            if e.value is None:
+                self._kvs.pop(e.key, None)
+            else:
+                self._kvs[e.key] = etcdapi.KV(e.key, e.value, e.mod_revision)
+            self._revision = max(self._revision, e.mod_revision)
+
+    async def _send(self, send: MemoryObjectSendStream[SourceSnapshot],
+                    snapshot: SourceSnapshot) -> None:
+        if self._last is not None and _same(self._last, snapshot):
+            return
+        self._last = snapshot
+        await send.send(snapshot)
+
+    # --- snapshots ----------------------------------------------------------------------
+
+    def _publish(self) -> SourceSnapshot:
+        """The snapshot of what was read, after keeping a copy of it for offline starts."""
+        try:
+            self._save()
+        except OSError as exc:
+            log.warning("cannot keep etcd's state for an offline start in %s: %s",
+                        self._cache_path, exc.strerror or exc)
+        return SourceSnapshot(
+            source=self.id, available=True, reason=None, origins=self._origins(),
+            detail={"endpoints": self.settings.describe(), "node": self.node,
+                    "revision": str(self._revision)})
+
+    def _unavailable(self, exc: etcdapi.EtcdError) -> SourceSnapshot:
+        """Unavailable; carrying the last good keys (in memory, else the offline copy)."""
+        if not self._kvs:
+            self._load()
+        why = f"etcd unreachable ({exc.message})"
+        if isinstance(exc, etcdapi.Denied):
+            why = f"etcd refused this node ({exc.message})"
+        if self._revision:
+            why += f"; running last good state from revision {self._revision}"
+        return SourceSnapshot(
+            source=self.id, available=False, reason=why, origins=self._origins(),
+            detail={"endpoints": self.settings.describe(), "node": self.node,
+                    "revision": str(self._revision) if self._revision else None})
+
+    def _origins(self) -> Mapping[str, loader.FileResult]:
+        out: dict[str, loader.FileResult] = {}
+        parsed: dict[tuple[str, int], loader.FileResult] = {}
+        for key in sorted(self._kvs):
+            kv = self._kvs[key]
+            memo = (key, kv.mod_revision)
+            result = self._parsed.get(memo) or loader.load_bytes(
+                kv.value, file=origin(key), base_dir=None)
+            parsed[memo] = result
+            if key.startswith(FLEET):
+                result = _select(result, self.labels)
+            out[origin(key)] = result
+        self._parsed = parsed
+        return types.MappingProxyType(out)
+
+    def _save(self) -> None:
+        doc = {"revision": self._revision, "node": self.node,
+               "endpoints": list(self.settings.endpoints), "savedAt": time.time(),
+               "keys": {k: {"value": base64.b64encode(kv.value).decode(),
+                            "modRevision": kv.mod_revision}
+                        for k, kv in sorted(self._kvs.items())}}
+        atomic.write(self._cache_path, json.dumps(doc, indent=1).encode())
+
+    def _load(self) -> None:
+        try:
+            doc: dict[str, Any] = json.loads(self._cache_path.read_bytes())
+            if doc.get("node") != self.node:
+                log.warning("etcd's offline copy %s is of node %r, not %r: not used",
+                            self._cache_path, doc.get("node"), self.node)
+                return
+            self._kvs = {k: etcdapi.KV(k, base64.b64decode(v["value"]), int(v["modRevision"]))
+                         for k, v in doc["keys"].items()}
+            self._revision = int(doc["revision"])
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("etcd's offline copy %s cannot be read: %s", self._cache_path, exc)
+
+
+def _select(result: loader.FileResult, labels: Mapping[str, str]) -> loader.FileResult:
+    """A fleet key's documents for this node: those whose node selector matches."""
+    if not result.ok:
+        return result
+    kept: list[loader.Loaded] = []
+    findings: list[loader.Finding] = []
+    for doc in result.documents:
+        text = doc.document.metadata.annotations.get(NODE_SELECTOR)
+        if text is None:
+            kept.append(doc)
+            continue
+        try:
+            wanted = selectors.parse(text)
+        except selectors.SelectorError as exc:
+            findings.append(loader.Finding(result.file, doc.line,
+                                           f"metadata.annotations.{NODE_SELECTOR}", str(exc)))
+            continue
+        if wanted.matches(labels):
+            kept.append(doc)
+    if findings:
+        return loader.FileResult(result.file, result.digest, (), tuple(findings))
+    return loader.FileResult(result.file, result.digest, tuple(kept), ())
+
+
+def _same(a: SourceSnapshot, b: SourceSnapshot) -> bool:
+    return (a.available, a.reason, dict(a.origins)) == (b.available, b.reason, dict(b.origins))
