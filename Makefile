@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STATE := $(CURDIR)/.state
 SYS_PKGS := runc conmon catatonit busybox-static umoci skopeo golang-github-containers-common \
-            docker-registry vim git
+            docker-registry vim git etcd-server etcd-client openssl
 ROOTFS := $(STATE)/rootfs/busybox
 
 .PHONY: deps sysdeps venv rootfs image test run down bench lint completions clean

@@ -129,10 +129,9 @@ class EtcdSource:
                 except etcdapi.Compacted as exc:
                     log.warning("etcd: %s; reading every key again", exc)
                 except etcdapi.EtcdError as exc:
+                    # a member gone or without a leader: read again (from the next
+                    # endpoint); only when no member answers is the source unavailable
                     log.warning("etcd watch ended: %s; reading again", exc)
-                    await self._send(send, self._unavailable(exc))
-                    await anyio.sleep(retry)
-                    retry = min(retry * 2, RETRY_MAX)
 
     async def _watch(self, client: etcdapi.Client,
                      send: MemoryObjectSendStream[SourceSnapshot]) -> None:
@@ -148,11 +147,11 @@ class EtcdSource:
                 failure.append(exc)
                 tg.cancel_scope.cancel()
 
-        async with anyio.create_task_group() as tg:
-            for prefix in self.prefixes:
-                tg.start_soon(watch, prefix)
-            tg.start_soon(self._wait_rescan, tg.cancel_scope)
-            async with events_out:
+        with events_in, events_out:
+            async with anyio.create_task_group() as tg:
+                for prefix in self.prefixes:
+                    tg.start_soon(watch, prefix)
+                tg.start_soon(self._wait_rescan, tg.cancel_scope)
                 while True:
                     batch = await events_out.receive()
                     give_up = time.monotonic() + BATCH_MAX

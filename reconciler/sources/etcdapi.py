@@ -200,8 +200,11 @@ class Client:
         url = self.settings.endpoints[self._at]
         await self._login(url)
         try:
+            # hasleader: the member ends the watch when it loses its leader (a partition),
+            # instead of going quiet while the majority moves on (etcd's WithRequireLeader)
             async with self._http.stream(
-                "POST", url + "/v3/watch", json=body, headers=self._headers(),
+                "POST", url + "/v3/watch", json=body,
+                headers={**self._headers(), "Grpc-Metadata-hasleader": "true"},
                 timeout=httpx.Timeout(self.settings.timeout, read=None),
             ) as response:
                 if response.status_code != 200:
