@@ -12,12 +12,12 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import anyio
 import pytest
-from anyio.streams.memory import MemoryObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from reconciler.core import desired
 from reconciler.core.desired import SourceSnapshot
@@ -43,7 +43,7 @@ def names(snapshot: SourceSnapshot) -> set[str]:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> AsyncIterator[EtcdCluster]:
+def cluster(tmp_path: Path) -> Iterator[EtcdCluster]:
     with EtcdCluster(tmp_path / "etcd", members=1) as c:
         yield c
 
@@ -165,11 +165,12 @@ class _LateWatch(EtcdSource):
     go: anyio.Event
     read_done: anyio.Event
 
-    async def _watch(self, client: etcdapi.Client, send: object) -> None:  # type: ignore[override]
+    async def _watch(self, client: etcdapi.Client,
+                     send: MemoryObjectSendStream[SourceSnapshot]) -> None:
         self.read_done.set()
         await self.go.wait()
         self.go = anyio.Event()
-        await super()._watch(client, send)  # type: ignore[arg-type]
+        await super()._watch(client, send)
 
 
 async def test_a_compaction_before_the_watch_catches_up_reads_again(
