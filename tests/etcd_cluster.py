@@ -89,7 +89,7 @@ def _openssl(*args: str | Path) -> None:
 
 def _new_key_args(key: Path, cn: str) -> tuple[str | Path, ...]:
     return ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-keyout", key, "-days", "2", "-subj", f"/CN={cn}")
+            "-keyout", key, "-days", "2", "-subj", f"/CN={cn}" if cn else "/O=etcd-test")
 
 
 def _accepts(m: _Member) -> bool:
@@ -135,7 +135,7 @@ class EtcdCluster:
         base.mkdir(parents=True, exist_ok=True)
         if tls:
             self._make_ca_and_server()
-            self.client_cert, self.client_key = self._sign("etcd-client", base / "certs" / "client")
+            self.client_cert, self.client_key = self._sign("", base / "certs" / "client")
         scheme = "https" if tls else "http"
         ports = _free_ports(2 * members)
         self._members = [

@@ -287,6 +287,9 @@ class Client:
     def _raise(self, url: str, status: int, answer: dict[str, Any]) -> NoReturn:
         code = int(answer.get("code", 0) or 0)
         words = answer.get("message") or answer.get("error") or f"HTTP {status}"
+        if "CommonName of client" in str(words):
+            words = (f"{words} (etcd refuses a client certificate with a Common Name on its"
+                     " JSON API: use one without CN; a node is known by its --etcd-user)")
         if code in _DENIED_CODES or "permission denied" in str(words) \
                 or "authentication failed" in str(words):
             raise Denied(f"etcd {url}: {words}")
