@@ -196,6 +196,10 @@ def test_a_broken_value_keeps_the_last_good_spec_and_names_the_key(
     message = (e2e.get("web") or {})["message"]
     assert f"etcd:{key}:" in message
     e2e.keeps({"web": pid}, 1.0, why="with a broken value")
+    cluster.compact()  # history gone under the daemon's watch: the fix still arrives
+    cluster.etcdctl("put", key, e2e.manifest("web", "trap 'exit 0' TERM; sleep 1000 & wait"))
+    e2e.wait_running("web", not_pid=pid)
+    assert "bogus" not in (e2e.get("web") or {}).get("message", "")
     # fleet apply checks locally and writes nothing broken
     res = fleet(cluster, "apply", "--node", "n1", "-f", "-",
                 stdin=e2e.manifest("web") + "  bogus: 1\n", check=False)

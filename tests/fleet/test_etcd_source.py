@@ -150,6 +150,18 @@ async def test_a_broken_value_names_its_key_and_keeps_what_it_defined(
     assert etcd.origin(key) in after.broken_sources
 
 
+async def test_a_name_defined_by_two_keys_applies_neither(
+        cluster: EtcdCluster, tmp_path: Path) -> None:
+    await put(cluster, ("/reconciler/fleet/web", container("web")),
+              ("/reconciler/nodes/n1/web-too", container("web", command="/bin/sh")))
+    async with running(source(cluster, tmp_path / "s")) as stream:
+        first = stream.history[0]
+    state = desired.build(first, None)
+    assert "web" not in state.specs
+    assert state.conflicts["web"] == ("etcd:/reconciler/fleet/web",
+                                      "etcd:/reconciler/nodes/n1/web-too")
+
+
 async def test_a_bad_node_selector_is_a_finding_on_its_key(
         cluster: EtcdCluster, tmp_path: Path) -> None:
     await put(cluster, ("/reconciler/fleet/x", container("x", selector="tier in (core")))
