@@ -42,6 +42,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 from anyio.streams.memory import MemoryObjectSendStream
 
 from reconciler import atomic
@@ -113,7 +114,7 @@ class EtcdSource:
                     retry = RETRY_FIRST
                     self._kvs = {kv.key: kv for group in kvs for kv in group}
                     self._revision = revision
-                    snapshot = self._publish()
+                    snapshot = await self._publish()
                 if not started:
                     started = True
                     task_status.started(snapshot)
@@ -163,7 +164,7 @@ class EtcdSource:
                         if not batch:
                             break
                     self._apply(batch)
-                    await self._send(send, self._publish())
+                    await self._send(send, await self._publish())
         if failure:
             raise failure[0]
 
@@ -189,10 +190,11 @@ class EtcdSource:
 
     # --- snapshots ----------------------------------------------------------------------
 
-    def _publish(self) -> SourceSnapshot:
-        """The snapshot of what was read, after keeping a copy of it for offline starts."""
+    async def _publish(self) -> SourceSnapshot:
+        """The snapshot of what was read, after keeping a copy of it for offline starts
+        (written and synced in a worker thread: a large fleet's copy is not small)."""
         try:
-            self._save()
+            await anyio.to_thread.run_sync(self._save)
         except OSError as exc:
             log.warning("cannot keep etcd's state for an offline start in %s: %s",
                         self._cache_path, exc.strerror or exc)
