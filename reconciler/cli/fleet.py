@@ -152,7 +152,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                                       " (kubectl get pods -A)")
     p.add_argument("--node", metavar="NAME", help="only this node")
     p.add_argument("-o", "--output", choices=("table", "wide", "json"), default="table",
-                   help="wide: message, restarts' last exit and spec hash")
+                   help="wide: the spec hash applied (* while it differs from the desired"
+                        " one) and the message")
     etcd_options(p)
     p.set_defaults(func=run_status)
 
@@ -214,7 +215,8 @@ def run_apply(args: argparse.Namespace) -> int:
         for doc in result.documents:
             key = prefix + object_key(doc.key)
             text = yaml.safe_dump(raw[(doc.file, doc.index)], sort_keys=False).encode()
-            again = loader.load_bytes(text, file=etcd.origin(key), base_dir=None)
+            again = etcd.select(loader.load_bytes(text, file=etcd.origin(key), base_dir=None),
+                                {})  # as a node reads it: a bad node selector, too
             problems += [loader.Finding(doc.file, doc.line, f.path, f.message)
                          for f in again.findings]
             values[key] = (doc.key, text)
@@ -355,8 +357,7 @@ async def _read(settings: etcdapi.Settings, prefixes: list[str]) -> list[list[et
         return groups
 
 
-def fleet_view(status: list[etcdapi.KV], desired_nodes: set[str],
-               now: float) -> dict[str, dict[str, Any]]:
+def fleet_view(status: list[etcdapi.KV], desired_nodes: set[str]) -> dict[str, dict[str, Any]]:
     """Every node with its state (Ready, Down, Unreported), record and objects' status."""
     from reconciler.sources import etcd
 
@@ -396,7 +397,7 @@ async def _status(settings: etcdapi.Settings) -> tuple[list[etcdapi.KV], set[str
 def run_status(args: argparse.Namespace) -> int:
     status, names = _run(_status(etcd_settings(args)))
     now = time.time()
-    nodes = fleet_view(status, names, now)
+    nodes = fleet_view(status, names)
     if args.node:
         nodes = {k: v for k, v in nodes.items() if k == args.node}
     if args.output == "json":
@@ -435,14 +436,15 @@ def _heartbeat_age(entry: Mapping[str, Any], now: float) -> str:
 
 def _why(entry: Mapping[str, Any], now: float) -> str:
     if entry["state"] == "Down":
-        return f"no heartbeat for {_heartbeat_age(entry, now)}: the lease expired"
+        return (f"no heartbeat for {_heartbeat_age(entry, now)}: its lease expired, or the"
+                " daemon stopped")
     return "objects in etcd, but the node never reported"
 
 
 def run_nodes(args: argparse.Namespace) -> int:
     status, names = _run(_status(etcd_settings(args)))
     now = time.time()
-    nodes = fleet_view(status, names, now)
+    nodes = fleet_view(status, names)
     if args.output == "json":
         print(json.dumps({n: {"state": e["state"], "record": e["record"]}  # noqa: T201
                           for n, e in nodes.items()}, indent=2, sort_keys=True))

@@ -272,7 +272,8 @@ def _guard_prune(actions: list[Action], desired: DesiredState,
         if deletes and len(deletes) + len(later) == len(names):
             refused.update(a.name for a in deletes)
             notes.append(
-                f"refusing to delete all {len(names)} containers: the manifests directory"
+                f"refusing to delete all {len(names)} containers: the manifests"
+                f" {'directory' if sid in (None, 'directory') else f'source {sid}'}"
                 " is valid but defines none (start the daemon with --allow-empty to allow"
                 " this)")
     return [a for a in actions if a.name not in refused], notes

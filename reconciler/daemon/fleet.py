@@ -66,7 +66,7 @@ def object_status(row: Mapping[str, Any]) -> dict[str, Any]:
         "lastExit": row["lastExit"],
         "source": row["source"],
         "since": row["since"],
-        "pod": (row.get("pod") or {}).get("name"),
+        "pod": (row.get("pod") or {}).get("pod"),  # a pod's unit: its pod's key
     }
 
 

@@ -184,7 +184,9 @@ class Controller:
                                 " deleted while it is)", snap.reason)
                     self.event(None, "SourceUnavailable", str(snap.reason), warning=True)
                 elif snap.available and was_down:
-                    self.event(None, "SourceAvailable", "manifests are readable again")
+                    self.event(None, "SourceAvailable",
+                               "manifests are readable again" if snap.source == "directory"
+                               else f"manifests source {snap.source} is available again")
                 self._report_problems(before)
                 await self.resolver.digests.refresh(self.desired, pull=False)
                 log.debug("desired state of %d objects", len(self.desired.specs),

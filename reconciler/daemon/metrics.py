@@ -71,7 +71,8 @@ class _StateCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         view = self.ctl.view  # one frozen view for the whole scrape
         desired = view.desired
-        yield _gauge("reconciler_source_available", "1 when the manifests directory is readable.",
+        yield _gauge("reconciler_source_available",
+                     "1 when every manifests source is available (directory, etcd).",
                      [([], 1.0 if desired is None or desired.available else 0.0)])
         yield _gauge("reconciler_manifest_errors", "Manifest problems found in the last scan.",
                      [([], float(len(desired.problems) if desired else 0))])

@@ -227,7 +227,7 @@ class EtcdSource:
                 kv.value, file=origin(key), base_dir=None)
             parsed[memo] = result
             if key.startswith(FLEET):
-                result = _select(result, self.labels)
+                result = select(result, self.labels)
             out[origin(key)] = result
         self._parsed = parsed
         return types.MappingProxyType(out)
@@ -256,8 +256,9 @@ class EtcdSource:
             log.warning("etcd's offline copy %s cannot be read: %s", self._cache_path, exc)
 
 
-def _select(result: loader.FileResult, labels: Mapping[str, str]) -> loader.FileResult:
-    """A fleet key's documents for this node: those whose node selector matches."""
+def select(result: loader.FileResult, labels: Mapping[str, str]) -> loader.FileResult:
+    """A fleet key's documents for a node with ``labels``: those whose node selector
+    matches; a selector that does not parse is a finding on the key."""
     if not result.ok:
         return result
     kept: list[loader.Loaded] = []

@@ -5,7 +5,7 @@
     cli/fleet.py (fleet apply/get/...)  ─┘
 
 Why the gateway and httpx rather than a gRPC client: etcd serves the same v3 API as JSON
-on its client port (every etcd since 3.3; documented in its "gRPC gateway" page), so no
+on its client port (``/v3/`` paths from etcd 3.4 on; its "gRPC gateway" page), so no
 generated stubs, no grpcio (a large compiled dependency with its own pins), and httpx
 gives what the asyncio gRPC clients on PyPI lack: client TLS certificates (aetcd 1.0 opens
 only insecure channels) and a failover across endpoints we control. Keys and values are
@@ -231,7 +231,7 @@ class Client:
                         yield events
         except httpx.HTTPError as exc:
             self._at = (self._at + 1) % len(self.settings.endpoints)
-            raise Unavailable(f"etcd watch on {url}: {_words(exc)}") from exc
+            raise Unavailable(f"etcd watch on {url}: {_words(exc, url, self.settings)}") from exc
         self._at = (self._at + 1) % len(self.settings.endpoints)
         raise Unavailable(f"etcd {url} closed the watch")
 
@@ -256,7 +256,7 @@ class Client:
             try:
                 response = await self._http.post(url + path, json=body, headers=self._headers())
             except httpx.HTTPError as exc:
-                raise Unavailable(f"etcd {url}: {_words(exc)}") from exc
+                raise Unavailable(f"etcd {url}: {_words(exc, url, self.settings)}") from exc
             answer = _json_or(response.text)
             if response.status_code == 200 and "code" not in answer:
                 self._at = self.settings.endpoints.index(url)
@@ -275,7 +275,7 @@ class Client:
             response = await self._http.post(url + "/v3/auth/authenticate",
                                              json={"name": s.user, "password": s.password or ""})
         except httpx.HTTPError as exc:
-            raise Unavailable(f"etcd {url}: {_words(exc)}") from exc
+            raise Unavailable(f"etcd {url}: {_words(exc, url, self.settings)}") from exc
         answer = _json_or(response.text)
         if response.status_code != 200 or "token" not in answer:
             self._raise(url, response.status_code, answer)
@@ -306,7 +306,14 @@ def _json_or(text: str) -> dict[str, Any]:
     return {"error": text.strip()[:200]}
 
 
-def _words(exc: httpx.HTTPError) -> str:
+def _words(exc: httpx.HTTPError, url: str, settings: Settings) -> str:
     text = str(exc) or type(exc).__name__
-    return {"ConnectError": "connection refused", "ReadTimeout": "timed out",
-            "ConnectTimeout": "timed out"}.get(text, text)
+    if (isinstance(exc, httpx.ReadError) and url.startswith("https:") and not settings.cert
+            and not str(exc)):
+        return "the connection was closed (does etcd want a client certificate? --etcd-cert)"
+    if isinstance(exc, httpx.ConnectError) and text in ("All connection attempts failed",
+                                                        "ConnectError"):
+        return "cannot connect (refused or unreachable)"
+    if isinstance(exc, httpx.TimeoutException):
+        return f"timed out after {settings.timeout:g} s"
+    return text

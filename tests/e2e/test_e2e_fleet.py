@@ -265,6 +265,7 @@ def test_tls_and_auth_give_each_node_only_its_own_keys(
                               str(c.ca)], capture_output=True, text=True, check=False,
                              timeout=30)
         assert res.returncode == 1 and res.stderr.startswith("error: ")
+        assert "client certificate" in res.stderr, res.stderr
         hold(d.alive, 0.5, what="the n1 daemon keeps running")
         assert runc_state(world.runc_root, world.instance("web")) is not None
         d.stop()

@@ -224,7 +224,7 @@ async def test_booting_with_etcd_down_runs_the_last_good_state(
         assert not state_now.source_available("etcd")  # ... and deletes nothing
         cluster.start_all()
         await put(cluster, ("/reconciler/nodes/n1/new", container("new")))
-        back = await stream.next(lambda s: s.available, within=15)
+        back = await stream.next(lambda s: s.available and "new" in names(s), within=15)
     assert names(back) == {"web", "all", "new"}
 
 

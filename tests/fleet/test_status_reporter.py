@@ -135,7 +135,7 @@ async def test_the_heartbeat_and_registration_tell_down_from_unreported(
                 while True:
                     (status, _nodes), _ = await client.ranges("/reconciler/status/",
                                                               "/reconciler/nodes/")
-                    view = fleet_view(status, {"n2"}, time.time())
+                    view = fleet_view(status, {"n2"})
                     if view.get("n1", {}).get("state") == "Ready" and view["n1"]["objects"]:
                         break
                     await anyio.sleep(0.1)
@@ -143,5 +143,5 @@ async def test_the_heartbeat_and_registration_tell_down_from_unreported(
         assert view["n1"]["record"]["labels"] == {"tier": "edge"}
         assert view["n2"]["state"] == "Unreported"
         (status, _), _ = await client.ranges("/reconciler/status/", "/reconciler/nodes/")
-    after = fleet_view(status, {"n2"}, time.time())
+    after = fleet_view(status, {"n2"})
     assert after["n1"]["state"] == "Down" and after["n1"]["objects"] == {}
