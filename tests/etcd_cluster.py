@@ -23,6 +23,7 @@ import json
 import os
 import re
 import secrets
+import signal
 import socket
 import ssl
 import subprocess
@@ -182,6 +183,18 @@ class EtcdCluster:
     def kill(self, i: int) -> None:
         """SIGKILL member ``i`` and reap it; its data dir stays for ``restart``."""
         _reap([self._members[i]])
+
+    def freeze(self, i: int) -> None:
+        """SIGSTOP member ``i``: it keeps its connections open and answers nothing (a
+        hung host); ``thaw`` or ``close`` (SIGKILL works on a stopped process) ends it."""
+        proc = self._members[i].proc
+        if proc is not None:
+            proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self, i: int) -> None:
+        proc = self._members[i].proc
+        if proc is not None:
+            proc.send_signal(signal.SIGCONT)
 
     def restart(self, i: int) -> None:
         """Start the stopped member ``i`` again on its data dir; wait until it is healthy.

@@ -14,9 +14,12 @@ Keys, all under ``/reconciler/status/NODE/`` (``sources/etcd.py`` has the layout
 Rate: at most one flush every ``report_every`` seconds, of what changed since the last
 one, in transactions of at most ``max_ops`` operations (etcd refuses more than 128 by
 default) and at most ``max_txns`` of them a flush; 1,000 containers changing at once
-are reported over a few flushes, not in a thousand writes. An unreachable etcd changes
-nothing here but the log; the reporter starts again (a new lease, every key rewritten)
-when it answers.
+are reported over a few flushes, not in a thousand writes.
+
+Failures change nothing but the log (one line a spell). A passing one (a timeout, a
+member gone) keeps the lease and tries again at the next flush; when the lease is gone
+(expired, refused, or not renewed for its whole TTL) a new session starts with a new
+lease and every key rewritten, sessions that fail at once backing off from 0.5 s to 5 s.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from reconciler.sources import etcdapi
 from reconciler.sources.etcd import status_prefix
 
 log = logging.getLogger(__name__)
+
+RETRY_FIRST, RETRY_MAX = 0.5, 5.0  # between sessions that failed, doubling
 
 
 @dataclass(frozen=True)
@@ -79,43 +84,61 @@ class StatusReporter:
         self._written: dict[str, str] = {}  # key -> value as etcd has it under the lease
         self._started = time.time()
         self.flushes = 0  # transactions of object status written (for tests and metrics)
+        self._down = False  # a failure was logged; the next success says so
 
     async def run(self) -> None:
-        retry = 0.5
-        down = False
+        retry = RETRY_FIRST
         async with etcdapi.Client(self.opts.settings) as client:
             while True:
-                lease = 0
+                began, lease = time.monotonic(), 0
                 try:
                     lease = await client.grant(self.opts.lease_ttl)
-                    if down:
-                        log.info("etcd: reporting status again (lease %x)", lease)
-                    down, retry = False, 0.5
                     await self._session(client, lease)
                 except etcdapi.EtcdError as exc:
-                    if not down:
-                        log.warning("etcd: cannot report status: %s", exc)
-                    down = True
+                    self._trouble(f"etcd: cannot report status: {exc}")
                 finally:
                     if lease:
                         await _revoke(client, lease)
+                if time.monotonic() - began > self._beat_every:
+                    retry = RETRY_FIRST  # that session worked for a while: not a loop
                 await anyio.sleep(retry)
-                retry = min(retry * 2, 5.0)
+                retry = min(retry * 2, RETRY_MAX)
+
+    @property
+    def _beat_every(self) -> float:
+        return max(self.opts.lease_ttl / 3, 0.2)
+
+    def _trouble(self, message: str) -> None:
+        if not self._down:  # once per spell, not once a retry
+            log.warning("%s", message)
+        self._down = True
 
     async def _session(self, client: etcdapi.Client, lease: int) -> None:
-        """Everything written again under a new lease, then changes and heartbeats."""
+        """Everything written again under a new lease, then changes and heartbeats. A
+        passing failure (a timeout, a member gone) keeps the lease and tries again; the
+        session ends when the lease is gone (expired, or unrenewed for its whole TTL)."""
         self._written = {}
-        beat_every = max(self.opts.lease_ttl / 3, 0.2)
         next_beat = 0.0
+        renewed = time.monotonic()
         while True:
             now = time.monotonic()
-            if now >= next_beat:
-                if next_beat and await client.keepalive(lease) <= 0:
-                    log.warning("etcd: the status lease expired; writing everything again")
-                    return
-                await self._heartbeat(client, lease)
-                next_beat = now + beat_every
-            await self._flush(client, lease)
+            try:
+                if now >= next_beat:
+                    if next_beat and await client.keepalive(lease) <= 0:
+                        log.warning("etcd: the status lease expired; writing everything again")
+                        return
+                    renewed = now
+                    await self._heartbeat(client, lease)
+                    next_beat = now + self._beat_every
+                await self._flush(client, lease)
+            except etcdapi.Unavailable as exc:
+                if now - renewed > self.opts.lease_ttl:
+                    raise  # the lease cannot have outlived that: start over
+                self._trouble(f"etcd: cannot report status now: {exc}")
+            else:
+                if self._down:
+                    log.info("etcd: reporting status again (lease %x)", lease)
+                    self._down = False
             await anyio.sleep(self.opts.report_every)
 
     async def _heartbeat(self, client: etcdapi.Client, lease: int) -> None:

@@ -36,9 +36,8 @@ import json
 import logging
 import time
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import anyio
 import anyio.abc
@@ -58,6 +57,8 @@ NODE_SELECTOR = "reconciler.io/nodeSelector"
 QUIET = 0.02  # a burst of watch events is over when none came for this long
 BATCH_MAX = 0.5  # ... or this long after its first event
 RETRY_FIRST, RETRY_MAX = 0.25, 5.0  # reconnect backoff while etcd cannot be reached
+WATCH_RETRY = 0.2  # after a watch ended, before reading again
+LIVENESS = 5.0  # how often the watched member is asked whether it still answers
 CACHE = "etcd-cache.json"
 
 
@@ -91,6 +92,7 @@ class EtcdSource:
         self._parsed: dict[tuple[str, int], loader.FileResult] = {}
         self._rescan = anyio.Event()
         self._last: SourceSnapshot | None = None
+        self.liveness = LIVENESS
 
     def rescan(self) -> None:
         """SIGHUP: read everything again."""
@@ -106,15 +108,7 @@ class EtcdSource:
         retry = RETRY_FIRST
         async with etcdapi.Client(self.settings) as client:
             while True:
-                try:
-                    kvs, revision = await client.ranges(*self.prefixes)
-                except etcdapi.EtcdError as exc:
-                    snapshot = self._unavailable(exc)
-                else:
-                    retry = RETRY_FIRST
-                    self._kvs = {kv.key: kv for group in kvs for kv in group}
-                    self._revision = revision
-                    snapshot = await self._publish()
+                snapshot = await self._read(client)
                 if not started:
                     started = True
                     task_status.started(snapshot)
@@ -125,46 +119,79 @@ class EtcdSource:
                     retry = min(retry * 2, RETRY_MAX)
                     self._rescan = anyio.Event()
                     continue
+                retry = RETRY_FIRST
                 try:
                     await self._watch(client, send)
                 except etcdapi.Compacted as exc:
                     log.warning("etcd: %s; reading every key again", exc)
                 except etcdapi.EtcdError as exc:
-                    # a member gone or without a leader: read again (from the next
+                    # a member gone, frozen or without a leader: read again (from the next
                     # endpoint); only when no member answers is the source unavailable
                     log.warning("etcd watch ended: %s; reading again", exc)
+                    await anyio.sleep(WATCH_RETRY)
+
+    async def _read(self, client: etcdapi.Client) -> SourceSnapshot:
+        """Both prefixes at one revision (one transaction): the snapshot, or unavailable."""
+        try:
+            kvs, revision = await client.ranges(*self.prefixes)
+        except etcdapi.EtcdError as exc:
+            return self._unavailable(exc)
+        self._kvs = {kv.key: kv for group in kvs for kv in group}
+        self._revision = revision
+        return await self._publish()
 
     async def _watch(self, client: etcdapi.Client,
                      send: MemoryObjectSendStream[SourceSnapshot]) -> None:
-        """Watch both prefixes from the read's revision + 1 until a rescan or an error."""
-        events_in, events_out = anyio.create_memory_object_stream[list[etcdapi.Event]](256)
+        """Watch both prefixes on one member from the read's revision + 1, until a rescan
+        or an error. Events only say "read again": each burst ends in a read of both
+        prefixes at one revision, so a transaction that moves an object from one prefix to
+        the other (its events on two streams, in no set order) is never seen half done."""
+        url = client.endpoint
+        events_in, events_out = anyio.create_memory_object_stream[int](256)
         failure: list[BaseException] = []
 
-        async def watch(prefix: str) -> None:
+        def fail(exc: BaseException, scope: anyio.CancelScope) -> None:
+            failure.append(exc)
+            scope.cancel()
+
+        async def watch(prefix: str, scope: anyio.CancelScope) -> None:
             try:
-                async for batch in client.watch(prefix, self._revision + 1):
-                    await events_in.send(batch)
+                async for batch in client.watch(prefix, self._revision + 1, url=url):
+                    await events_in.send(max(e.mod_revision for e in batch))
             except etcdapi.EtcdError as exc:
-                failure.append(exc)
-                tg.cancel_scope.cancel()
+                fail(exc, scope)
+
+        async def alive(scope: anyio.CancelScope) -> None:
+            # a member that froze or vanished without a reset keeps a stream open and
+            # silent: ask it, on its own, every LIVENESS seconds
+            while True:
+                await anyio.sleep(self.liveness)
+                try:
+                    await client.ping(url)
+                except etcdapi.EtcdError as exc:
+                    fail(etcdapi.Unavailable(f"etcd {url} stopped answering ({exc})"), scope)
 
         with events_in, events_out:
             async with anyio.create_task_group() as tg:
                 for prefix in self.prefixes:
-                    tg.start_soon(watch, prefix)
+                    tg.start_soon(watch, prefix, tg.cancel_scope)
+                tg.start_soon(alive, tg.cancel_scope)
                 tg.start_soon(self._wait_rescan, tg.cancel_scope)
                 while True:
-                    batch = await events_out.receive()
+                    revision = await events_out.receive()
+                    if revision <= self._revision:
+                        continue  # already in the last read
                     give_up = time.monotonic() + BATCH_MAX
                     while (left := give_up - time.monotonic()) > 0:
-                        self._apply(batch)
-                        batch = []
-                        with anyio.move_on_after(min(QUIET, left)):
-                            batch = await events_out.receive()
-                        if not batch:
+                        with anyio.move_on_after(min(QUIET, left)) as pause:
+                            await events_out.receive()
+                        if pause.cancelled_caught:
                             break
-                    self._apply(batch)
-                    await self._send(send, await self._publish())
+                    snapshot = await self._read(client)
+                    if not snapshot.available:
+                        fail(etcdapi.Unavailable(str(snapshot.reason)), tg.cancel_scope)
+                        break
+                    await self._send(send, snapshot)
         if failure:
             raise failure[0]
 
@@ -173,20 +200,12 @@ class EtcdSource:
         self._rescan = anyio.Event()
         scope.cancel()
 
-    def _apply(self, events: Iterable[etcdapi.Event]) -> None:
-        for e in events:  # each key is under one prefix: its events come in order
-            if e.value is None:
-                self._kvs.pop(e.key, None)
-            else:
-                self._kvs[e.key] = etcdapi.KV(e.key, e.value, e.mod_revision)
-            self._revision = max(self._revision, e.mod_revision)
-
     async def _send(self, send: MemoryObjectSendStream[SourceSnapshot],
                     snapshot: SourceSnapshot) -> None:
         if self._last is not None and _same(self._last, snapshot):
             return
-        self._last = snapshot
         await send.send(snapshot)
+        self._last = snapshot  # only once sent: a cancelled send is sent again next time
 
     # --- snapshots ----------------------------------------------------------------------
 
@@ -238,22 +257,28 @@ class EtcdSource:
                "keys": {k: {"value": base64.b64encode(kv.value).decode(),
                             "modRevision": kv.mod_revision}
                         for k, kv in sorted(self._kvs.items())}}
-        atomic.write(self._cache_path, json.dumps(doc, indent=1).encode())
+        atomic.write(self._cache_path, json.dumps(doc, indent=1).encode(), sync_dir=True)
 
     def _load(self) -> None:
+        """The offline copy, if it is this node's and whole; else nothing (logged)."""
         try:
-            doc: dict[str, Any] = json.loads(self._cache_path.read_bytes())
+            doc = json.loads(self._cache_path.read_bytes())
+            if not isinstance(doc, dict) or not isinstance(doc.get("keys"), dict):
+                raise ValueError("not an offline copy")
             if doc.get("node") != self.node:
                 log.warning("etcd's offline copy %s is of node %r, not %r: not used",
                             self._cache_path, doc.get("node"), self.node)
                 return
-            self._kvs = {k: etcdapi.KV(k, base64.b64decode(v["value"]), int(v["modRevision"]))
-                         for k, v in doc["keys"].items()}
-            self._revision = int(doc["revision"])
+            kvs = {str(k): etcdapi.KV(str(k), base64.b64decode(v["value"]),
+                                      int(v["modRevision"]))
+                   for k, v in doc["keys"].items()}
+            revision = int(doc["revision"])
         except FileNotFoundError:
             return
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a bad copy is logged, never fatal
             log.warning("etcd's offline copy %s cannot be read: %s", self._cache_path, exc)
+            return
+        self._kvs, self._revision = kvs, revision
 
 
 def select(result: loader.FileResult, labels: Mapping[str, str]) -> loader.FileResult:

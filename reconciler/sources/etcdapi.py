@@ -42,7 +42,12 @@ class EtcdError(ReconcilerError):
 
 
 class Unavailable(EtcdError):
-    """No endpoint answered (down, partitioned, or without a leader)."""
+    """No endpoint answered (down, partitioned, or without a leader). ``sent``: the request
+    may have reached etcd (a timeout after sending), so a write may have happened."""
+
+    def __init__(self, message: str, *, sent: bool = False) -> None:
+        super().__init__(message)
+        self.sent = sent
 
 
 class Denied(EtcdError):
@@ -142,9 +147,14 @@ class Client:
         self._token: str | None = None
         verify: ssl.SSLContext | bool = True
         if any(e.startswith("https:") for e in settings.endpoints) or settings.cacert:
-            verify = ssl.create_default_context(cafile=settings.cacert)
-            if settings.cert:
-                verify.load_cert_chain(settings.cert, settings.key)
+            try:
+                verify = ssl.create_default_context(cafile=settings.cacert)
+                if settings.cert:
+                    verify.load_cert_chain(settings.cert, settings.key)
+            except (OSError, ssl.SSLError) as exc:
+                raise EtcdError(f"etcd TLS files ({settings.cacert}, {settings.cert}, "
+                                f"{settings.key}): {getattr(exc, 'strerror', None) or exc}"
+                                ) from exc
         self._http = httpx.AsyncClient(
             verify=verify, timeout=httpx.Timeout(settings.timeout),
             limits=httpx.Limits(max_connections=16), trust_env=False)
@@ -160,6 +170,11 @@ class Client:
 
     # --- calls --------------------------------------------------------------------------
 
+    @property
+    def endpoint(self) -> str:
+        """The endpoint that answered last (where the next call goes first)."""
+        return self.settings.endpoints[self._at]
+
     async def ranges(self, *prefixes: str) -> tuple[list[list[KV]], int]:
         """Every key under each prefix, all read at one revision (one transaction)."""
         answer = await self.call("/v3/kv/txn", {"success": [get(p) for p in prefixes]})
@@ -173,11 +188,12 @@ class Client:
         """One transaction: (whether the compares held, the revision after it)."""
         answer = await self.call("/v3/kv/txn", {"compare": list(compare),
                                                 "success": list(success),
-                                                "failure": list(failure)})
+                                                "failure": list(failure)},
+                                 write=any("request_range" not in op for op in success))
         return bool(answer.get("succeeded", False)), int(answer["header"]["revision"])
 
     async def grant(self, ttl: int) -> int:
-        answer = await self.call("/v3/lease/grant", {"TTL": str(ttl)})
+        answer = await self.call("/v3/lease/grant", {"TTL": str(ttl)}, write=True)
         if answer.get("error"):
             raise EtcdError(f"etcd refused a lease: {answer['error']}")
         return int(answer["ID"])
@@ -190,14 +206,21 @@ class Client:
     async def revoke(self, lease: int) -> None:
         await self.call("/v3/lease/revoke", {"ID": str(lease)})
 
-    async def watch(self, prefix: str, start_revision: int) -> AsyncIterator[list[Event]]:
-        """The changes under ``prefix`` from ``start_revision`` on, one list per message.
+    async def ping(self, url: str) -> None:
+        """A linearizable read of nothing on ``url`` alone: it answers only while that
+        member is alive and in the quorum (the watch's liveness check)."""
+        await self._call_one(url, "/v3/kv/range", {"key": _b64("\0"), "count_only": True})
+
+    async def watch(self, prefix: str, start_revision: int, *,
+                    url: str | None = None) -> AsyncIterator[list[Event]]:
+        """The changes under ``prefix`` from ``start_revision`` on, one list per message,
+        from ``url`` (default: the endpoint that answered last).
 
         Raises ``Compacted`` when etcd no longer has ``start_revision``, ``Unavailable``
-        when the stream cannot be opened or breaks."""
+        when the stream cannot be opened, breaks, or says something unreadable."""
         body = {"create_request": {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix)),
                                    "start_revision": str(start_revision)}}
-        url = self.settings.endpoints[self._at]
+        url = url or self.endpoint
         await self._login(url)
         try:
             # hasleader: the member ends the watch when it loses its leader (a partition),
@@ -230,15 +253,26 @@ class Client:
                     if events:
                         yield events
         except httpx.HTTPError as exc:
-            self._at = (self._at + 1) % len(self.settings.endpoints)
+            self._away_from(url)
             raise Unavailable(f"etcd watch on {url}: {_words(exc, url, self.settings)}") from exc
-        self._at = (self._at + 1) % len(self.settings.endpoints)
+        except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
+            self._away_from(url)  # a torn or odd line: this stream cannot be trusted
+            raise Unavailable(f"etcd watch on {url}: unreadable answer ({exc})") from exc
+        self._away_from(url)
         raise Unavailable(f"etcd {url} closed the watch")
+
+    def _away_from(self, url: str) -> None:
+        """The next call starts at the endpoint after ``url`` (once, however many say so)."""
+        if self.endpoint == url:
+            self._at = (self._at + 1) % len(self.settings.endpoints)
 
     # --- the plumbing -------------------------------------------------------------------
 
-    async def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST ``body`` to ``path`` on the first endpoint that can answer."""
+    async def call(self, path: str, body: dict[str, Any], *,
+                   write: bool = False) -> dict[str, Any]:
+        """POST ``body`` to ``path`` on the first endpoint that can answer. A ``write`` is
+        not sent again to another endpoint once it may have reached one (a timeout after
+        sending): it may have happened, and a second try could happen twice."""
         errors: list[str] = []
         n = len(self.settings.endpoints)
         for i in range(n):
@@ -247,6 +281,9 @@ class Client:
                 return await self._call_one(url, path, body)
             except Unavailable as exc:
                 errors.append(exc.message)
+                if write and exc.sent:
+                    raise Unavailable(f"{exc.message} (the write may or may not have been"
+                                      " made)", sent=True) from exc
                 continue
         raise Unavailable("; ".join(errors))
 
@@ -256,9 +293,14 @@ class Client:
             try:
                 response = await self._http.post(url + path, json=body, headers=self._headers())
             except httpx.HTTPError as exc:
-                raise Unavailable(f"etcd {url}: {_words(exc, url, self.settings)}") from exc
+                sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+                raise Unavailable(f"etcd {url}: {_words(exc, url, self.settings)}",
+                                  sent=sent) from exc
             answer = _json_or(response.text)
             if response.status_code == 200 and "code" not in answer:
+                if "header" not in answer and "result" not in answer:  # not etcd's JSON
+                    raise Unavailable(f"etcd {url}: unreadable answer: "
+                                      f"{str(answer.get('error'))[:100]}", sent=True)
                 self._at = self.settings.endpoints.index(url)
                 return answer
             if attempt == 1 and int(answer.get("code", 0)) in _AUTH_CODES and self._token:
@@ -285,7 +327,7 @@ class Client:
         return {"Authorization": self._token} if self._token else {}
 
     def _raise(self, url: str, status: int, answer: dict[str, Any]) -> NoReturn:
-        code = int(answer.get("code", 0) or 0)
+        code = int(answer.get("code", 0) or answer.get("grpc_code", 0) or 0)
         words = answer.get("message") or answer.get("error") or f"HTTP {status}"
         if "CommonName of client" in str(words):
             words = (f"{words} (etcd refuses a client certificate with a Common Name on its"
