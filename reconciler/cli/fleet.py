@@ -32,6 +32,7 @@ _ENV = {"endpoints": "RECONCILER_ETCD_ENDPOINTS", "cacert": "RECONCILER_ETCD_CAC
         "cert": "RECONCILER_ETCD_CERT", "key": "RECONCILER_ETCD_KEY",
         "user": "RECONCILER_ETCD_USER", "password_file": "RECONCILER_ETCD_PASSWORD_FILE"}
 DEFAULT_ENDPOINTS = "http://127.0.0.1:2379"
+MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
 
 
 class Refused(errors.ReconcilerError):
@@ -219,14 +220,21 @@ def run_apply(args: argparse.Namespace) -> int:
                                 {})  # as a node reads it: a bad node selector, too
             problems += [loader.Finding(doc.file, doc.line, f.path, f.message)
                          for f in again.findings]
+            if key in values:  # pod a-b/c and pod a/b-c: one key name
+                raise Refused(f"{_display(doc.key)} and {_display(values[key][0])} would"
+                              f" both be written to {key}; apply them one at a time, or write"
+                              " one under a key of your own")
             values[key] = (doc.key, text)
     if problems:  # a relative host path: an etcd value has no directory to anchor it
         raise Refused(verbs._lines(problems))
     if not values:
         raise Refused("no objects passed to apply")
+    if len(values) > MAX_TXN_OPS:
+        raise Refused(f"{len(values)} objects in one apply: etcd takes at most {MAX_TXN_OPS}"
+                      " in one transaction (its --max-txn-ops); split the input")
     words = _run(_apply(etcd_settings(args), prefix, values))
     for key, (okey, _) in values.items():
-        print(f"{okey[0].lower()}/{okey[1]} {words[key]} ({key})")  # noqa: T201
+        print(f"{_display(okey)} {words[key]} ({key})")  # noqa: T201
     return 0
 
 
@@ -235,16 +243,24 @@ async def _apply(settings: etcdapi.Settings, prefix: str,
     from reconciler.manifest import loader
     from reconciler.sources import etcd, etcdapi
 
+    # the other prefixes whose objects would meet these on a node: the fleet's for a
+    # node, every node's for the fleet (a name defined twice applies neither)
+    others = etcd.ROOT + "nodes/" if prefix == etcd.FLEET else etcd.FLEET
     async with etcdapi.Client(settings) as client:
-        (existing,), revision = await client.ranges(prefix)
+        (existing, elsewhere), revision = await client.ranges(prefix, others)
         have = {kv.key: kv for kv in existing}
-        for kv in existing:  # an object another key defines is refused, as apply does
+        wanted = {okey: key for key, (okey, _) in values.items()}
+        for kv in existing + elsewhere:  # an object another key defines is refused
             result = loader.load_bytes(kv.value, file=etcd.origin(kv.key), base_dir=None)
-            for doc in result.documents:
-                for key, (okey, _) in values.items():
-                    if doc.key == okey and kv.key != key:
-                        raise Refused(f"{okey[0].lower()}/{okey[1]} is defined by {kv.key};"
-                                      " change it there, or delete it first")
+            keys = [doc.key for doc in result.documents]
+            if kv.key in values and result.ok and keys != [values[kv.key][0]]:
+                raise Refused(f"{kv.key} holds {', '.join(map(_display, keys)) or 'nothing'},"
+                              f" not only {_display(values[kv.key][0])}; apply writes a key"
+                              " of its own: delete that one first, or edit it there")
+            for okey in keys:
+                if okey in wanted and kv.key != wanted[okey]:
+                    raise Refused(f"{_display(okey)} is defined by {kv.key}; change it"
+                                  " there, or delete it first")
         words = {k: "unchanged" if k in have and have[k].value == v
                  else "configured" if k in have else "created" for k, (_, v) in values.items()}
         puts = [etcdapi.put(k, v) for k, (_, v) in values.items() if words[k] != "unchanged"]
@@ -256,6 +272,10 @@ async def _apply(settings: etcdapi.Settings, prefix: str,
             if not ok:
                 raise Refused(f"{prefix} changed while applying; nothing written, try again")
         return words
+
+
+def _display(key: tuple[str, str]) -> str:
+    return f"{key[0].lower()}/{key[1]}"
 
 
 def _b64(text: str) -> str:

@@ -94,3 +94,38 @@ def test_unreachable_etcd_is_an_error_naming_the_endpoint(cluster: EtcdCluster) 
                           "--etcd-endpoints", "127.0.0.1:2379"],
                          capture_output=True, text=True, check=False, timeout=30)
     assert bad.returncode == 2 and "not an http:// or https:// URL" in bad.stderr
+
+
+def pod(namespace: str, name: str) -> str:
+    return (f"apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {namespace}}}\n"
+            "spec:\n  containers: [{name: c, image: 'busybox:1.36'}]\n")
+
+
+def test_apply_refuses_two_objects_for_one_key_and_a_key_holding_another(
+        cluster: EtcdCluster) -> None:
+    both = fleet(cluster, "apply", "--node", "cli2", "-f", "-",
+                 stdin=pod("team-a", "web") + "---\n" + pod("team", "a-web"))
+    assert both.returncode == 1
+    assert "would both be written to /reconciler/nodes/cli2/pod-team-a-web" in both.stderr
+    assert fleet(cluster, "apply", "--node", "cli2", "-f", "-",
+                 stdin=pod("team-a", "web")).returncode == 0
+    other = fleet(cluster, "apply", "--node", "cli2", "-f", "-", stdin=pod("team", "a-web"))
+    assert other.returncode == 1
+    assert "holds pod/team-a/web, not only pod/team/a-web" in other.stderr
+    assert "team-a" in cluster.etcdctl("get", "/reconciler/nodes/cli2/pod-team-a-web")
+
+
+def test_apply_refuses_a_name_the_other_prefix_defines(cluster: EtcdCluster) -> None:
+    cluster.etcdctl("put", "/reconciler/fleet/shared", container("shared"))
+    res = fleet(cluster, "apply", "--node", "cli3", "-f", "-", stdin=container("shared"))
+    assert res.returncode == 1 and "defined by /reconciler/fleet/shared" in res.stderr
+    cluster.etcdctl("put", "/reconciler/nodes/cli3/mine", container("mine"))
+    res = fleet(cluster, "apply", "--fleet", "-f", "-", stdin=container("mine"))
+    assert res.returncode == 1 and "defined by /reconciler/nodes/cli3/mine" in res.stderr
+
+
+def test_more_objects_than_one_transaction_takes_is_refused(cluster: EtcdCluster) -> None:
+    text = "---\n".join(container(f"many{i}") for i in range(129))
+    res = fleet(cluster, "apply", "--node", "cli4", "-f", "-", stdin=text)
+    assert res.returncode == 1 and "at most 128 in one transaction" in res.stderr
+    assert keys(cluster, "/reconciler/nodes/cli4/") == []
