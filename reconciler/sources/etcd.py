@@ -16,10 +16,13 @@ a broken value keeps what the key defined before, a name defined by two keys app
 neither (``core.desired``).
 
 Watching: one transaction reads both prefixes at one revision, then a watch on each
-prefix starts from that revision + 1, so no change is missed and none applied twice. The
-events of a burst (a ``fleet apply`` of many objects, a script of puts) are one snapshot:
-after an event the source takes what follows until ``QUIET`` passes with none (at most
-``BATCH_MAX``). A compacted revision (``Compacted``) or a broken stream starts over from
+prefix starts from that revision + 1, so no change is missed and none applied twice.
+Events only say "read again" (a read of both prefixes at one revision, so a transaction
+that moves an object between them is never half seen): the first after a quiet spell
+reads at once (a ``fleet apply`` is one transaction, one watch message per prefix); when
+more came while that read ran (a script of puts), the source waits until ``QUIET``
+passes with none (at most ``BATCH_MAX``) and reads once for all. The watched member is
+asked every ``LIVENESS`` seconds whether it still answers. A compacted revision (``Compacted``) or a broken stream starts over from
 a new read; an unreachable cluster makes the source unavailable (nothing it defined is
 deleted) and it retries with backoff.
 
@@ -178,11 +181,14 @@ class EtcdSource:
                 tg.start_soon(alive, tg.cancel_scope)
                 tg.start_soon(self._wait_rescan, tg.cancel_scope)
                 while True:
-                    revision = await events_out.receive()
+                    try:  # queued while the last read ran: a burst under way
+                        revision, burst = events_out.receive_nowait(), True
+                    except anyio.WouldBlock:
+                        revision, burst = await events_out.receive(), False
                     if revision <= self._revision:
                         continue  # already in the last read
                     give_up = time.monotonic() + BATCH_MAX
-                    while (left := give_up - time.monotonic()) > 0:
+                    while burst and (left := give_up - time.monotonic()) > 0:
                         with anyio.move_on_after(min(QUIET, left)) as pause:
                             await events_out.receive()
                         if pause.cancelled_caught:
