@@ -5,7 +5,8 @@
 One run, one root filesystem, everything private: a temp dir holding the manifests
 directory, a staging dir beside it (same filesystem, so a drop is one rename), the daemon's
 state dir and runc root, a second runc root for the bare-runc floors, podman's own storage,
-run root, tmp dir and runc root, and a cgroup parent ``/reconciler-bench/<tag>``. The
+run root, tmp dir and runc root, figure 7's etcd data dirs, nodes' state dirs and runc
+roots, and a cgroup parent ``/reconciler-bench/<tag>``. The
 figures (see bench/README.md):
 
 1. one manifest dropped -> its container running, against a bare ``runc run -d`` and, as
@@ -17,7 +18,10 @@ figures (see bench/README.md):
 5. the daemon's idle CPU and RSS with N containers, and conmon's RSS per container;
 6. a two-container Kubernetes Pod (image busybox:1.36) dropped -> both containers running,
    against ``podman kube play`` of the same file and three bare ``runc run -d`` (a
-   catatonit infra container and two joining its namespaces).
+   catatonit infra container and two joining its namespaces);
+7. one fleet-wide etcd write -> the container running on every one of 10, then 50 nodes
+   (daemons with ``--source etcd`` on this host, a 3-member etcd on 127.0.0.1), against
+   N bare ``runc run -d`` at once; no peer (``--only 7`` runs it alone).
 
 Each floor and peer is measured beside its figure, trial by trial where there are trials
 (bare, then podman, then the daemon, in turn), so that load from other work on the machine
@@ -32,8 +36,9 @@ single-drop trial is checked against ``runc state`` afterwards, untimed. Podman'
 containers are judged by the same rule in podman's own runc root.
 
 Targets are printed with PASS/MISS, then a summary table; the benchmark always exits 0
-unless it crashes. Clean-up (daemon, podman's containers and pods, containers, monitors,
-mounts, cgroups, the temp dir) runs in a ``finally``, also on Ctrl-C or SIGTERM.
+unless it crashes. Clean-up (daemons, etcd members, podman's containers and pods,
+containers, monitors, mounts, cgroups, the temp dir) runs in a ``finally``, also on Ctrl-C
+or SIGTERM.
 """
 
 from __future__ import annotations
@@ -59,6 +64,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
+
+from reconciler.sources import etcdapi
+
 REPO = Path(__file__).resolve().parent.parent
 # sh traps SIGTERM so that a deletion is quick: the daemon stops a container whose manifest
 # is gone with SIGTERM and a 10 s grace, whatever its manifest said (see bench/README.md).
@@ -80,6 +89,8 @@ CRASH_OVER_BARE = 0.025  # 3: first restart p50 at most this above the bare rest
 RESTART_CONVERGED = 0.400  # 4: daemon restart with N running -> converged, under; 0 restarts
 IDLE_CPU = 0.5  # 5: % of one core over a full --resync period, runc children included
 FASTER_THAN_KUBE_PLAY_POD = 2.0  # 6: kube play (returned) p50 / our Pod drop -> running p50
+FLEET_P50 = 1.0  # 7: one fleet write -> running, the p50 over nodes under this, with ...
+FLEET_TARGET_NODES = 10  # ... this many nodes (the fleet issue's goal)
 
 # podman, the peer: the same busybox rootfs imported as an image, once per run (untimed).
 PODMAN_IMAGE = "localhost/bench-busybox:latest"
@@ -98,6 +109,16 @@ POD_CONTAINERS = (("server", ["/bin/sh", "-c",
                   ("sleeper", COMMAND))
 ANN_POD, ANN_POD_ROLE = "io.reconciler.pod", "io.reconciler.pod-role"  # on every pod unit
 CATATONIT = ("catatonit", "/usr/libexec/podman/catatonit")
+
+# 7: a fleet. Nodes are daemons on this host, each with its own state dir, runc root and
+# cgroup parent, fed by a real etcd cluster on 127.0.0.1 (tests/etcd_cluster.py).
+FLEET_MEMBERS = 3
+FLEET_PREFIX = "/reconciler/fleet/"  # a key here is every node's (no selector: all nodes)
+# The etcd source logs no stage of its own: its watch, its batch (QUIET, 20 ms) and the
+# desired state end at the loop's "desired" line.
+FLEET_STAGES = (("desired", "watch + batch + desired"), ("plan", "plan"),
+                ("action", "to a worker"), ("conmon", "spec, overlay, config.json"),
+                ("created", "conmon + runc create"), ("started", "runc start"))
 
 
 def out(line: str = "") -> None:
@@ -140,6 +161,8 @@ class Sandbox:
         self.bundles = self.base / "bundles"
         self.logs = self.base / "logs"
         self.cgroup_parent = f"/reconciler-bench/{self.tag}"
+        self.more_roots: list[Path] = []  # figure 7: each node's runc root, and the floor's
+        self.closers: list[Callable[[], None]] = []  # figure 7: the etcd members
         for d in (self.manifests, self.staging, self.state, self.runc_root, self.bare_root,
                   self.bundles, self.logs):
             d.mkdir(parents=True)
@@ -151,13 +174,20 @@ class Sandbox:
 
 def cleanup(box: Sandbox, daemons: Sequence[Daemon], peers: Sequence[Podman] = ()) -> None:
     """Leave nothing behind; each step goes on when an earlier one failed."""
+    for daemon in daemons:  # all told first: figure 7 has up to 50 of them
+        with contextlib.suppress(Exception):
+            daemon.terminate()
     for daemon in daemons:
         with contextlib.suppress(Exception):
             daemon.stop()
+    for close in box.closers:
+        with contextlib.suppress(Exception):
+            close()
     for podman in peers:
         with contextlib.suppress(Exception):
             podman.remove_all()
-    roots = [box.runc_root, box.bare_root, *(podman.runc_root for podman in peers)]
+    roots = [box.runc_root, box.bare_root, *box.more_roots,
+             *(podman.runc_root for podman in peers)]
     for root in roots:
         with contextlib.suppress(Exception):
             listed = subprocess.run(["runc", f"--root={root}", "list", "-q"], check=False,
@@ -844,6 +874,7 @@ class Daemon:
         self.concurrency = concurrency
         self.log = box.logs / f"daemon-{label}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.terminated = False  # SIGTERM sent to this process
 
     def argv(self) -> list[str]:
         b = self.box
@@ -868,17 +899,25 @@ class Daemon:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def terminate(self) -> None:
+        """SIGTERM, no wait (``stop`` waits): many daemons then exit side by side."""
+        if self.proc is not None and self.proc.poll() is None and not self.terminated:
+            self.proc.send_signal(signal.SIGTERM)
+            self.terminated = True
+
     def stop(self) -> float:
-        """SIGTERM, a bounded wait, SIGKILL; the seconds it took to exit."""
+        """SIGTERM (unless ``terminate`` sent it), a bounded wait, SIGKILL; the seconds it
+        took to exit."""
         if self.proc is None or self.proc.poll() is not None:
             return 0.0
         t0 = time.perf_counter()
-        self.proc.send_signal(signal.SIGTERM)
+        self.terminate()
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self.terminated = False  # a restart (figure 4) starts a new process
         return time.perf_counter() - t0
 
     def check(self) -> None:
@@ -909,8 +948,12 @@ def tail(path: Path, lines: int = 15) -> str:
 
 
 def read_status(box: Sandbox) -> dict[str, Any] | None:
+    return read_status_file(box.status_path)
+
+
+def read_status_file(path: Path) -> dict[str, Any] | None:
     try:
-        with open(box.status_path, "rb") as f:
+        with open(path, "rb") as f:
             data: dict[str, Any] = json.loads(f.read())
     except (FileNotFoundError, ValueError):
         return None
@@ -920,7 +963,12 @@ def read_status(box: Sandbox) -> dict[str, Any] | None:
 def passed_since(box: Sandbox, wall: float) -> dict[str, Any] | None:
     """status.json if a daemon wrote it after a pass that ran at or after ``wall`` (so this
     daemon's, not its predecessor's: inode numbers are reused, times are not)."""
-    status = read_status(box)
+    return status_after(box.status_path, wall)
+
+
+def status_after(path: Path, wall: float) -> dict[str, Any] | None:
+    """The status file ``path`` if it comes from a pass that ran at or after ``wall``."""
+    status = read_status_file(path)
     if status is None or (status.get("daemon", {}).get("lastPassAt") or 0.0) < wall:
         return None
     return status
@@ -963,9 +1011,14 @@ def stage(box: Sandbox, name: str, *, rev: int = 0) -> Path:
 
 
 def gone(box: Sandbox, name: str) -> bool:
-    return (not (box.runc_root / instance(box.runc_root, name)).exists()
-            and not any((box.state / "containers").glob(f"{name}.*"))
-            and not (box.state / "containers" / name).exists())
+    return gone_from(box.runc_root, box.state, name)
+
+
+def gone_from(runc_root: Path, state: Path, name: str) -> bool:
+    """No runc container and no depot of ``name`` left (a daemon's runc root, state dir)."""
+    return (not (runc_root / instance(runc_root, name)).exists()
+            and not any((state / "containers").glob(f"{name}.*"))
+            and not (state / "containers" / name).exists())
 
 
 def drop_out(box: Sandbox, daemon: Daemon, names: Sequence[str], *, timeout: float) -> float:
@@ -1075,6 +1128,13 @@ def split_stages(records: Sequence[dict[str, Any]], spans: Sequence[tuple[str, f
                  stages: Sequence[tuple[str, str]]) -> str:
     """Median time of each stage, from the start of each span (``(object, start wall,
     running wall)``) to the first line of the stage for that object, then to the next."""
+    return medians(stage_gaps(records, spans, stages), stages)
+
+
+def stage_gaps(records: Sequence[dict[str, Any]], spans: Sequence[tuple[str, float, float]],
+               stages: Sequence[tuple[str, str]]) -> dict[str, list[float]]:
+    """Each stage's gaps (see ``split_stages``), one per span that logged it, and the last
+    stage -> running seen (``"running"``)."""
     names = [s for s, _ in stages]
     gaps: dict[str, list[float]] = {s: [] for s in [*names, "running"]}
     for obj, start, end in spans:
@@ -1090,6 +1150,10 @@ def split_stages(records: Sequence[dict[str, Any]], spans: Sequence[tuple[str, f
                 gaps[stage].append(seen[stage] - last)
                 last = seen[stage]
         gaps["running"].append(end - last)
+    return gaps
+
+
+def medians(gaps: dict[str, list[float]], stages: Sequence[tuple[str, str]]) -> str:
     parts = [f"{label} {statistics.median(gaps[s]) * 1000:.1f}"
              for s, label in [*stages, ("running", "-> running seen")] if gaps[s]]
     if not parts:
@@ -1156,7 +1220,7 @@ def pod_image(box: Sandbox) -> tuple[Path | None, str | None]:
                       if os.path.isabs(p) and os.access(p, os.X_OK)), None)
     if catatonit is None:
         missing.append("catatonit")
-    if missing:
+    if missing or catatonit is None:
         return None, f"{', '.join(missing)} not installed"
     tmp = box.base / "image-tmp"
     tmp.mkdir()
@@ -1520,6 +1584,337 @@ def idle(box: Sandbox, daemon: Daemon, n: int, seconds: float, resync_window: fl
     }
 
 
+# -- 7. one fleet-wide etcd write -> running on every node ---------------------------------
+
+
+class Node(Daemon):
+    """One node of figure 7's fleet: ``reconciler run --source etcd --node NAME``, with its
+    own state dir and runc root (``fleet/NAME/`` in the temp dir) and cgroup parent
+    (``<bench parent>/fleet/NAME``). It has no label, so every fleet key is its own."""
+
+    def __init__(self, box: Sandbox, name: str, endpoints: Sequence[str]) -> None:
+        super().__init__(box, concurrency=DEFAULT_CONCURRENCY, label=f"fleet-{name}")
+        self.name = name
+        self.endpoints = tuple(endpoints)
+        self.state = box.base / "fleet" / name / "state"
+        self.runc_root = box.base / "fleet" / name / "runc"
+        self.cgroup_parent = f"{box.cgroup_parent}/fleet/{name}"
+        self.state.mkdir(parents=True)
+        self.runc_root.mkdir()
+        box.more_roots.append(self.runc_root)
+
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "reconciler", "run", "--source", "etcd",
+                "--node", self.name, "--etcd-endpoints", ",".join(self.endpoints),
+                "--state-dir", str(self.state), "--runc-root", str(self.runc_root),
+                "--cgroup-parent", self.cgroup_parent, "--settle", str(SETTLE),
+                "--log-format", "json", "--log-level", "debug",  # the breakdown
+                "--allow-empty"]  # each trial deletes the fleet's only key again
+
+
+def start_nodes(nodes: Sequence[Node]) -> float:
+    """All spawned at once, then each waited for until its status.json comes from a pass
+    after the spawn (its etcd source has read the keys: a daemon plans nothing before
+    every source was heard from). The seconds until the last was ready."""
+    t0, wall = time.perf_counter(), time.time()
+    for node in nodes:
+        node.start()
+    pending = list(nodes)
+
+    def ready() -> bool:
+        nonlocal pending
+        for node in pending:
+            node.check()
+        pending = [n for n in pending
+                   if status_after(n.state / "status.json", wall) is None]
+        return not pending
+
+    wait_for(ready, timeout=120, every=0.05, what=f"{len(nodes)} fleet daemons' first pass")
+    return time.perf_counter() - t0
+
+
+def etcd_txn(endpoints: Sequence[str], ops: Sequence[dict[str, Any]]) -> tuple[float, float]:
+    """One etcd transaction of ``ops``, as ``reconciler fleet apply`` makes one: (its round
+    trip, time.perf_counter() at its return). The client and its connection are made
+    before the round trip starts."""
+
+    async def go() -> tuple[float, float]:
+        async with etcdapi.Client(etcdapi.Settings(tuple(endpoints))) as client:
+            t0 = time.perf_counter()
+            await client.txn(ops)
+            t1 = time.perf_counter()
+            return t1 - t0, t1
+
+    return anyio.run(go)
+
+
+def fleet_key(name: str) -> str:
+    return f"{FLEET_PREFIX}container-{name}"
+
+
+@dataclass(frozen=True)
+class FleetTrial:
+    name: str
+    wall: float  # time.time() at the txn's return, to match the daemons' logs
+    txn: float  # the txn's own round trip (before the clock starts)
+    seconds: dict[str, float]  # node -> the txn returned -> its container running
+
+
+def fleet_write(nodes: Sequence[Node], name: str, rootfs: Path) -> FleetTrial:
+    """ONE put of one Container under /reconciler/fleet/; the clock starts when the txn
+    returns and stops, for each node, when its container counts as running in its root."""
+    endpoints = nodes[0].endpoints
+    txn, t0 = etcd_txn(endpoints, [etcdapi.put(fleet_key(name), manifest(name, rootfs))])
+    wall = time.time() - (time.perf_counter() - t0)
+    seconds: dict[str, float] = {}
+    pending = list(nodes)
+    deadline = t0 + 60
+    while pending:
+        for node in pending:
+            if running_pid(node.runc_root, name) is not None:
+                seconds[node.name] = time.perf_counter() - t0
+        pending = [n for n in pending if n.name not in seconds]
+        if pending:
+            if time.perf_counter() > deadline:
+                for node in pending:
+                    node.check()
+                raise TimeoutError(f"{name}: not running on {len(pending)} of {len(nodes)} "
+                                   "nodes 60 s after the etcd write")
+            time.sleep(BULK_POLL)
+    return FleetTrial(name, wall, txn, seconds)
+
+
+def fleet_delete(nodes: Sequence[Node], name: str) -> float:
+    """Untimed: the key deleted, then wait until no node has the container or its depot."""
+    t0 = time.perf_counter()
+    etcd_txn(nodes[0].endpoints, [etcdapi.delete(fleet_key(name))])
+
+    def all_gone() -> bool:
+        for node in nodes:
+            node.check()
+        return all(gone_from(n.runc_root, n.state, name) for n in nodes)
+
+    wait_for(all_gone, timeout=60, every=0.02, what=f"{name} deleted on {len(nodes)} nodes")
+    return time.perf_counter() - t0
+
+
+def together(argvs: Sequence[Sequence[str]]) -> list[int]:
+    """Commands spawned at once, output to /dev/null; their exit codes."""
+    procs = [subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL) for argv in argvs]
+    return [proc.wait() for proc in procs]
+
+
+def bare_fleet(bare: Bare, roots: Sequence[Path], tag: str, *,
+               template: dict[str, Any] | None = None) -> list[float]:
+    """The floor: a ``runc run -d`` of runc spec's config (figure 1's floor; or
+    ``template``, the daemon's) in each of the N roots, all spawned at once, as the N
+    daemons run side by side on the same cores. From before the first spawn to each
+    container running (sorted). Then removed, untimed, with N ``runc delete -f`` at once."""
+    names = [f"bare-{tag}-{i:02d}" for i in range(len(roots))]
+    bundles = [bare.bundle(name, template=template) for name in names]
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen(["runc", f"--root={root}", "run", "-d", "-b", str(bundle), name],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+             for root, bundle, name in zip(roots, bundles, names, strict=True)]
+    seconds: list[float] = []
+    pending = list(zip(roots, names, procs, strict=True))
+    deadline = t0 + 60
+    try:
+        while pending:
+            still = []
+            for root, name, proc in pending:
+                if running_pid(root, name) is not None:
+                    seconds.append(time.perf_counter() - t0)
+                elif proc.poll() not in (None, 0):
+                    raise RuntimeError(f"runc run -d {name} failed (exit {proc.returncode})")
+                else:
+                    still.append((root, name, proc))
+            pending = still
+            if pending:
+                if time.perf_counter() > deadline:
+                    raise TimeoutError(f"{len(pending)} bare containers not running after 60 s")
+                time.sleep(BULK_POLL)
+    finally:
+        for proc in procs:
+            proc.wait()
+        together([["runc", f"--root={root}", "delete", "-f", name]
+                  for root, name in zip(roots, names, strict=True)])
+    return sorted(seconds)
+
+
+@dataclass
+class FleetPhase:
+    nodes: int
+    new: int  # nodes started for this phase (the others are the last phase's)
+    started: float  # the new nodes spawned at once -> the last one ready
+    cold: FleetTrial | None = None
+    bare_cold: list[float] = field(default_factory=list)
+    trials: list[FleetTrial] = field(default_factory=list)
+    bare: list[list[float]] = field(default_factory=list)  # per trial, each container's
+    bare_cfg: list[list[float]] = field(default_factory=list)  # the same, daemon's config
+    deleted: list[float] = field(default_factory=list)  # the untimed deletions
+    gaps: dict[str, list[float]] = field(default_factory=dict)  # stage_gaps, all nodes
+
+
+@dataclass
+class FleetFigure:
+    skipped: str | None = None  # why there is no figure at all
+    failed: str | None = None  # why the phases stop early
+    endpoints: tuple[str, ...] = ()
+    phases: list[FleetPhase] = field(default_factory=list)
+
+
+def fleet_figure(box: Sandbox, bare: Bare, plan: Plan, daemons: list[Daemon]) -> FleetFigure:
+    """A 3-member etcd on 127.0.0.1 (tests/etcd_cluster.py, what the fleet tests use),
+    then, for each node count, the nodes it lacks started at once, and a cold round and
+    ``plan.fleet_trials`` rounds of: the bare floor, one fleet write, the key deleted (and
+    the floor's containers; untimed). The nodes are stopped and etcd killed at the end,
+    with nothing of theirs left running; the bench's clean-up does it on any failure."""
+    missing = [tool for tool in ("etcd", "etcdctl") if shutil.which(tool) is None]
+    if missing:
+        return FleetFigure(skipped=f"{', '.join(missing)} not installed")
+    if str(REPO) not in sys.path:  # tests/ is no installed package
+        sys.path.insert(0, str(REPO))
+    from tests import etcd_cluster
+
+    cluster = etcd_cluster.EtcdCluster(box.base / "etcd", members=FLEET_MEMBERS)
+    box.closers.append(cluster.close)
+    progress(f"7. a {FLEET_MEMBERS}-member etcd on 127.0.0.1")
+    try:
+        cluster.start()
+    except (etcd_cluster.EtcdClusterError, OSError) as exc:
+        return FleetFigure(skipped=f"etcd did not start: {exc}"[:600])
+    fig = FleetFigure(endpoints=tuple(cluster.endpoints))
+    nodes: list[Node] = []
+    bare_roots: list[Path] = []
+    try:
+        for count in plan.fleet_nodes:
+            new = [Node(box, f"n{i:02d}", cluster.endpoints) for i in range(len(nodes), count)]
+            daemons.extend(new)
+            nodes.extend(new)
+            for i in range(len(bare_roots), count):
+                bare_roots.append(box.base / "fleet-bare" / f"n{i:02d}")
+                bare_roots[-1].mkdir(parents=True)
+                box.more_roots.append(bare_roots[-1])
+            progress(f"7. {len(new)} more fleet daemons started at once, for {count} nodes")
+            phase = FleetPhase(count, len(new), start_nodes(new))
+            fig.phases.append(phase)
+            progress(f"7. {plan.fleet_trials} rounds of: {count} bare runc run -d at once, "
+                     f"one fleet write to {count} nodes")
+            fleet_rounds(box, bare, nodes, bare_roots, phase, plan.fleet_trials)
+    except (TimeoutError, RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        fig.failed = f"{len(nodes)} nodes: {type(exc).__name__}: {exc}"
+    for node in nodes:  # nothing of theirs runs now: each trial deleted its container
+        node.terminate()
+    for node in nodes:
+        node.stop()
+    cluster.close()
+    return fig
+
+
+def fleet_rounds(box: Sandbox, bare: Bare, nodes: Sequence[Node], bare_roots: Sequence[Path],
+                 phase: FleetPhase, trials: int) -> None:
+    """A cold round, then ``trials`` rounds of: the floor, the floor of the daemon's config
+    (for context; taken from the cold round's container, as figure 1 does), the write."""
+    n = len(nodes)
+    config: dict[str, Any] | None = None
+    for i in range(-1, trials):  # -1: the cold round, not counted
+        label = "cold" if i < 0 else f"{i:02d}"
+        floor = bare_fleet(bare, bare_roots[:n], f"fleet{n}-{label}")
+        if config is not None:
+            phase.bare_cfg.append(bare_fleet(bare, bare_roots[:n], f"fleet{n}-cfg-{label}",
+                                             template=config))
+        trial = fleet_write(nodes, f"fleet{n}-{label}", box.rootfs)
+        if config is None:
+            config = json.loads((nodes[0].state / "containers" / f"{trial.name}.1" / "bundle"
+                                 / "config.json").read_text())
+        deleted = fleet_delete(nodes, trial.name)
+        if i < 0:
+            phase.cold, phase.bare_cold = trial, floor
+        else:
+            phase.trials.append(trial)
+            phase.bare.append(floor)
+            phase.deleted.append(deleted)
+    gaps: dict[str, list[float]] = {}
+    for node in nodes:
+        spans = [(t.name, t.wall, t.wall + t.seconds[node.name]) for t in phase.trials]
+        for stage, values in stage_gaps(node.log_records(), spans, FLEET_STAGES).items():
+            gaps.setdefault(stage, []).extend(values)
+    phase.gaps = gaps
+
+
+def report_fleet(fig: FleetFigure, plan: Plan) -> list[Row]:
+    """Figure 7's lines and rows: per node count, the median over trials of the p50 over
+    nodes, and the worst trial's last node, beside the concurrent bare floor."""
+    out(f"7. one fleet-wide etcd write -> the container running on every node "
+        f"({plan.fleet_trials} rounds after one cold one, for each node count; a round: "
+        "N bare runc run -d at once, then the write)")
+    target = f"p50 < {FLEET_P50:g} s with {FLEET_TARGET_NODES} nodes"
+    if fig.skipped:
+        out(f"   skipped: {fig.skipped}")
+        return [("7. one etcd write -> running on every node", f"n/a ({fig.skipped})", "",
+                 "no peer", target, "n/a")]
+    out(f"   a {FLEET_MEMBERS}-member etcd on {','.join(fig.endpoints)}; the nodes: "
+        f"reconciler run --source etcd --node nNN --settle {SETTLE:g} --allow-empty "
+        "--log-format json --log-level debug, each its own state dir, runc root and cgroup "
+        "parent; the clock starts when the txn (one put of a Container) returns")
+    rows: list[Row] = []
+    for phase in fig.phases:
+        n = phase.nodes
+        out(f"   {n} nodes ({phase.new} daemons spawned at once: all ready after "
+            f"{phase.started:.1f} s)")
+        if not phase.trials:
+            continue
+        p50s = [pct(list(t.seconds.values()), 0.5) for t in phase.trials]
+        maxes = [max(t.seconds.values()) for t in phase.trials]
+        r50, rmax = statistics.median(p50s), max(maxes)
+        b50 = statistics.median([pct(b, 0.5) for b in phase.bare])
+        bmax = max(max(b) for b in phase.bare)
+        cold = ""
+        if phase.cold is not None:
+            cs = list(phase.cold.seconds.values())
+            cold = f"cold p50 {ms(pct(cs, 0.5)).strip()} max {ms(max(cs)).strip()}; "
+        txn = statistics.median([t.txn for t in phase.trials])
+        out(f"     reconciler  p50 {ms(r50)}  max {ms(rmax)}   ({len(phase.trials)} trials: "
+            f"median of the trials' p50 over nodes, worst last node; {cold}the txn's round "
+            f"trip, before the clock, p50 {ms(txn).strip()})")
+        out(f"       trials' p50 {' '.join(f'{v * 1000:.0f}' for v in p50s)} ms, "
+            f"max {' '.join(f'{v * 1000:.0f}' for v in maxes)} ms; "
+            f"deleting took {statistics.median(phase.deleted):.1f} s (untimed)")
+        bare_cold = (f"cold p50 {ms(pct(phase.bare_cold, 0.5)).strip()} max "
+                     f"{ms(max(phase.bare_cold)).strip()}; " if phase.bare_cold else "")
+        out(f"     bare runc   p50 {ms(b50)}  max {ms(bmax)}   ({bare_cold}{n} runc run -d "
+            "spawned at once, one in each of N runc roots, runc spec's config; the same rule)")
+        if phase.bare_cfg:
+            c50 = statistics.median([pct(b, 0.5) for b in phase.bare_cfg])
+            cmax = max(max(b) for b in phase.bare_cfg)
+            out(f"     bare runc   p50 {ms(c50)}  max {ms(cmax)}   (the same, of the "
+                "config.json the daemon wrote (seccomp etc.), for context)")
+        out("     where it goes, from the txn's return: "
+            + medians(phase.gaps, FLEET_STAGES))
+        is_target = n == FLEET_TARGET_NODES
+        row_target = f"p50 < {FLEET_P50:g} s" if is_target else "none (for information)"
+        rows.append((f"7. one etcd write -> running on {n} nodes, p50 / max",
+                     f"{ms(r50).strip()} / {ms(rmax).strip()}",
+                     f"{ms(b50).strip()} / {ms(bmax).strip()} {n} bare runc run -d at once",
+                     "no peer", row_target, verdict(r50 < FLEET_P50) if is_target else ""))
+    if fig.failed:
+        out(f"   stopped: {fig.failed}")
+    out("   no peer: podman and compose have no fleet (nothing that runs one write on many "
+        "hosts)")
+    ten = next((p for p in fig.phases if p.nodes == FLEET_TARGET_NODES and p.trials), None)
+    if ten is None:
+        out(f"   target: {target}: not measured")
+        rows.insert(0, (f"7. one etcd write -> running on {FLEET_TARGET_NODES} nodes",
+                        "n/a", "", "no peer", target, "n/a"))
+    else:
+        r50 = statistics.median([pct(list(t.seconds.values()), 0.5) for t in ten.trials])
+        out(f"   target: {target}: {ms(r50).strip()} -> {verdict(r50 < FLEET_P50)}")
+    return rows
+
+
 # -- the run -------------------------------------------------------------------------------
 
 
@@ -1532,6 +1927,9 @@ class Plan:
     idle_seconds: float
     resync_window: float  # 0: skip the window that holds a periodic relist
     pod_trials: int  # 6: rounds of bare floor, podman kube play, Pod drop
+    fleet_nodes: tuple[int, ...]  # 7: the node counts, each phase adding nodes to the last
+    fleet_trials: int  # 7: rounds of N bare runc run -d at once, one fleet write
+    only_fleet: bool = False  # --only 7
 
 
 def progress(text: str) -> None:
@@ -1541,10 +1939,14 @@ def progress(text: str) -> None:
 
 def measure(box: Sandbox, plan: Plan, daemons: list[Daemon], peers: list[Podman]
             ) -> dict[str, Any]:
-    """Every figure; each floor and peer measured right beside (or interleaved with) its
-    figure."""
+    """Every figure (with --only 7, that one); each floor and peer measured right beside (or
+    interleaved with) its figure. Figure 7 goes first, on the quietest machine, and leaves
+    nothing running."""
     r: dict[str, Any] = {}
     bare = Bare(box)
+    r["fleet"] = fleet_figure(box, bare, plan, daemons)
+    if plan.only_fleet:
+        return r
     podman, peer_figures = start_podman(box, peers)
     progress("6. the Pod's image: built as an OCI layout, imported into the daemon's store"
              + ("" if podman is None else " and pulled into podman's"))
@@ -1614,6 +2016,8 @@ Row = tuple[str, str, str, str, str, str]  # figure, reconciler, floor, peer, ta
 
 def report(r: dict[str, Any], plan: Plan) -> list[Row]:
     """Print every figure; return the summary table's rows."""
+    if plan.only_fleet:
+        return report_fleet(r["fleet"], plan)
     rows: list[Row] = []
     one: Singles = r["single"]
     drop, bare, cfg = [t.seconds for t in one.trials], one.bare, one.bare_cfg
@@ -1748,6 +2152,8 @@ def report(r: dict[str, Any], plan: Plan) -> list[Row]:
                      "n/a (--quick)"))
     out()
     rows += report_pod(r["pod"], plan)
+    out()
+    rows += report_fleet(r["fleet"], plan)
     return rows
 
 
@@ -1843,14 +2249,21 @@ def summary(rows: Sequence[Row]) -> None:
 
 def run(box: Sandbox, plan: Plan, daemons: list[Daemon], peers: list[Podman]) -> list[Row]:
     out(f"reconciler bench: rootfs {box.rootfs}")
-    out(f"  {plan.trials} trials, N = {plan.n}, {plan.crash_trials} crash trials, "
-        f"{plan.pod_trials} Pod rounds; "
-        f"{os.cpu_count()} CPUs; {runc_version()}; temp dir {box.base}")
+    fleet = (f"fleets of {' and '.join(map(str, plan.fleet_nodes))} nodes, "
+             f"{plan.fleet_trials} rounds each")
+    if plan.only_fleet:
+        out(f"  figure 7 only (--only 7): {fleet}; "
+            f"{os.cpu_count()} CPUs; {runc_version()}; temp dir {box.base}")
+    else:
+        out(f"  {plan.trials} trials, N = {plan.n}, {plan.crash_trials} crash trials, "
+            f"{plan.pod_trials} Pod rounds, {fleet}; "
+            f"{os.cpu_count()} CPUs; {runc_version()}; temp dir {box.base}")
     out("  'running' = runc's own rule read from R/<name>/state.json, exec.fifo and "
         f"/proc/<pid>/stat, polled every {POLL * 1000:g} ms ({BULK_POLL * 1000:g} ms in bulk)")
-    out(f"  daemon: --settle {SETTLE:g} --backoff-reset {BACKOFF_RESET:g} --allow-empty "
-        "--log-format json --log-level debug; a drop is a rename from a staging dir on the "
-        "same filesystem")
+    if not plan.only_fleet:  # figure 7's daemons are printed with it
+        out(f"  daemon: --settle {SETTLE:g} --backoff-reset {BACKOFF_RESET:g} --allow-empty "
+            "--log-format json --log-level debug; a drop is a rename from a staging dir on "
+            "the same filesystem")
     out(f"  tree {revision()}; load average before {loadavg()}")
     results = measure(box, plan, daemons, peers)
     out(f"  load average after {loadavg()} (other work on this machine skews every figure)")
@@ -1881,9 +2294,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rootfs", required=True, type=Path, help="a busybox root filesystem")
     parser.add_argument("--quick", action="store_true",
-                        help="N = 20, 10 trials (5 of podman kube play, 8 Pod rounds)")
+                        help="N = 20, 10 trials (5 of podman kube play, 8 Pod rounds, "
+                        "fleets of 10 and 20 nodes, 3 rounds)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temp dir's logs (containers are removed anyway)")
+    # Figures 1 to 6 share one daemon and build on each other's set-up (2 on 1's config,
+    # 4 and 5 on 2's containers); figure 7 needs none of it.
+    parser.add_argument("--only", choices=("7",),
+                        help="run one figure alone: 7, the fleet (etcd and its nodes)")
     args = parser.parse_args(argv)
     rootfs = args.rootfs.resolve()
     if not (rootfs / "bin" / "sleep").exists():
@@ -1892,10 +2310,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("needs root (runc, overlay mounts, cgroups)")
     # The long idle window holds one relist: --resync is 30 s (the daemon's default).
     plan = (Plan(trials=10, kube_trials=5, n=20, crash_trials=5, idle_seconds=5,
-                 resync_window=0, pod_trials=8)
+                 resync_window=0, pod_trials=8, fleet_nodes=(10, 20), fleet_trials=3,
+                 only_fleet=args.only == "7")
             if args.quick else
             Plan(trials=30, kube_trials=10, n=100, crash_trials=10, idle_seconds=10,
-                 resync_window=31, pod_trials=20))
+                 resync_window=31, pod_trials=20, fleet_nodes=(10, 50), fleet_trials=5,
+                 only_fleet=args.only == "7"))
     box = Sandbox(Path(tempfile.mkdtemp(prefix="reconciler-bench-")), rootfs)
     daemons: list[Daemon] = []
     peers: list[Podman] = []
@@ -1914,6 +2334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.copytree(box.logs, kept / "logs", dirs_exist_ok=True)
             with contextlib.suppress(OSError):
                 shutil.copy(box.state / "events.jsonl", kept / "events.jsonl")
+            for member in (box.base / "etcd").glob("*.log"):  # figure 7's etcd
+                shutil.copy(member, kept / "logs" / f"etcd-{member.name}")
             for podman in peers:  # podman's output and the Pod YAML, per trial
                 shutil.copytree(podman.dir / "out", kept / "podman", dirs_exist_ok=True)
             out(f"logs kept in {kept}")
