@@ -22,9 +22,9 @@ that moves an object between them is never half seen): the first after a quiet s
 reads at once (a ``fleet apply`` is one transaction, one watch message per prefix); when
 more came while that read ran (a script of puts), the source waits until ``QUIET``
 passes with none (at most ``BATCH_MAX``) and reads once for all. The watched member is
-asked every ``LIVENESS`` seconds whether it still answers. A compacted revision (``Compacted``) or a broken stream starts over from
-a new read; an unreachable cluster makes the source unavailable (nothing it defined is
-deleted) and it retries with backoff.
+asked every ``LIVENESS`` seconds whether it still answers. A compacted revision
+(``Compacted``) or a broken stream starts over from a new read; an unreachable cluster
+makes the source unavailable (nothing it defined is deleted) and it retries with backoff.
 
 Offline: every snapshot's keys are written to ``etcd-cache.json`` in the state dir
 (atomically, before the snapshot is sent). A daemon that starts while etcd cannot be
