@@ -9,7 +9,7 @@ SYS_PKGS := runc conmon catatonit busybox-static umoci skopeo golang-github-cont
             docker-registry vim git etcd-server etcd-client openssl
 ROOTFS := $(STATE)/rootfs/busybox
 
-.PHONY: deps sysdeps venv rootfs image test run down bench lint completions clean
+.PHONY: deps sysdeps venv rootfs image config test run down bench lint completions clean
 
 deps: sysdeps venv
 
@@ -44,10 +44,26 @@ image: deps
 test: deps lint
 	$(PY) -m pytest
 
-run: deps rootfs image
+# `make run` writes the demo's settings into the user's config file (unless a file of
+# someone else's is there), so every `reconciler` command in another terminal finds the
+# demo's state dir, runc root and manifests without a flag; `make clean` removes it.
+CONFIG := $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/reconciler/config.yaml
+CONFIG_MARK := \# written by make run
+
+config:
+	@mkdir -p $(dir $(CONFIG))
+	@if [ -e $(CONFIG) ] && ! grep -q '^$(CONFIG_MARK)' $(CONFIG); then \
+	  echo "$(CONFIG) is not make run's: left alone (pass --state-dir $(STATE)/lib" \
+	       "--runc-root $(STATE)/runc --manifests $(CURDIR)/manifests)"; \
+	else \
+	  printf '%s in %s\nstateDir: %s\nruncRoot: %s\nmanifests: %s\n' '$(CONFIG_MARK)' \
+	    '$(CURDIR)' '$(STATE)/lib' '$(STATE)/runc' '$(CURDIR)/manifests' > $(CONFIG); \
+	  echo "settings for every reconciler command: $(CONFIG) (reconciler config view)"; \
+	fi
+
+run: deps rootfs image config
 	mkdir -p $(STATE)/lib
-	$(VENV)/bin/reconciler run --manifests manifests --state-dir $(STATE)/lib \
-	  --runc-root $(STATE)/runc
+	$(VENV)/bin/reconciler run
 
 # Remove the demo's containers (the daemon leaves them running when it stops, by design).
 down: venv
@@ -84,3 +100,4 @@ completions: venv
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+	@if grep -qx '$(CONFIG_MARK) in $(CURDIR)' $(CONFIG) 2>/dev/null; then rm $(CONFIG); fi

@@ -26,6 +26,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+# The suite never reads the settings of whoever runs it: `make run` writes a config file
+# in the user's home, and a shell may export RECONCILER_* variables. Tests that check
+# settings set their own (monkeypatch).
+os.environ["RECONCILER_CONFIG"] = os.devnull
+for _name in [n for n in os.environ if n.startswith("RECONCILER_") and n != "RECONCILER_CONFIG"]:
+    del os.environ[_name]
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     missing = [t for t in ("runc", "conmon") if shutil.which(t) is None]
