@@ -376,7 +376,8 @@ class Controller:
     def _stray(self, obs: Observed, mark: int) -> None:
         worker = self.workers.get(obs.name)
         if (worker is None or worker.busy is None) and self._touched.get(obs.name, -1) <= mark:
-            log.warning("%s: found an older instance %s beside a newer one", obs.name, obs.id)
+            log.warning("%s: found an older instance %s beside a newer one", obs.name, obs.id,
+                        extra={"object": obs.name, "action": "remove-stray"})
             self._dispatch(planner.remove_stray(obs))
 
     def _worker(self, name: str) -> Worker:
@@ -447,13 +448,16 @@ class Controller:
         old = set(before.problems) if before is not None else set()
         for finding in self.desired.problems:
             if finding not in old:
-                log.warning("manifest error: %s", finding)
-                for name in self._defined_by(finding.file):
+                names = self._defined_by(finding.file)
+                log.warning("manifest error: %s", finding,
+                            extra=_log_fields(names, "manifest-error"))
+                for name in names:
                     self.event(name, "ManifestError", str(finding), warning=True)
         still = {p.file for p in self.desired.problems}
         for file in sorted({p.file for p in old} - still):
-            log.info("manifest fixed: %s", file)
-            for name in self._defined_by(file):
+            names = self._defined_by(file)
+            log.info("manifest fixed: %s", file, extra=_log_fields(names, "manifest-fixed"))
+            for name in names:
                 self.event(name, "ManifestFixed", f"{file} has no errors now")
 
     def _defined_by(self, origin: str) -> list[str | None]:
@@ -492,6 +496,12 @@ class Controller:
             self._disk_trouble("status", exc)
             return
         self._disk_warned = False
+
+
+def _log_fields(names: list[str | None], action: str) -> dict[str, str]:
+    """``--log-format json``'s fields for a line about the objects a file defines."""
+    named = [n for n in names if n]
+    return {"action": action, **({"object": ",".join(named)} if named else {})}
 
 
 def plan_once(desired: desired_mod.DesiredState, observed: Mapping[str, Observed],

@@ -199,7 +199,8 @@ class Worker:
         except errors.RuntimeFailure as exc:
             self._failed(action, exc)
         except Exception as exc:  # a bug must not take the other objects down
-            log.exception("%s %s failed unexpectedly", action.kind.value, self.name)
+            log.exception("%s %s failed unexpectedly", action.kind.value, self.name,
+                          extra={"object": self.name, "action": action.kind.value})
             self._failed(action, exc)
         finally:
             self.busy = None
@@ -209,7 +210,9 @@ class Worker:
 
     def _failed(self, action: Action, exc: Exception) -> None:
         message = str(exc)
-        log.warning("%s %s failed: %s", action.kind.value, self.name, message)
+        log.warning("%s %s failed: %s", action.kind.value, self.name, message,
+                    extra={"stage": "failed", "object": self.name,
+                           "action": action.kind.value})
         ctl = self.ctl
         if action.desired is not None and action.cause is not Cause.STRAY:
             ctl.history[self.name] = planner.on_failure(
@@ -350,7 +353,7 @@ class Worker:
             with anyio.CancelScope(shield=True):
                 await self.ctl.slots.acquire()
         log.info("instance %s ignored %s for %gs; sending SIGKILL", step.instance,
-                 step.signal, grace)
+                 step.signal, grace, extra={"object": self.name, "action": "kill"})
         with contextlib.suppress(errors.RuncError):
             await rt.signal(step.instance, "SIGKILL", every=True)
         try:

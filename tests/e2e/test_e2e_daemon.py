@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -174,3 +175,23 @@ def test_run_states_through_manifest_edits(e2e: E2E) -> None:
     assert e2e.wait_phase("a", "Running")["restarts"] == 0
     assert [r for r in e2e.reasons("a") if r != "Exited"] == [
         "Created", "Paused", "Resumed", "Stopped", "Started", "Resumed"]
+
+
+def test_json_log_lines_name_the_container_and_action_of_failures(e2e: E2E) -> None:
+    """A log shipper filters on ``container``: failures and manifest errors carry it too."""
+    e2e.write("a.yaml", e2e.manifest("a"))
+    e2e.write("b.yaml", e2e.manifest("b").replace(str(e2e.rootfs), "/nonexistent/rootfs"))
+    d = e2e.start("--log-format", "json")
+    e2e.wait_running("a")
+    e2e.write("a.yaml", e2e.manifest("a") + "  bogus: 1\n")
+
+    def lines() -> list[dict[str, Any]]:
+        return [json.loads(line) for line in d.log().splitlines()]
+
+    def found() -> bool:
+        recs = lines()
+        return (any(r.get("container") == "b" and r.get("action") == "create"
+                    and r["level"] == "warning" for r in recs)
+                and any(r.get("container") == "a" and r.get("action") == "manifest-error"
+                        for r in recs))
+    wait_until(found, 10, what="failure lines naming b and a")
