@@ -111,3 +111,30 @@ def test_second_daemon_and_metrics_port_errors(e2e: E2E) -> None:
     t0 = time.monotonic()
     res = e2e.cli("get", "-o", "json")
     assert time.monotonic() - t0 < 5 and json.loads(res.stdout) == []
+
+
+def test_an_unavailable_source_is_a_warning_a_failing_readyz_get_and_diff(e2e: E2E) -> None:
+    """The manifests directory gone: WARN in the log, /readyz 503, a warning on top of
+    get, diff exit 2; the container keeps running; all back when it returns."""
+    e2e.write("a.yaml", e2e.manifest("a"))
+    port = free_port()
+    d = e2e.start("--metrics-addr", f"127.0.0.1:{port}")
+    pid = e2e.wait_running("a")
+    base = f"http://127.0.0.1:{port}"
+    assert fetch(f"{base}/readyz")[0] == 200
+    moved = e2e.tmp / "moved-away"
+    e2e.manifests.rename(moved)
+    wait_until(lambda: fetch(f"{base}/readyz")[0] == 503, 10, what="/readyz failing")
+    code, body = fetch(f"{base}/readyz")
+    assert "unavailable" in body, body
+    assert "WARNING manifests source unavailable" in d.log()
+    shown = e2e.cli("get")
+    assert shown.stderr.startswith("warning: manifests source directory is unavailable"), \
+        shown.stderr
+    assert "a " in shown.stdout  # and the containers below it
+    diff = e2e.cli("diff", "--manifests", str(e2e.manifests), check=False)
+    assert diff.returncode == 2, (diff.stdout, diff.stderr)
+    assert e2e.running_pid("a") == pid
+    moved.rename(e2e.manifests)
+    wait_until(lambda: fetch(f"{base}/readyz")[0] == 200, 10, what="/readyz ready again")
+    assert e2e.running_pid("a") == pid
