@@ -45,6 +45,12 @@ def test_apply_restart_delete(e2e: E2E) -> None:
     wait_until(lambda: current_generation(e2e, "web") == second + 1, 10,
                what="generation + 1 after restart")
     assert pid3 != pid2
+    # the restart is in the manifest (an annotation in the hash): a daemon restart does
+    # not repeat it
+    e2e.daemons[0].stop()
+    e2e.start("--allow-empty")
+    e2e.keeps({"web": pid3}, 1.5, why="across a daemon restart after a restart verb")
+    assert current_generation(e2e, "web") == second + 1
 
     assert verb(e2e, "delete", "web") == "container/web deleted\n"
     e2e.wait_gone("web")
