@@ -124,13 +124,40 @@ def _quick_parser(argv: Sequence[str]) -> argparse.ArgumentParser | None:
     return None
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """``parser.parse_args``, but an option a subcommand does not know is that subcommand's
+    usage error (``reconciler get: error: unrecognized arguments: --bogus``, with get's
+    usage): argparse hands a subparser's leftovers up to the top level, whose usage names
+    none of the command's options."""
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        # everything after the command is the subcommand's: only the options before it
+        # are the top level's own
+        before = set(_leading_options(argv))
+        owner = parser if before & set(extras) else _innermost(parser, args)
+        owner.error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
+def _innermost(parser: argparse.ArgumentParser, args: argparse.Namespace
+               ) -> argparse.ArgumentParser:
+    """The parser of the deepest subcommand ``args`` were parsed by (``image ls``'s)."""
+    while True:
+        action = next((a for a in parser._actions
+                       if isinstance(a, argparse._SubParsersAction)), None)
+        chosen = getattr(args, action.dest, None) if action is not None else None
+        if action is None or chosen not in action.choices:
+            return parser
+        parser = action.choices[chosen]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--version" in _leading_options(argv):  # before any parser: the quickest answer
         sys.stdout.write(f"reconciler {__version__}\n")
         return 0
     parser = _quick_parser(argv) or build_parser(_modules_for(argv))
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)
         return 2

@@ -187,3 +187,18 @@ def _readline(proc: subprocess.Popen[str], *, timeout: float) -> str:
         return lines.get(timeout=timeout)
     except queue.Empty:
         raise AssertionError("no row within the timeout") from None
+
+
+def test_an_unknown_option_is_its_subcommands_usage_error() -> None:
+    """argparse hands a subparser's leftovers to the top level, whose usage names none of
+    the command's options: the error is the subcommand's, as for any other bad option."""
+    for command in (["get"], ["image", "ls"], ["config", "view"]):
+        done = run(*command, "--bogus")
+        prog = " ".join(["reconciler", *command])
+        assert done.returncode == 2, command
+        assert done.stderr.startswith(f"usage: {prog} [-h]"), done.stderr
+        assert done.stderr.endswith(f"{prog}: error: unrecognized arguments: --bogus\n")
+    top = run("--bogus", "get")  # before the command: the top level's own
+    assert top.returncode == 2
+    assert top.stderr.startswith("usage: reconciler [-h] [--version] COMMAND")
+    assert top.stderr.endswith("reconciler: error: unrecognized arguments: --bogus\n")
