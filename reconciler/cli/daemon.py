@@ -356,7 +356,7 @@ def cmd_get(args: argparse.Namespace) -> int:
     if names and args.selector.requirements:  # kubectl refuses the same
         raise errors.UsageError("give NAMEs or -l/--selector, not both")
     status = _honest(args, _daemon_state(args.state_dir))
-    if args.selector.requirements or args.show_labels or args.output in ("json", "yaml"):
+    if _needs_labels(args):
         status = _with_labels(args.state_dir, status)
     raw = list((status.get("containers") or {}).values())
     plain, every_pod = grouped(args, status)
@@ -374,10 +374,17 @@ def cmd_get(args: argparse.Namespace) -> int:
     return 1 if found.missing else 0
 
 
+def _needs_labels(args: argparse.Namespace) -> bool:
+    """Whether ``get`` reads each ``kind: Container`` object's labels (from its depot or
+    manifest: status.json does not carry them): to select, to show, or to print them."""
+    return bool(args.selector.requirements or args.show_labels or
+                args.output in ("json", "yaml"))
+
+
 WATCH_EVERY = 0.1  # seconds between two looks at status.json's mtime (a stat, no read)
 
 
-_WATCHED = ("phase", "restarts", "pid", "message", "desiredState", "instance")
+_WATCHED = ("phase", "restarts", "pid", "message", "desiredState", "instance", "labels")
 
 
 def _rows_by_key(args: argparse.Namespace, found: _Found) -> dict[str, tuple[str, str]]:
@@ -411,6 +418,8 @@ def _watch(args: argparse.Namespace, *, kind: str | None, names: list[str],
             continue
         last = now
         status = Store(args.state_dir).read_status()
+        if _needs_labels(args):  # as the list was read: -l and --show-labels see them
+            status = _with_labels(args.state_dir, status)
         raw = list((status.get("containers") or {}).values())
         plain, every_pod = grouped(args, status)
         found = (_named(names, kind=kind, namespace=args.namespace, raw=raw,

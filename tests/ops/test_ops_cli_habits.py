@@ -202,3 +202,36 @@ def test_an_unknown_option_is_its_subcommands_usage_error() -> None:
     assert top.returncode == 2
     assert top.stderr.startswith("usage: reconciler [-h] [--version] COMMAND")
     assert top.stderr.endswith("reconciler: error: unrecognized arguments: --bogus\n")
+
+
+def test_get_watch_with_a_selector_prints_a_changed_row(tmp_path: Path) -> None:
+    """``get -w -l app=web``: a ``kind: Container`` object's labels are in its depot, not
+    in status.json; the watch reads them again, so the changed row is printed (with them,
+    under --show-labels) and another object's change is not."""
+    state = tmp_path / "state"
+    for name in ("web", "db"):
+        applied = state / "containers" / f"{name}.1" / "applied.json"
+        applied.parent.mkdir(parents=True)
+        applied.write_text(json.dumps({"kind": "Container", "metadata": {
+            "name": name, "labels": {"app": name}}}))
+    both = {"web": _record("web"), "db": _record("db")}
+    _status(state, pid=None, written=time.time(), containers=both)
+    with subprocess.Popen(
+            [*COMMAND, "get", "-w", "-l", "app=web", "--show-labels", "--state-dir",
+             str(state), "--runc-root", str(tmp_path / "r")], stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, text=True) as watcher:
+        try:
+            assert _readline(watcher, timeout=5).split()[0] == "NAME"
+            assert _readline(watcher, timeout=5).split()[:2] == ["web", "Running"]
+            time.sleep(0.3)
+            db_crashed = {**_record("db"), "phase": "BackOff", "restarts": 1}
+            _status(state, pid=None, written=time.time(), containers={**both, "db": db_crashed})
+            time.sleep(0.3)  # db is not selected: no row
+            web_crashed = {**_record("web"), "phase": "BackOff", "restarts": 1}
+            _status(state, pid=None, written=time.time(),
+                    containers={"web": web_crashed, "db": db_crashed})
+            row = _readline(watcher, timeout=5).split()
+            assert (row[:2], row[-1]) == (["web", "BackOff"], "app=web")
+        finally:
+            watcher.kill()
+            watcher.wait(5)
