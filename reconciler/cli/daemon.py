@@ -607,7 +607,8 @@ def cmd_describe(args: argparse.Namespace) -> int:
     pod = find_pod(args, t, status=whole)
     if pod is None:
         raise _not_found(t)
-    events = [e for e in store.events() if pods.of_pod(e.get("name"), pod.key)][-20:]
+    events = [e for e in this_life(list(store.events()), pod=pod.key)
+              if pods.of_pod(e.get("name"), pod.key)][-20:]  # this pod's life, as `events`
     lines = pods.describe(pod, specs=_specs(args, pod), events=events, when=_when)
     print("\n".join(lines))  # noqa: T201
     return 0
@@ -755,6 +756,12 @@ def _event_filter(args: argparse.Namespace) -> Callable[[dict[str, Any]], bool]:
                                                                                key))
 
 
+def _pod_key(args: argparse.Namespace) -> str | None:
+    """The key of the pod ``events NAME`` may name (None for ``container/NAME``)."""
+    t = pods.target(args.name, namespace=args.namespace)
+    return t.key if t.kind != "container" else None
+
+
 def cmd_events(args: argparse.Namespace) -> int:
     _daemon_state(args.state_dir)
     store = Store(args.state_dir)
@@ -762,7 +769,7 @@ def cmd_events(args: argparse.Namespace) -> int:
     as_json = args.output == "json"
     events = list(store.events())
     seen = len(events)
-    shown = events if args.all or not args.name else this_life(events)
+    shown = events if args.all or not args.name else this_life(events, pod=_pod_key(args))
     for e in _recent(shown, wanted, since=args.since, tail=args.tail):
         _print_event(e, as_json=as_json)
     while args.follow:
@@ -775,10 +782,15 @@ def cmd_events(args: argparse.Namespace) -> int:
     return 0
 
 
-def this_life(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def this_life(events: list[dict[str, Any]], *, pod: str | None = None
+              ) -> list[dict[str, Any]]:
     """Each name's events since it was last deleted and made again: a new object with an
     old name does not inherit the deleted one's history (kubectl: a new UID). The events
-    of an object deleted and not made again are its last life's."""
+    of an object deleted and not made again are its last life's.
+
+    With ``pod`` (a pod's key), a pod's life is its sandbox's: its units' events from
+    before the sandbox was last deleted and made again are gone too, so a container that
+    only the earlier pod had does not show in the new one."""
     start: dict[str | None, int] = {}
     deleted_at: dict[str | None, int] = {}
     for i, e in enumerate(events):
@@ -787,7 +799,13 @@ def this_life(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
             start[name] = deleted_at.pop(name) + 1
         if e.get("reason") == "Deleted" and name is not None:
             deleted_at[name] = i
-    return [e for i, e in enumerate(events) if i >= start.get(e.get("name"), 0)]
+    born = start.get(pods.unit_prefix(pod), 0) if pod is not None else 0
+
+    def first(name: str | None) -> int:
+        own = start.get(name, 0)
+        return max(own, born) if pod is not None and pods.of_pod(name, pod) else own
+
+    return [e for i, e in enumerate(events) if i >= first(e.get("name"))]
 
 
 def _recent(events: list[dict[str, Any]], wanted: Callable[[dict[str, Any]], bool], *,

@@ -363,3 +363,31 @@ def test_config_view(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert doc["configFiles"] == [{"path": str(config_file), "exists": True}]
     assert command_line.main(["config"]) == 2  # no verb: its help, as a usage error
     assert "view" in capsys.readouterr().err
+
+
+def test_a_pod_made_again_shows_only_its_own_life(state: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """The pod site deleted (a sidecar it had included) and made again: ``describe`` and
+    ``events`` show the new pod's events, as for a container; ``--all`` every life's."""
+    now = time.time()
+    lives = [("default_site", "Created", "old pod"),
+             ("default_site_server", "Started", "old server"),
+             ("default_site_helper", "Started", "old helper"),  # only the earlier pod's
+             ("default_site_helper", "Deleted", "old helper gone"),
+             ("default_site_server", "Deleted", "old server gone"),
+             ("default_site", "Deleted", "old pod gone"),
+             ("default_site", "Created", "new-pod"),
+             ("default_site_server", "Started", "new-server")]
+    (state / "events.jsonl").write_text("".join(
+        json.dumps({"time": now - 60 + i, "type": "Normal", "name": n, "reason": r,
+                    "message": m}) + "\n" for i, (n, r, m) in enumerate(lives)))
+    out = run(state, capsys, "describe", "site")[1]
+    assert [line.split()[-1] for line in out.partition("Events:\n")[2].splitlines()] == \
+        ["new-pod", "new-server"]
+    messages = [json.loads(line)["message"]
+               for line in run(state, capsys, "events", "site", "-o", "json")[1].splitlines()]
+    assert messages == ["new-pod", "new-server"]
+    assert len(run(state, capsys, "events", "site", "--all")[1].splitlines()) == len(lives)
+    # a container of that name is not a pod: its own life only
+    assert run(state, capsys, "events", "container/default_site_helper")[1].split()[-1] == \
+        "gone"
