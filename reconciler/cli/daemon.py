@@ -470,7 +470,8 @@ def _named(names: list[str], *, kind: str | None, namespace: str | None,
 def _print_found(args: argparse.Namespace, found: _Found, *, kind: str | None,
                  status: dict[str, Any]) -> None:
     if args.output in ("json", "yaml"):
-        doc = found.listed + [pods.to_json(p) for p in found.pods]
+        doc = [pods.record_json(r) for r in found.listed] + [pods.to_json(p)
+                                                              for p in found.pods]
         if args.output == "json":
             print(json.dumps(doc, indent=2, sort_keys=True))  # noqa: T201
             return
@@ -734,14 +735,8 @@ def event_json(e: dict[str, Any]) -> dict[str, Any]:
             "reason": e.get("reason"), "message": e.get("message")}
 
 
-def rfc3339(t: float | None) -> str | None:
-    """``2026-12-01T08:59:59.123Z``, as ``image ls -o json`` and kubectl write times."""
-    from datetime import UTC, datetime
-
-    if t is None:
-        return None
-    return datetime.fromtimestamp(float(t), UTC).isoformat(timespec="milliseconds"
-                                                           ).replace("+00:00", "Z")
+# One way to write a time in JSON (``events``, ``get``): pods.py holds it, being pure.
+rfc3339 = pods.rfc3339
 
 
 def _event_filter(args: argparse.Namespace) -> Callable[[dict[str, Any]], bool]:

@@ -8,6 +8,7 @@ rows and lines out.
     status.json records (one per unit, each with its ``pod`` place)
         ─▶ group() ─▶ Pod (sandbox, init containers, containers)
         ─▶ status(), ready(), restarts(), row(), to_json(), describe()
+    status records ─▶ record_json() (``get -o json``: times in RFC 3339)
 
 A pod ``default/web`` is the units ``default_web`` (its sandbox), ``default_web_server``
 and so on; each has a status record like any ``kind: Container`` object. What a pod shows
@@ -386,8 +387,48 @@ def row(pod: Pod, *, wide: bool = False, now: float | None = None) -> list[str]:
     return out
 
 
+def rfc3339(t: float | str | None) -> str | None:
+    """``2026-12-01T08:59:59.123Z`` (UTC, ms) from epoch seconds, as kubectl and ``image ls
+    -o json`` write times; a time already written so is kept."""
+    if t is None or isinstance(t, str):
+        return t
+    from datetime import UTC, datetime  # only JSON output needs it: `get` starts quicker
+
+    return datetime.fromtimestamp(float(t), UTC).isoformat(timespec="milliseconds"
+                                                           ).replace("+00:00", "Z")
+
+
+_RECORD_TIMES = ("created", "since")
+# the history's times, and an older daemon's snake_case names for them
+_HISTORY_TIMES = ("startedAt", "failedAt", "started_at", "failed_at")
+_EXIT_TIMES = ("finishedAt", "finished_at")
+
+
+def record_json(record: Record) -> dict[str, Any]:
+    """A status record as ``get -o json`` shows it: its times in RFC 3339. status.json is
+    the daemon's and keeps epoch seconds (the planner reads them back); only the output
+    changes."""
+    out: dict[str, Any] = {k: rfc3339(v) if k in _RECORD_TIMES else v
+                           for k, v in record.items()}
+    if isinstance(out.get("lastExit"), Mapping):
+        out["lastExit"] = _times(out["lastExit"], _EXIT_TIMES)
+    history = out.get("history")
+    if isinstance(history, Mapping):
+        history = _times(history, _HISTORY_TIMES)
+        for key in ("lastExit", "last_exit"):
+            if isinstance(history.get(key), Mapping):
+                history[key] = _times(history[key], _EXIT_TIMES)
+        out["history"] = history
+    return out
+
+
+def _times(doc: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    return {k: rfc3339(v) if k in keys else v for k, v in doc.items()}
+
+
 def to_json(pod: Pod) -> dict[str, Any]:
-    """One pod for ``get -o json``: kubectl's summary and every unit's status record."""
+    """One pod for ``get -o json``: kubectl's summary and every unit's status record, times
+    in RFC 3339."""
     up, total = ready(pod)
     return {
         "kind": "Pod",
@@ -399,13 +440,13 @@ def to_json(pod: Pod) -> dict[str, Any]:
         "status": status(pod),
         "phase": phase(pod),
         "restarts": restarts(pod),
-        "created": created(pod),
+        "created": rfc3339(created(pod)),
         "labels": dict(pod.labels),
         "source": pod.source,
         "message": message(pod),
-        "sandbox": pod.sandbox,
-        "initContainers": [m.record for m in pod.init],
-        "containers": [m.record for m in pod.containers],
+        "sandbox": None if pod.sandbox is None else record_json(pod.sandbox),
+        "initContainers": [record_json(m.record) for m in pod.init],
+        "containers": [record_json(m.record) for m in pod.containers],
         "containerStatuses": [_status_json(pod, m) for m in pod.members],
     }
 

@@ -246,6 +246,36 @@ def test_json_records_carry_their_labels(state: Path,
     assert "app: web" in run(state, capsys, "get", "web", "-o", "yaml")[1]
 
 
+RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+
+
+def test_json_times_are_rfc3339_and_status_json_keeps_epoch_seconds(
+        state: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status = json.loads((state / "status.json").read_text())
+    exited = {"code": 1, "signal": None, "oomKilled": False, "finishedAt": NOW - 30}
+    status["containers"]["web"].update(lastExit=exited, history={
+        "specHash": "v1-x", "restarts": 1, "startedAt": NOW - 20, "failedAt": None,
+        "lastExit": exited, "generation": 1})
+    (state / "status.json").write_text(json.dumps(status))
+    from reconciler.cli import daemon
+
+    (web,) = json.loads(run(state, capsys, "get", "web", "-o", "json")[1])
+    assert (web["created"], web["since"]) == (daemon.rfc3339(NOW - 60),) * 2
+    assert web["lastExit"]["finishedAt"] == daemon.rfc3339(NOW - 30)
+    assert web["history"]["startedAt"] == daemon.rfc3339(NOW - 20)
+    assert web["history"]["lastExit"]["finishedAt"] == web["lastExit"]["finishedAt"]
+    assert web["history"]["failedAt"] is None  # never failed: still null
+    assert all(RFC3339.fullmatch(t) for t in (web["created"], web["history"]["startedAt"]))
+    assert (web["specHash"], web["restarts"], web["lastExit"]["code"]) == ("v1-x", 0, 1)
+    (site,) = json.loads(run(state, capsys, "get", "pod/site", "-o", "json")[1])
+    assert site["created"] == site["sandbox"]["created"] == daemon.rfc3339(NOW - 60)
+    assert site["containers"][0]["since"] == daemon.rfc3339(NOW - 60)
+    assert f"created: '{daemon.rfc3339(NOW - 60)}'" in run(state, capsys, "get", "web",
+                                                           "-o", "yaml")[1]
+    # the daemon's own file is untouched: the planner reads its epoch seconds back
+    assert json.loads((state / "status.json").read_text()) == status
+
+
 def test_describe_shows_a_containers_labels(state: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     lines = run(state, capsys, "describe", "web")[1].splitlines()
