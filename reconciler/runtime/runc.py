@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import copy
 import functools
 import glob
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -635,48 +638,49 @@ class RuncRuntime:
         """Run a command in the container with this process's stdout/stderr, its stdin
         with ``stdin`` (else ``/dev/null``), and a terminal with ``tty``; its exit code.
         ``env`` (``NAME=VALUE``, over the container's), ``user`` (``UID[:GID]``) and
-        ``cwd`` are runc exec's ``--env``, ``--user`` and ``--cwd``. For ``reconciler
-        exec``: no deadline.
+        ``cwd`` change the container's own process (``exec_process``), which runc is given
+        as a process.json (``runc exec --process``). For ``reconciler exec``: no deadline.
 
         With ``tty``, runc's foreground mode does the terminal work (runc ``tty.go`` and
         ``signals.go``): it makes a pty in the container, copies between it and its own
         stdio, puts the caller's terminal (its stderr, stdout or stdin, else
-        ``/dev/tty``) in raw mode and restores it at the end, sizes the pty from that
-        terminal once the process starts and again on every SIGWINCH. runc is our child
+        ``/dev/tty``) in raw mode and restores it at the end, and sizes the pty from that
+        terminal once the process runs and again on every SIGWINCH. runc is our child
         in our process group, so the kernel's SIGWINCH to the terminal's foreground group
-        reaches it as it reaches us. runc copies its stdin into the pty, so without
-        ``stdin`` it gets ``/dev/null``: else what the terminal holds becomes input. That was
-        the stray NUL: an EOF typed (or sent by ``script`` at its input's end) while the
-        terminal is still canonical is kept by the kernel as a ``\0``, runc's switch to raw
-        mode does not flush it, and the container's pty got the ``\0`` and echoed it."""
+        reaches it as it reaches us. "Once the process runs" is too late for a short
+        command (a one-shot ``stty size`` saw no size 5 times in 100 here, 15 under load:
+        busybox says ``stty: standard input``, others ``0 0``), so the process.json
+        also carries that terminal's size as ``consoleSize``, which runc's init sets on
+        the pty before it execs the command. runc copies its stdin into the pty, so
+        without ``stdin`` it gets ``/dev/null``: else what the terminal holds becomes
+        input. That was the stray NUL: an EOF typed (or sent by ``script`` at its input's
+        end) while the terminal is still canonical is kept by the kernel as a ``\0``,
+        runc's switch to raw mode does not flush it, and the container's pty got the
+        ``\0`` and echoed it."""
         obs = await self.state(name)
         if obs.status is not Status.RUNNING:
             raise errors.RuncError(f"cannot exec in a {obs.status.value} container",
                                    container=name)
-        flags = self._exec_flags(tty=tty, env=env, user=user, cwd=cwd)
-        args = self._runc("exec", *flags, name, *argv, instance=name)
-        with open(os.devnull, "rb") as null:  # runc's stdin without ``stdin``
-            process = await anyio.open_process(args, stdin=None if stdin else null,
-                                               stdout=None, stderr=None, env=proc.child_env())
-        try:
-            return await process.wait()
-        finally:
-            with anyio.CancelScope(shield=True):
-                if process.returncode is None:
-                    process.kill()
-                    await process.wait()
-
-    @staticmethod
-    def _exec_flags(*, tty: bool, env: Sequence[str], user: str | None, cwd: str | None
-                    ) -> builtins.list[str]:
-        """runc exec's options for ``exec_attached``."""
-        flags = ["--tty"] if tty else []
-        flags += [f"--env={entry}" for entry in env]
-        if user is not None:
-            flags.append(f"--user={user}")
-        if cwd is not None:
-            flags.append(f"--cwd={cwd}")
-        return flags
+        size = _terminal_size(with_stdin=stdin) if tty else None
+        process = exec_process(self.config(name).get("process") or {}, argv, tty=tty,
+                               env=env, user=user, cwd=cwd, size=size)
+        # 0600 in a private temporary file: the process holds the container's environment
+        with tempfile.NamedTemporaryFile("w", prefix="reconciler-exec-", suffix=".json",
+                                         encoding="utf-8") as spec, \
+                open(os.devnull, "rb") as null:  # runc's stdin without ``stdin``
+            json.dump(process, spec)
+            spec.flush()
+            args = self._runc("exec", f"--process={spec.name}", name, instance=name)
+            running = await anyio.open_process(args, stdin=None if stdin else null,
+                                               stdout=None, stderr=None,
+                                               env=proc.child_env())
+            try:
+                return await running.wait()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    if running.returncode is None:
+                        running.kill()
+                        await running.wait()
 
     def exec_argv(self, name: str, argv: Sequence[str]) -> builtins.list[str]:
         """The command line that runs ``argv`` in instance ``name`` (its runtime's runc
@@ -827,6 +831,64 @@ def _update_args(resources: Resources) -> builtins.list[str]:
     args += ["--cpu-period", "100000", "--cpu-quota", quota]
     args += ["--pids-limit", str(resources.pids) if resources.pids is not None else "-1"]
     return args
+
+
+def exec_process(base: Mapping[str, Any], argv: Sequence[str], *, tty: bool,
+                 env: Sequence[str] = (), user: str | None = None, cwd: str | None = None,
+                 size: tuple[int, int] | None = None) -> dict[str, Any]:
+    """The OCI ``process`` that ``runc exec --process`` runs in a container whose own is
+    ``base`` (its config.json's): ``argv``, ``env`` after the container's (the later
+    wins, as with ``runc exec --env``), ``user`` (``UID[:GID]``) and ``cwd`` over its own,
+    a terminal with ``tty`` of ``size`` (rows, columns) from the start. The rest stays
+    the container's: capabilities, rlimits, noNewPrivileges, AppArmor profile, SELinux
+    label, supplementary groups. runc exec without ``--process`` builds the same from the
+    same file (runc ``exec.go`` ``getProcess``), less the size."""
+    process = copy.deepcopy(dict(base))
+    process["args"] = list(argv)
+    process["env"] = [*(process.get("env") or []), *env]
+    process["terminal"] = tty
+    process.pop("consoleSize", None)
+    if tty and size is not None and all(size):  # runc's init leaves 0 x 0 alone anyway
+        process["consoleSize"] = {"height": size[0], "width": size[1]}
+    if cwd is not None:
+        process["cwd"] = cwd
+    if user is not None:
+        uid, gid = _user_ids(user)
+        process["user"] = {**(process.get("user") or {}), "uid": uid}
+        if gid is not None:  # else the container's group, as runc exec --user UID does
+            process["user"]["gid"] = gid
+    return process
+
+
+def _user_ids(user: str) -> tuple[int, int | None]:
+    """``UID[:GID]`` as numbers, as runc exec's ``--user`` takes it."""
+    found = re.fullmatch(r"(\d{1,10})(?::(\d{1,10}))?", user)
+    ids = [int(x) for x in found.groups() if x is not None] if found else []
+    if not ids or max(ids) > 0xFFFFFFFF:
+        raise errors.UsageError(f"the user must be UID[:GID] in numbers (runc exec takes"
+                                f" no names), not {user!r}")
+    return ids[0], ids[1] if len(ids) > 1 else None
+
+
+def _terminal_size(*, with_stdin: bool) -> tuple[int, int] | None:
+    """(rows, columns) of the terminal runc exec -t follows (runc ``tty.go``,
+    ``initHostConsole``): its stderr, stdout or stdin (ours, which it inherits; stdin
+    only ``with_stdin``), else the controlling terminal; None when there is none."""
+    for fd in (2, 1, 0) if with_stdin else (2, 1):
+        with contextlib.suppress(OSError):  # not a terminal
+            size = os.get_terminal_size(fd)
+            return size.lines, size.columns
+    try:
+        fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY)
+    except OSError:
+        return None
+    try:
+        size = os.get_terminal_size(fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return size.lines, size.columns
 
 
 def _mount_key(m: Mount) -> tuple[Any, ...]:

@@ -4,6 +4,7 @@ and with ``-it`` a terminal as a user's: TERM, window size and its changes, no s
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import pty
 import re
@@ -13,8 +14,13 @@ import sys
 import termios
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
+
+from reconciler import errors
+from reconciler.runtime import runc
 
 from .conftest import Ops, Terminal
 
@@ -87,6 +93,8 @@ def test_usage_errors(ops: Ops) -> None:
         (["box", "--tty", "/bin/true"], "error: end the options with --"),
         (["-e", "=x", "box", "--", "/bin/true"], "error: -e needs NAME=VALUE, not '=x'"),
         (["-w", "tmp", "box", "--", "/bin/true"], "error: -w needs an absolute path"),
+        (["-u", "nobody", "box", "--", "/bin/true"], "error: the user must be UID[:GID]"),
+        (["-u", "1:x", "box", "--", "/bin/true"], "error: the user must be UID[:GID]"),
     ]:
         code, out, err = ops.cli("exec", *args)
         assert (code, out) == (2, ""), args
@@ -183,10 +191,28 @@ def test_t_without_i_passes_no_input_so_no_stray_nul(ops: Ops) -> None:
     assert out.replace(b"\r", b"") == b"ready\ndone\n", out
 
 
+def test_t_sizes_the_terminal_before_a_one_shot_command_starts(ops: Ops) -> None:
+    """runc 1.1.5 sizes the pty from ours only once the command runs, so a command as short
+    as ``stty size`` could see 0 0 (busybox says ``stty: standard input``); the size now
+    goes in the process.json (``consoleSize``) and runc's init sets it before the exec."""
+    ops.up("box", *SLEEP)
+    sizes = [(37, 101), (20, 50), (50, 132), (24, 80), (61, 203), (33, 99), (25, 81), (40, 120)]
+    seen = []
+    for i, (rows, cols) in enumerate(sizes):
+        flags = ["-it"] if i % 2 else ["-t"]
+        term = _on_terminal(ops, "exec", *flags, "box", "--", "stty", "size", rows=rows,
+                            cols=cols, term="xterm")
+        try:
+            out = ops.read_until(term.fd, lambda _: False, timeout=10)
+            assert term.wait() == 0, out
+        finally:
+            _end(term)
+        seen.append(out.strip())
+    assert seen == [f"{rows} {cols}".encode() for rows, cols in sizes]
+
+
 def test_t_passes_xterm_when_we_have_no_term(ops: Ops) -> None:
     ops.up("box", *SLEEP)
-    # (no `stty size` here: runc sizes the pty only once the process runs, so a command
-    # this short may still see 0 0; the shell above asks after its prompt)
     term = _on_terminal(ops, "exec", "-t", "-e", "X=y", "box", "--", "/bin/sh", "-c",
                         'echo "<$TERM:$X>"', rows=24, cols=80, term=None)
     try:
@@ -195,6 +221,70 @@ def test_t_passes_xterm_when_we_have_no_term(ops: Ops) -> None:
     finally:
         _end(term)
     assert out.rstrip(b"\r\n") == b"<xterm:y>", out  # runc's own CR/LF start-up race
+
+
+def test_the_exec_runs_as_the_container_s_own_process(ops: Ops) -> None:
+    """runc is given a process.json built from the container's config.json: the command
+    gets the init's capabilities, no-new-privileges, seccomp filter and rlimits, as
+    ``runc exec`` with flags gave it."""
+    init = ops.up("box", *SLEEP, capabilities={"drop": ["NET_RAW"]})
+    fields = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp")
+
+    def status(text: str) -> list[str]:
+        return [ln for ln in text.splitlines() if ln.startswith(tuple(f + ":" for f in fields))]
+
+    own = Path(f"/proc/{init}/status").read_text()
+    for flags in ([], ["-u", "0"]):
+        done = ops.run("exec", *flags, "box", "--", "/bin/cat", "/proc/self/status",
+                       "/proc/self/limits")
+        assert done.returncode == 0, done.stderr
+        out = done.stdout.decode()
+        assert status(out) == status(own) and len(status(own)) == len(fields), out
+        limits = out[out.index("Limit "):]
+        assert limits == Path(f"/proc/{init}/limits").read_text()
+
+
+@pytest.mark.parametrize(("given", "want"), [
+    # the container's own, with the command's args, env after its own, no terminal
+    ({}, {"args": ["ls", "-l"], "env": ["PATH=/bin", "A=b"], "terminal": False}),
+    # a terminal of our size from the start; a size the base had is not ours
+    ({"tty": True, "size": (37, 101)},
+     {"args": ["ls", "-l"], "env": ["PATH=/bin", "A=b"], "terminal": True,
+      "consoleSize": {"height": 37, "width": 101}}),
+    ({"tty": True, "size": (0, 0)},  # a terminal with no size yet: runc's resize alone
+     {"args": ["ls", "-l"], "env": ["PATH=/bin", "A=b"], "terminal": True}),
+    ({"size": (37, 101)},  # no terminal, no size
+     {"args": ["ls", "-l"], "env": ["PATH=/bin", "A=b"], "terminal": False}),
+    # a user alone keeps the container's group and supplementary groups (runc's --user)
+    ({"user": "1000", "cwd": "/tmp"},
+     {"args": ["ls", "-l"], "env": ["PATH=/bin", "A=b"], "terminal": False, "cwd": "/tmp",
+      "user": {"uid": 1000, "gid": 5, "additionalGids": [7]}}),
+    ({"user": "1000:1001"},
+     {"args": ["ls", "-l"], "env": ["PATH=/bin", "A=b"], "terminal": False,
+      "user": {"uid": 1000, "gid": 1001, "additionalGids": [7]}}),
+])
+def test_exec_process_is_the_container_s_with_our_changes(given: dict[str, Any],
+                                                         want: dict[str, Any]) -> None:
+    base: dict[str, Any] = {
+        "args": ["/init"], "env": ["PATH=/bin"], "cwd": "/", "terminal": True,
+        "consoleSize": {"height": 1, "width": 1},
+        "user": {"uid": 0, "gid": 5, "additionalGids": [7]},
+        "capabilities": {"bounding": ["CAP_KILL"], "effective": ["CAP_KILL"]},
+        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+        "noNewPrivileges": True, "apparmorProfile": "reconciler-default",
+        "selinuxLabel": "system_u:system_r:container_t:s0", "oomScoreAdj": 100}
+    kept = json.loads(json.dumps(base))
+    got = runc.exec_process(base, ["ls", "-l"], tty=given.pop("tty", False), env=["A=b"],
+                            **given)
+    assert base == kept  # not changed in place
+    expected = {k: v for k, v in base.items() if k != "consoleSize"} | want
+    assert got == expected
+
+
+@pytest.mark.parametrize("user", ["nobody", "1:x", ":1", "1:", "", "-1", "4294967296"])
+def test_exec_process_takes_numeric_users_only(user: str) -> None:
+    with pytest.raises(errors.UsageError, match=r"UID\[:GID\] in numbers"):
+        runc.exec_process({}, ["true"], tty=False, user=user)
 
 
 def _on_terminal(ops: Ops, command: str, *args: str, rows: int, cols: int,
