@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from datetime import timedelta
 
     from reconciler import proc
+    from reconciler.cli import jsonpath
     from reconciler.core.observed import Observed
 
 # The runtime, the planner and pydantic are imported by the commands that need them, so
@@ -138,9 +139,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("-w", "--watch", action="store_true",
                    help="after the list, print each row again when it changes (read from the"
                         " daemon's status as it writes it), until interrupted")
-    p.add_argument("-o", "--output", choices=("table", "wide", "json", "yaml", "name"),
-                   default="table",
-                   help="name: one TYPE/NAME a line, e.g. container/web, pod/site")
+    p.add_argument("-o", "--output", type=_get_output, default="table", metavar="FORMAT",
+                   help="table (default), wide, json, yaml (times in RFC 3339), name (one"
+                        " TYPE/NAME a line, e.g. container/web, pod/site), or"
+                        " jsonpath=TEMPLATE (kubectl's: e.g. '{.items[*].name}'; with one"
+                        " NAME, the object itself: '{.phase}')")
     p.set_defaults(func=cmd_get)
 
     p = sub.add_parser("describe", help="spec, status, last exit, errors and events of one")
@@ -254,6 +257,21 @@ def _kind_and_names(words: list[str]) -> tuple[str | None, list[str]]:
     return kind, list(dict.fromkeys(words))  # a NAME given twice is shown once
 
 
+GET_OUTPUTS = ("table", "wide", "json", "yaml", "name")
+JSONPATH = "jsonpath="
+
+
+def _get_output(text: str) -> str:
+    """``get -o``: one of GET_OUTPUTS, or ``jsonpath=TEMPLATE`` (parsed by cmd_get, so a
+    bad template is a usage error that names its position, and only then imported)."""
+    if text in GET_OUTPUTS or (text.startswith(JSONPATH) and text != JSONPATH):
+        return text
+    if text in ("jsonpath", JSONPATH):
+        raise argparse.ArgumentTypeError("give a template: -o jsonpath='{.items[*].name}'")
+    raise argparse.ArgumentTypeError(
+        f"invalid choice: {text!r} (choose from {', '.join(GET_OUTPUTS)}, jsonpath=TEMPLATE)")
+
+
 def _selector(text: str) -> selectors.Selector:
     try:
         return selectors.parse(text)
@@ -355,6 +373,7 @@ def cmd_get(args: argparse.Namespace) -> int:
     kind, names = _kind_and_names(args.what)
     if names and args.selector.requirements:  # kubectl refuses the same
         raise errors.UsageError("give NAMEs or -l/--selector, not both")
+    template = _template(args.output)
     status = _honest(args, _daemon_state(args.state_dir))
     if _needs_labels(args):
         status = _with_labels(args.state_dir, status)
@@ -364,7 +383,10 @@ def cmd_get(args: argparse.Namespace) -> int:
         found = _named(names, kind=kind, namespace=args.namespace, raw=raw, every_pod=every_pod)
     else:
         found = _everything(kind, args=args, raw=raw, plain=plain, every_pod=every_pod)
-    if found.rows or found.pods or not found.missing:
+    if template is not None:
+        if found.rows or found.pods or not found.missing:
+            _print_jsonpath(args.output, template, _json_doc(found), single=len(names) == 1)
+    elif found.rows or found.pods or not found.missing:
         _print_found(args, found, kind=kind, status=status)
     for exc in found.missing:  # kubectl's way: what was found, then each NAME that was not
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201
@@ -378,7 +400,40 @@ def _needs_labels(args: argparse.Namespace) -> bool:
     """Whether ``get`` reads each ``kind: Container`` object's labels (from its depot or
     manifest: status.json does not carry them): to select, to show, or to print them."""
     return bool(args.selector.requirements or args.show_labels or
-                args.output in ("json", "yaml"))
+                args.output in ("json", "yaml") or args.output.startswith(JSONPATH))
+
+
+def _template(output: str) -> jsonpath.Template | None:
+    """``-o jsonpath=TEMPLATE``'s template, parsed before anything is read; a bad one is
+    a usage error naming the position of the fault."""
+    if not output.startswith(JSONPATH):
+        return None
+    from reconciler.cli import jsonpath  # only here: `get` starts no slower
+
+    try:
+        return jsonpath.parse(output[len(JSONPATH):])
+    except jsonpath.JSONPathError as exc:
+        raise errors.UsageError(f"-o {output}: {exc}") from None
+
+
+def _json_doc(found: _Found) -> list[dict[str, Any]]:
+    """What ``-o json``, ``-o yaml`` and ``-o jsonpath`` show: the records (a pod's units
+    too, without a NAME), then the pods; times in RFC 3339."""
+    return [pods.record_json(r) for r in found.listed] + [pods.to_json(p) for p in found.pods]
+
+
+def _print_jsonpath(output: str, template: jsonpath.Template, doc: list[dict[str, Any]], *,
+                    single: bool) -> None:
+    """kubectl's way: the template applied to a List of what was found, or, for one NAME,
+    to that object itself; printed with no newline added."""
+    from reconciler.cli import jsonpath
+
+    target: object = doc[0] if single and len(doc) == 1 else {"kind": "List", "items": doc}
+    try:
+        text = jsonpath.render(template, target)
+    except jsonpath.EvalError as exc:
+        raise errors.ReconcilerError(f"-o {output}: {exc}") from None
+    sys.stdout.write(text)
 
 
 WATCH_EVERY = 0.1  # seconds between two looks at status.json's mtime (a stat, no read)
@@ -470,8 +525,7 @@ def _named(names: list[str], *, kind: str | None, namespace: str | None,
 def _print_found(args: argparse.Namespace, found: _Found, *, kind: str | None,
                  status: dict[str, Any]) -> None:
     if args.output in ("json", "yaml"):
-        doc = [pods.record_json(r) for r in found.listed] + [pods.to_json(p)
-                                                              for p in found.pods]
+        doc = _json_doc(found)
         if args.output == "json":
             print(json.dumps(doc, indent=2, sort_keys=True))  # noqa: T201
             return

@@ -276,6 +276,45 @@ def test_json_times_are_rfc3339_and_status_json_keeps_epoch_seconds(
     assert json.loads((state / "status.json").read_text()) == status
 
 
+def test_get_jsonpath(state: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """kubectl's -o jsonpath: a List of what was found, or the one object NAME gave;
+    printed with no newline added."""
+    def printed(*argv: str) -> str:
+        code, out, err = run(state, capsys, "get", *argv)
+        assert (code, err) == (0, "")
+        return out
+
+    assert printed("-o", "jsonpath={.items[*].name}") == \
+        "web db bare default_site default_site_server site"
+    assert printed("pods", "-o=jsonpath={.kind}: {.items[*].name}") == "List: site"
+    assert printed("--output=jsonpath={range .items[*]}{.name}{'\\t'}{.phase}{'\\n'}{end}",
+                   "containers") == "web\tRunning\ndb\tPending\nbare\tRunning\n"
+    assert printed("web", "-o", "jsonpath={.phase} {.labels.tier}") == "Running front"
+    assert RFC3339.fullmatch(printed("web", "-o", "jsonpath={.created}"))
+    assert printed("pod/site", "-o", "jsonpath={.status} {.containers[0].name}") == \
+        "Running default_site_server"
+    assert printed("web", "bare", "-o", "jsonpath={.items[1].name}") == "bare"
+    assert printed("-l", "tier=front", "-o",
+                   "jsonpath={.items[?(@.kind=='Pod')].name}") == "site"
+    assert printed("-l", "app=nothing", "-o", "jsonpath={.items[*].name}") == ""
+
+
+def test_a_bad_jsonpath_is_a_usage_error(state: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(state, capsys, "get", "-o", "jsonpath={.items[")
+    assert (code, out, err) == (2, "", "error: -o jsonpath={.items[: unclosed '[' at"
+                                       " position 8\n")
+    code, out, err = run(state, capsys, "get", "-o", "jsonpath={.items[9].name}")
+    assert (code, out, err) == (1, "", "error: -o jsonpath={.items[9].name}: index 9 out"
+                                       " of range (length 6)\n")
+    for bad, said in (("jsonpath", "give a template"), ("jsonpath=", "give a template"),
+                      ("bogus", "invalid choice: 'bogus'")):
+        with pytest.raises(SystemExit) as exit_:
+            run(state, capsys, "get", "-o", bad)
+        assert exit_.value.code == 2
+        assert said in capsys.readouterr().err
+
+
 def test_describe_shows_a_containers_labels(state: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     lines = run(state, capsys, "describe", "web")[1].splitlines()
