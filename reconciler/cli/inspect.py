@@ -309,6 +309,8 @@ class _Sample(NamedTuple):
 @_by_name
 def cmd_stats(args: argparse.Namespace) -> int:
     stream = not args.no_stream and args.output == "table" and sys.stdout.isatty()
+    if not args.name:  # every container, as ``get``: not an empty table for a wrong dir
+        daemon_cli._daemon_state(args.state_dir)
     # a pod's containers are found once, outside the event loop (the lookup may run one)
     named = _units(args, _runtime(args), every=True) if args.name else None
     anyio.run(_stats, args, named, stream)

@@ -61,6 +61,7 @@ def test_memory_moves_when_the_container_fills_a_tmpfs(ops: Ops) -> None:
 def test_cpu_of_a_busy_and_an_idle_container_and_all_listed(ops: Ops) -> None:
     ops.up("busy", "/bin/sh", "-c", "while :; do :; done")
     ops.up("idle", *SLEEPERS)
+    daemon_was_here(ops)  # every container: only of a daemon's state dir, as ``get``
     rows = {r["name"]: r for r in stats_json(ops)}  # no name: every running container
     assert set(rows) == {"busy", "idle"}
     # a shell spinning on one core: up to 100 % (less on a loaded host), never more
@@ -99,6 +100,30 @@ def test_stats_of_a_missing_container(ops: Ops) -> None:
     code, out, err = ops.cli("stats", "--no-stream", "ghost")
     assert (code, out) == (1, "")
     assert err == 'error: container "ghost" not found\n'
+
+
+def test_every_container_of_a_state_dir_no_daemon_used_is_an_error(ops: Ops) -> None:
+    """As ``get``, ``describe`` and ``events``: a mistyped --state-dir must not look like
+    a host with no containers (it was an empty table, exit 0)."""
+    said = (f"error: no reconciler daemon has used the state dir {ops.rt.state_dir}"
+            " (give the daemon's --state-dir)\n")
+    for args in (["--no-stream"], ["--no-stream", "-o", "json"], ["-o", "json"], []):
+        assert ops.cli("stats", *args) == (1, "", said), args
+    assert ops.cli("get") == (1, "", said)  # the same words
+    # once a daemon has used it: the table, empty while nothing runs
+    daemon_was_here(ops)
+    code, out, err = ops.cli("stats", "--no-stream")
+    assert (code, out.split(), err) == (
+        0, ["NAME", "CPU", "%", "MEM", "USAGE", "/", "LIMIT", "MEM", "%", "PIDS"], "")
+    assert ops.cli("stats", "--no-stream", "-o", "json") == (0, "[]\n", "")
+
+
+def daemon_was_here(ops: Ops) -> None:
+    """``<state-dir>/daemon.json``, which a daemon writes at its start with its cgroup
+    parent (``Store.claim_cgroup_parent``): the CLI then takes the dir as a daemon's."""
+    ops.rt.state_dir.mkdir(parents=True, exist_ok=True)
+    (ops.rt.state_dir / "daemon.json").write_text(
+        json.dumps({"cgroupParent": ops.rt.cgroup_parent}))
 
 
 
