@@ -262,7 +262,7 @@ def test_get_without_pods_prints_what_it_always_did(tmp_path: Path,
     db = {**rec("db", pod=None, created=created), "source": "/m/db.yaml"}
     write_status(tmp_path, db)
     assert run(tmp_path, capsys, "get") == (0, PLAIN_TABLE + "\n", "")
-    assert json.loads(run(tmp_path, capsys, "get", "-o", "json")[1]) == [db]
+    assert json.loads(run(tmp_path, capsys, "get", "-o", "json")[1]) == [pods.record_json(db)]
     assert run(tmp_path, capsys, "get", "db")[1] == PLAIN_TABLE + "\n"
 
 
