@@ -14,6 +14,7 @@ written through a writable mount; the error says which mounts are.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import posixpath
 import shutil
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler import errors
 from reconciler.cli import daemon as daemon_cli
+from reconciler.core.observed import Status
 
 if TYPE_CHECKING:
     _Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -66,12 +68,33 @@ def cmd_cp(args: argparse.Namespace) -> int:
     remote = src or dst
     assert remote is not None
     args.name = remote[0]
+    # errors name the container as typed (a pod's as POD/CONTAINER), not its instance
+    return inspect._by_name(functools.partial(_cp, src=src, dst=dst))(args)
+
+
+def _cp(args: argparse.Namespace, *, src: tuple[str, str] | None,
+        dst: tuple[str, str] | None) -> int:
+    from reconciler.cli import inspect
+
     rt = inspect._runtime(args)
     instance = rt.locate(inspect._units(args, rt)[0].unit)
+    _running(rt, instance, way="from" if src is not None else "into")
     if src is not None:
-        return _out(rt, instance, src[1], Path(args.dest), shown=remote[0])
+        return _out(rt, instance, src[1], Path(args.dest), shown=src[0])
     assert dst is not None
-    return _in(rt, instance, Path(args.source), dst[1], shown=remote[0])
+    return _in(rt, instance, Path(args.source), dst[1], shown=dst[0])
+
+
+def _running(rt: Any, instance: str, *, way: str) -> None:
+    """Before runc is asked: a container that does not exist is the one wording of that
+    fact (``container "web" not found``), and one not running says so, not runc's log
+    line (``exec failed: ...``)."""
+    import anyio
+
+    obs = anyio.run(rt.state, instance)  # ContainerNotFound when runc does not know it
+    if obs.status is not Status.RUNNING:
+        raise errors.RuntimeFailure(f"cannot copy {way} a {obs.status.value} container",
+                                    container=instance)
 
 
 def _out(rt: Any, instance: str, path: str, local: Path, *, shown: str) -> int:
@@ -88,7 +111,7 @@ def _out(rt: Any, instance: str, path: str, local: Path, *, shown: str) -> int:
                 archive.extractall(tmp, filter="data")
         except tarfile.TarError:
             pass  # an empty stream: tar's own words below say why
-        err = proc.stderr.read().decode(errors="replace").strip()
+        err = _said(proc.stderr.read())
         if proc.wait(TIMEOUT) != 0:
             raise errors.RuntimeFailure(f"cannot copy {path} out: {err or 'tar failed'}",
                                         container=shown)
@@ -120,10 +143,19 @@ def _in(rt: Any, instance: str, local: Path, path: str, *, shown: str) -> int:
         except BrokenPipeError:
             pass  # tar stopped reading: its words below
         proc.stdin.close()
-        err = proc.stderr.read().decode(errors="replace").strip()
+        err = _said(proc.stderr.read())
         if proc.wait(TIMEOUT) != 0:
             raise errors.RuntimeFailure(_in_error(rt, instance, path, err), container=shown)
     return 0
+
+
+def _said(stderr: bytes) -> str:
+    """What went wrong in words: runc's message when runc failed (a container that went
+    since ``_running``), not its ``time=... level=error`` line; else all tar said."""
+    from reconciler import proc
+
+    text = stderr.decode(errors="replace").strip()
+    return proc.runc_message(stderr) if "level=error" in text else text
 
 
 def _in_error(rt: Any, instance: str, path: str, err: str) -> str:
