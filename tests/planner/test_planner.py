@@ -570,7 +570,10 @@ def test_status_json_roundtrip_keeps_the_backoff() -> None:
 
     hist = replace(crashed(WEB, crashes=3, at=NOW), failures=1, failed_at=NOW,
                    last_error="x")
-    back = history_from_json(json.loads(json.dumps(history_to_json(hist))))
+    doc = history_to_json(hist)
+    assert all("_" not in key for key in doc), doc  # camelCase, as the rest of the JSON
+    assert {"failedAt", "lastError", "lastExit"} <= doc.keys()
+    back = history_from_json(json.loads(json.dumps(doc)))
     assert back == hist
     observed = {"web": seen(WEB, Status.STOPPED)}
     assert planner.plan(state_of((WEB,)), observed, {"web": back}, NOW) == planner.plan(
