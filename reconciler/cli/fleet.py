@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler import errors
 from reconciler.cli import pods
+from reconciler.cli.inputs import Refused, lines, raw_documents, read_inputs
 
 if TYPE_CHECKING:
     from reconciler.sources import etcdapi
@@ -35,8 +36,6 @@ DEFAULT_ENDPOINTS = "http://127.0.0.1:2379"
 MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
 
 
-class Refused(errors.ReconcilerError):
-    """Nothing was written: the input has problems, or etcd changed under us."""
 
 
 def etcd_options(p: argparse.ArgumentParser) -> None:
@@ -199,17 +198,16 @@ def object_key(key: tuple[str, str]) -> str:
 def run_apply(args: argparse.Namespace) -> int:
     import yaml
 
-    from reconciler.cli import verbs
     from reconciler.manifest import loader
     from reconciler.sources import etcd
 
     prefix = _prefix(args)
-    inputs = verbs._read_inputs(args.filename)
+    inputs = read_inputs(args.filename)
     findings = [f for r in inputs for f in r.findings]
     findings += loader.check_duplicates(r for r in inputs if r.ok)
     if findings:
-        raise Refused(verbs._lines(findings))
-    raw = verbs._raw_documents(inputs)
+        raise Refused(lines(findings))
+    raw = raw_documents(inputs)
     values: dict[str, tuple[tuple[str, str], bytes]] = {}
     problems: list[loader.Finding] = []
     for result in inputs:
@@ -226,7 +224,7 @@ def run_apply(args: argparse.Namespace) -> int:
                               " one under a key of your own")
             values[key] = (doc.key, text)
     if problems:  # a relative host path: an etcd value has no directory to anchor it
-        raise Refused(verbs._lines(problems))
+        raise Refused(lines(problems))
     if not values:
         raise Refused("no objects passed to apply")
     if len(values) > MAX_TXN_OPS:
@@ -285,14 +283,13 @@ def _b64(text: str) -> str:
 
 
 def run_delete(args: argparse.Namespace) -> int:
-    from reconciler.cli import verbs
 
     prefix = _prefix(args)
     wanted: list[str] = [_name_key(n) for n in args.names]
     if args.filename:
-        for result in verbs._read_inputs(args.filename):
+        for result in read_inputs(args.filename):
             if not result.ok:
-                raise Refused(verbs._lines(list(result.findings)))
+                raise Refused(lines(list(result.findings)))
             wanted += [object_key(d.key) for d in result.documents]
     if not wanted:
         raise errors.UsageError("fleet delete: name the objects, or give -f")

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reconciler import atomic, config, errors
 from reconciler.cli import daemon as daemon_cli
+from reconciler.cli.inputs import Refused, raw_documents, read_inputs
+from reconciler.cli.inputs import lines as _lines
 
 if TYPE_CHECKING:
     import yaml
@@ -45,11 +46,6 @@ _TYPES = {
     "secret": "Secret", "secrets": "Secret",
 }
 _DEFAULT_NAMESPACE = "default"
-_STDIN = "<stdin>"
-
-
-class Refused(errors.ReconcilerError):
-    """A verb that will not go on (exit 1); nothing has been written."""
 
 
 # -- the command line ---------------------------------------------------------------------
@@ -135,7 +131,7 @@ def run_apply(args: argparse.Namespace) -> int:
     from reconciler.manifest import loader
 
     directory = _directory(args.manifests)
-    inputs = _read_inputs(args.filename)
+    inputs = read_inputs(args.filename)
     findings = [f for r in inputs for f in r.findings]
     findings += loader.check_duplicates(r for r in inputs if r.ok)
     if findings:
@@ -144,57 +140,13 @@ def run_apply(args: argparse.Namespace) -> int:
     if not docs:
         raise Refused("no objects passed to apply")
     existing = _load_directory(directory)
-    writes = _plan_writes(docs, _raw_documents(inputs), directory, existing)
+    writes = _plan_writes(docs, raw_documents(inputs), directory, existing)
     _check_expansion(directory, existing, writes)
     for w in writes:
         if w.word != "unchanged":
             _write_atomic(w.path, w.data, mode=0o600 if w.secret else _mode_of(w.path))
         print(f"{_display(w.key)} {w.word}")  # noqa: T201
     return 0
-
-
-def _read_inputs(paths: list[str]) -> list[loader.FileResult]:
-    from reconciler.manifest import files, loader
-
-    results = []
-    for path in paths:
-        if path == "-":
-            data = sys.stdin.buffer.read()
-            _stdin_text[_STDIN] = data.decode("utf-8", errors="replace")
-            results.append(loader.load_bytes(data, file=_STDIN, base_dir=os.getcwd()))
-            continue
-        if os.path.isdir(path):
-            scanned = files.scan(path)
-            if not scanned:
-                raise Refused(f"{path}: no manifest files in it")
-            results += [loader.load_file(p) for p in scanned]
-        elif os.path.exists(path):
-            results.append(loader.load_file(path))
-        else:
-            raise errors.UsageError(f"{path}: no such file or directory")
-    return results
-
-
-def _raw_documents(inputs: list[loader.FileResult]) -> dict[tuple[str, int], Any]:
-    """(file, index) -> the plain data of each document, as the YAML says it (key order)."""
-    import yaml
-
-    out: dict[tuple[str, int], Any] = {}
-    for result in inputs:
-        text = _text_of(result.file)
-        for index, data in enumerate(yaml.safe_load_all(text)):
-            out[(result.file, index)] = data
-    return out
-
-
-_stdin_text: dict[str, str] = {}
-
-
-def _text_of(file: str) -> str:
-    if file == _STDIN:
-        return _stdin_text[file]
-    text = Path(file).read_bytes().decode("utf-8")
-    return text.replace("\t", " ") if file.lower().endswith(".json") else text
 
 
 def _plan_writes(docs: list[loader.Loaded], raw: dict[tuple[str, int], Any], directory: Path,
@@ -284,7 +236,7 @@ def run_delete(args: argparse.Namespace) -> int:
     directory = _directory(args.manifests)
     existing = _load_directory(directory)
     if args.filename:
-        inputs = _read_inputs(args.filename)
+        inputs = read_inputs(args.filename)
         findings = [f for r in inputs for f in r.findings]
         if findings:
             raise Refused(_lines(findings))
@@ -539,10 +491,6 @@ def _defining(existing: list[loader.FileResult], key: tuple[str, str]) -> loader
 def _display(key: tuple[str, str]) -> str:
     """kubectl's words: ``container/web``, ``pod/site`` (namespace left out)."""
     return f"{key[0].lower()}/{key[1].rsplit('/', 1)[-1]}"
-
-
-def _lines(findings: list[loader.Finding]) -> str:
-    return "\nerror: ".join(str(f) for f in findings)
 
 
 # -- text and files -------------------------------------------------------------------------
