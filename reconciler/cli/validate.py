@@ -45,6 +45,14 @@ def register(subparsers: _Subparsers) -> None:
         help="refuse files larger than this, in bytes or as a quantity such as 512Ki"
         " (default: 1Mi)",
     )
+    parser.add_argument(
+        "--policy", metavar="FILE",
+        help="check against this daemon policy too (as run --policy does); a broken policy"
+        " file is its own findings")
+    parser.add_argument(
+        "--source", choices=("directory", "etcd"), default="directory",
+        help="with --policy: check as the policy's rules for this source"
+        " (default: %(default)s)")
     parser.set_defaults(func=run_validate)
 
     schema = subparsers.add_parser(
@@ -58,7 +66,16 @@ def register(subparsers: _Subparsers) -> None:
 def run_validate(args: argparse.Namespace) -> int:
     max_size = _max_size(args.max_size)
     paths, findings = _collect(args.paths)
-    results = [loader.load_file(path, max_size=max_size) for path in paths]
+    check = None
+    if args.policy:
+        from reconciler.manifest import policy as policy_mod
+
+        policy, problems = loader.load_policy(args.policy)
+        if policy is None:
+            findings += problems
+        else:
+            check = policy_mod.checker(policy.for_source(args.source))
+    results = [loader.load_file(path, max_size=max_size, check=check) for path in paths]
     findings += [f for r in results for f in r.findings]
     findings += loader.check_duplicates(results)
     # What the daemon would make of them: file findings, names defined twice, and a pod

@@ -51,6 +51,9 @@ from pydantic_core import ErrorDetails
 
 from reconciler.manifest import model
 
+if typing.TYPE_CHECKING:
+    from reconciler.manifest import policy
+
 if TYPE_CHECKING:  # imported when a v1 document is first seen (``_kinds``): the daemon's
     from reconciler.manifest import kube  # start-up does not pay for the Kubernetes models
 
@@ -149,7 +152,8 @@ class FileResult:
         return not self.findings
 
 
-def load_file(path: str | os.PathLike[str], *, max_size: int = MAX_SIZE) -> FileResult:
+def load_file(path: str | os.PathLike[str], *, max_size: int = MAX_SIZE,
+              check: policy.Check | None = None) -> FileResult:
     """Load every document of one file; relative host paths resolve against its directory.
 
     The directory is the one the file is named in: a symlink's own directory, not its
@@ -170,12 +174,16 @@ def load_file(path: str | os.PathLike[str], *, max_size: int = MAX_SIZE) -> File
         return _broken(file, f"cannot read file: {exc.strerror or exc}")
     if len(data) > max_size:  # grew after the stat
         return _broken(file, _too_large(len(data), max_size))
-    return load_bytes(data, file=file, base_dir=os.path.dirname(os.path.abspath(file)))
+    return load_bytes(data, file=file, base_dir=os.path.dirname(os.path.abspath(file)),
+                      check=check)
 
 
-def load_bytes(data: bytes, *, file: str, base_dir: str | None) -> FileResult:
+def load_bytes(data: bytes, *, file: str, base_dir: str | None,
+               check: policy.Check | None = None) -> FileResult:
     """Load every document in ``data``; ``file`` names it in findings, ``base_dir`` anchors
-    relative host paths (``None``: an etcd key, where a relative path is an error)."""
+    relative host paths (``None``: an etcd key, where a relative path is an error).
+    ``check``: a policy's hook (``policy.checker``); what it forbids in a valid document
+    is a finding on the field's line."""
     digest = hashlib.sha256(data).hexdigest()
     text = _decode(data)
     if isinstance(text, Finding):
@@ -184,10 +192,49 @@ def load_bytes(data: bytes, *, file: str, base_dir: str | None) -> FileResult:
         # JSON may indent with tabs, which YAML 1.1 refuses; JSON strings cannot hold a
         # raw tab, so outside strings they are plain whitespace.
         text = text.replace("\t", " ")
-    documents, findings = _parse(text, file=file, base_dir=base_dir)
+    documents, findings = _parse(text, file=file, base_dir=base_dir, check=check)
     if findings:
         return FileResult(file, digest, (), tuple(findings))
     return FileResult(file, digest, tuple(documents), ())
+
+
+def load_policy(path: str | os.PathLike[str]) -> tuple[policy.Policy | None, list[Finding]]:
+    """A policy file (``run --policy``, ``validate --policy``): one ``kind: Policy``
+    document, or its findings, each on its line as a manifest's are."""
+    from reconciler.manifest import policy
+
+    file = os.fspath(path)
+    try:
+        with open(file, "rb") as fh:
+            data = fh.read(MAX_SIZE + 1)
+    except OSError as exc:
+        return None, [Finding(file, None, "", f"cannot read file: {exc.strerror or exc}")]
+    text = _decode(data)
+    if isinstance(text, Finding):
+        return None, [_in_file(text, file)]
+    loader = _Loader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None, [Finding(file, None, "", "empty: a policy file holds one "
+                                                  "kind: Policy document")]
+        content = loader.construct_document(root)
+    except _Refused as exc:
+        return None, [Finding(file, exc.line, exc.path, exc.message)]
+    except yaml.MarkedYAMLError as exc:
+        return None, [_syntax_finding(exc, text, file)]
+    except (yaml.YAMLError, ValueError, TypeError) as exc:
+        return None, [Finding(file, None, "", f"invalid YAML: {exc}")]
+    finally:
+        loader.dispose()
+    if loader.problems:
+        return None, [_in_file(f, file) for f in loader.problems]
+    try:
+        return policy.Policy.model_validate(content, context={"base_dir": None}), []
+    except pydantic.ValidationError as exc:
+        return None, sorted((_from_error(err, root, file, policy.Policy)
+                             for err in exc.errors(include_url=False)),
+                            key=lambda f: f.line or 0)
 
 
 def check_duplicates(results: Iterable[FileResult]) -> list[Finding]:
@@ -464,7 +511,8 @@ def _short_tag(tag: str) -> str:
     return "!!" + tag.removeprefix(_TAG_PREFIX) if tag.startswith(_TAG_PREFIX) else tag
 
 
-def _parse(text: str, *, file: str, base_dir: str | None) -> tuple[list[Loaded], list[Finding]]:
+def _parse(text: str, *, file: str, base_dir: str | None,
+           check: policy.Check | None = None) -> tuple[list[Loaded], list[Finding]]:
     """The documents of ``text``, or its findings, exactly as the reference loader gives
     them. libyaml's parser first, unless the text has a character on which the two
     parsers are known to disagree (``_fast_refuses``); anything but a clean load (a YAML
@@ -473,17 +521,18 @@ def _parse(text: str, *, file: str, base_dir: str | None) -> tuple[list[Loaded],
     if _CParser is not None and not _fast_refuses(text):
         try:
             documents, findings = _parse_with(_FastLoader, text, file=file,
-                                              base_dir=base_dir)
+                                              base_dir=base_dir, check=check)
         except Exception:  # noqa: BLE001 - whatever it was, the reference says it
             pass
         else:
             if not findings:
                 return documents, findings
-    return _parse_with(_Loader, text, file=file, base_dir=base_dir)
+    return _parse_with(_Loader, text, file=file, base_dir=base_dir, check=check)
 
 
 def _parse_with(
-    kind: type[_Loader] | type[_FastLoader], text: str, *, file: str, base_dir: str | None
+    kind: type[_Loader] | type[_FastLoader], text: str, *, file: str, base_dir: str | None,
+    check: policy.Check | None = None,
 ) -> tuple[list[Loaded], list[Finding]]:
     documents: list[Loaded] = []
     findings: list[Finding] = []
@@ -494,7 +543,8 @@ def _parse_with(
         while loader.check_node():
             root = loader.get_node()
             if root is not None and not (isinstance(root, yaml.ScalarNode) and root.tag == _NULL):
-                doc, problems = _document(loader, root, file=file, base_dir=base_dir, index=index)
+                doc, problems = _document(loader, root, file=file, base_dir=base_dir,
+                                          index=index, check=check)
                 if doc is not None:
                     documents.append(doc)
                 findings.extend(problems)
@@ -565,7 +615,7 @@ def _yaml_message(exc: yaml.MarkedYAMLError) -> str:
 
 def _document(
     loader: _Loader | _FastLoader, root: yaml.Node, *, file: str, base_dir: str | None,
-    index: int
+    index: int, check: policy.Check | None = None,
 ) -> tuple[Loaded | None, list[Finding]]:
     """One composed document validated: the ``Loaded`` value or its findings."""
     start = root.start_mark.line + 1
@@ -588,6 +638,9 @@ def _document(
             _from_error(err, root, file, kind) for err in exc.errors(include_url=False)
             if err["type"] != "invalid_key" and "[key]" not in err["loc"]
         ]
+    if not findings and check is not None:
+        findings = [Finding(file, _value_line(root, v.path), _format_path(v.path),
+                            f"{v.message} (policy: {v.rule})") for v in check(document)]
     if findings:
         return None, sorted(findings, key=lambda f: f.line or 0)
     return Loaded(typing.cast("Document", document), file, start, index), []

@@ -1,0 +1,204 @@
+"""The daemon policy (``manifest/policy.py``): the file, each rule at each level, and the
+findings it makes through the loader (file, line, field, rule) and ``validate --policy``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from reconciler.manifest import loader, policy
+
+CONTAINER = """\
+apiVersion: reconciler/v1
+kind: Container
+metadata: {name: web}
+spec:
+  rootfs: /srv/rootfs/web
+  command: [/bin/true]
+"""
+
+POD = """\
+apiVersion: v1
+kind: Pod
+metadata: {name: p}
+spec:
+  containers:
+    - name: c
+      image: busybox
+"""
+
+
+def policy_of(text: str, tmp_path: Path) -> policy.Policy:
+    path = tmp_path / "policy.yaml"
+    path.write_text("apiVersion: reconciler/v1\nkind: Policy\n" + textwrap.dedent(text))
+    found, problems = loader.load_policy(path)
+    assert found is not None, problems
+    return found
+
+
+def findings(manifest: str, rules: policy.Rules, tmp_path: Path,
+             source: str = "directory") -> list[str]:
+    path = tmp_path / "m.yaml"
+    path.write_text(manifest)
+    check = policy.checker(rules.for_source(source) if isinstance(rules, policy.Policy)
+                           else rules)
+    return [str(f) for f in loader.load_file(path, check=check).findings]
+
+
+BASE = """\
+hostPaths:
+  - {path: /srv/rootfs}
+  - {path: /srv/data, readOnly: false}
+"""
+
+
+@pytest.mark.parametrize(("level", "extra", "manifest", "wanted"), [
+    # our kind
+    ("baseline", "", CONTAINER, None),
+    ("baseline", "", CONTAINER.replace("/srv/rootfs/web", "/"),
+     "5: spec.rootfs: host path / is not under an allowed prefix"),
+    ("baseline", "", CONTAINER + "  hostNetwork: true\n",
+     "7: spec.hostNetwork: the host's network namespace is not allowed (policy: "
+     "allow.hostNetwork)"),
+    ("baseline", "allow: {hostNetwork: true}\n", CONTAINER + "  hostNetwork: true\n", None),
+    ("baseline", "", CONTAINER + "  capabilities: {add: [CHOWN, SYS_ADMIN]}\n",
+     "7: spec.capabilities.add[1]: capability SYS_ADMIN is not allowed at baseline"),
+    ("baseline", "capabilities: [SYS_ADMIN]\n",
+     CONTAINER + "  capabilities: {add: [SYS_ADMIN]}\n", None),
+    ("baseline", "", CONTAINER + "  mounts: [{type: bind, source: /etc, destination: /e, "
+     "readOnly: true}]\n", "7: spec.mounts[0].source: host path /etc is not under"),
+    ("baseline", "", CONTAINER + "  mounts: [{type: bind, source: /srv/rootfs/x, "
+     "destination: /x}]\n", "may only be mounted read-only (hostPaths: /srv/rootfs"),
+    ("baseline", "", CONTAINER + "  mounts: [{type: bind, source: /srv/data/x, "
+     "destination: /x}]\n", None),
+    ("baseline", "", CONTAINER + "  mounts: [{type: bind, source: /srv/database, "
+     "destination: /x}]\n", "host path /srv/database is not under"),  # a prefix, not a string
+    ("baseline", "", CONTAINER + "  seccompProfile: {type: Unconfined}\n",
+     "spec.seccompProfile.type: an Unconfined seccomp profile is not allowed at baseline"),
+    ("privileged", "", CONTAINER.replace("/srv/rootfs/web", "/")
+     + "  hostNetwork: true\n  capabilities: {add: [SYS_ADMIN]}\n", None),
+    ("restricted", "", CONTAINER, "spec.user.uid: the process must run as a non-root user"),
+    ("restricted", "", CONTAINER + "  user: {uid: 1000}\n", None),
+    ("restricted", "", CONTAINER + "  user: {uid: 1000}\n  capabilities: {add: [CHOWN]}\n",
+     "capability CHOWN is not allowed at restricted"),
+    ("restricted", "", CONTAINER + "  user: {uid: 1000}\n  allowPrivilegeEscalation: true\n",
+     "spec.allowPrivilegeEscalation: privilege escalation is not allowed at restricted"),
+    ("privileged", "runAsNonRoot: true\n", CONTAINER,
+     "the process must run as a non-root user (spec.user.uid) (policy: runAsNonRoot)"),
+    ("baseline", "maxResources: {memory: 256Mi, cpu: 500m}\n",
+     CONTAINER + "  resources: {memory: 1Gi}\n",
+     "spec.resources.memory: memory 1Gi is more than the policy's 256Mi (policy: "
+     "maxResources)"),
+    ("baseline", "maxResources: {memory: 256Mi, cpu: 500m}\n",
+     CONTAINER + "  resources: {memory: 128Mi}\n",
+     "spec.resources.cpu: a cpu limit is required (at most 500m)"),
+    # v1 Pods
+    ("baseline", "", POD, None),
+    ("baseline", "", POD.replace("spec:\n", "spec:\n  hostPID: true\n"),
+     "5: spec.hostPID: the host's PID namespace is not allowed (policy: allow.hostPID)"),
+    ("baseline", "", POD.replace("spec:\n", "spec:\n  hostIPC: true\n"),
+     "spec.hostIPC: the host's IPC namespace is not allowed"),
+    ("baseline", "", POD + "      ports: [{containerPort: 80, hostPort: 80}]\n",
+     "spec.containers[0].ports[0].hostPort: host port 80 is not allowed (policy: hostPorts)"),
+    ("baseline", "hostPorts: ['8000-8100']\n",
+     POD + "      ports: [{containerPort: 80, hostPort: 8080}]\n", None),
+    ("baseline", "", POD + "      securityContext: {capabilities: {add: [NET_ADMIN]}}\n",
+     "spec.containers[0].securityContext.capabilities.add[0]: capability NET_ADMIN"),
+    ("baseline", "", POD + "  volumes: [{name: s, hostPath: {path: /run/docker.sock}}]\n",
+     "spec.volumes[0].hostPath.path: host path /run/docker.sock is not under"),
+    ("baseline", "", POD + "      volumeMounts: [{name: d, mountPath: /d}]\n"
+     "  volumes: [{name: d, hostPath: {path: /srv/rootfs/d}}]\n",
+     "spec.volumes[0].hostPath.path: /srv/rootfs/d may only be mounted read-only"),
+    ("baseline", "", POD + "      volumeMounts: [{name: d, mountPath: /d, readOnly: true}]\n"
+     "  volumes: [{name: d, hostPath: {path: /srv/rootfs/d}}]\n", None),
+    ("baseline", "", POD.replace("spec:\n", "spec:\n  securityContext: {sysctls: "
+                                            "[{name: kernel.msgmax, value: '1'}]}\n"),
+     "spec.securityContext.sysctls[0].name: sysctl kernel.msgmax is not allowed"),
+    ("baseline", "", POD.replace("spec:\n", "spec:\n  securityContext: {sysctls: "
+                                            "[{name: net.ipv4.ping_group_range, "
+                                            "value: '0 0'}]}\n"), None),
+    ("baseline", "", POD.replace("spec:\n", "spec:\n  runtimeClassName: gvisor\n"),
+     "spec.runtimeClassName: runtime class gvisor is not allowed"),
+    ("baseline", "runtimeClasses: [gvisor]\n",
+     POD.replace("spec:\n", "spec:\n  runtimeClassName: gvisor\n"), None),
+    ("restricted", "", POD, "spec.containers[0].securityContext.runAsNonRoot: the container "
+                            "must run as non-root"),
+    ("restricted", "", POD.replace("spec:\n", "spec:\n  securityContext: "
+                                              "{runAsNonRoot: true}\n"), None),
+    ("restricted", "", POD + "      securityContext: {runAsUser: 1000}\n", None),
+])
+def test_each_rule(level: str, extra: str, manifest: str, wanted: str | None,
+                   tmp_path: Path) -> None:
+    rules = policy_of(f"level: {level}\n" + BASE + extra, tmp_path)
+    found = findings(manifest, rules, tmp_path)
+    if wanted is None:
+        assert found == []
+    else:
+        assert any(wanted in f for f in found), found
+        assert all(f.startswith(str(tmp_path / "m.yaml") + ":") and "(policy: " in f
+                   for f in found)
+
+
+def test_a_source_has_a_policy_of_its_own(tmp_path: Path) -> None:
+    rules = policy_of(BASE + "sources:\n  etcd: {level: restricted}\n", tmp_path)
+    assert findings(CONTAINER, rules, tmp_path, "directory") == []
+    # the etcd body is whole: no hostPaths of the top level, and restricted
+    etcd = findings(CONTAINER, rules, tmp_path, "etcd")
+    assert any("spec.rootfs: host path /srv/rootfs/web is not under an allowed prefix "
+               "(allowed: none)" in f for f in etcd), etcd
+    assert any("non-root" in f for f in etcd), etcd
+
+
+def test_no_policy_checks_nothing() -> None:
+    assert policy.checker(None) is None
+
+
+@pytest.mark.parametrize(("text", "wanted"), [
+    ("level: medium\n", "3: level: must be 'privileged', 'baseline' or 'restricted'"),
+    ("hostPorts: ['99999']\n", "3: hostPorts[0]: '99999' is not within 1-65535"),
+    ("bogus: 1\n", "3: bogus: unknown field"),
+    ("enforce: evict\n", "3: enforce:"),
+    ("sources: {fleet: {}}\n", "3: sources"),
+    ("capabilities: [NOT_A_CAP]\n", "capabilities[0]: 'NOT_A_CAP' is not a Linux capability"),
+])
+def test_a_broken_policy_file_is_findings_on_its_lines(text: str, wanted: str,
+                                                         tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text("apiVersion: reconciler/v1\nkind: Policy\n" + text)
+    found, problems = loader.load_policy(path)
+    assert found is None
+    assert any(str(p).startswith(f"{path}:") and wanted in str(p) for p in problems), problems
+
+
+@pytest.mark.parametrize("text", ["", "a: [", "---\n---\na: 1\n---\nb: 2\n", "- 1\n"])
+def test_not_a_policy_at_all(text: str, tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(text)
+    found, problems = loader.load_policy(path)
+    assert found is None and problems and all(str(p).startswith(str(path)) for p in problems)
+
+
+def test_validate_with_a_policy(tmp_path: Path) -> None:
+    (tmp_path / "policy.yaml").write_text("apiVersion: reconciler/v1\nkind: Policy\n" + BASE)
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "ok.yaml").write_text(CONTAINER)
+    (tmp_path / "m" / "bad.yaml").write_text(CONTAINER.replace("web", "bad").replace(
+        "/srv/rootfs/bad", "/") + "  hostNetwork: true\n")
+
+    def validate(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "reconciler", "validate",
+                               str(tmp_path / "m"), *extra], capture_output=True, text=True,
+                              check=False, timeout=30)
+
+    assert validate().returncode == 0  # no policy: nothing of it checked
+    res = validate("--policy", str(tmp_path / "policy.yaml"))
+    assert res.returncode == 1
+    assert f"{tmp_path / 'm' / 'bad.yaml'}:5: spec.rootfs: host path / is not" in res.stdout
+    assert "(policy: allow.hostNetwork)" in res.stdout and "ok.yaml" not in res.stdout
+    (tmp_path / "broken.yaml").write_text("apiVersion: reconciler/v1\nkind: Policy\nlevel: x\n")
+    res = validate("--policy", str(tmp_path / "broken.yaml"))
+    assert res.returncode == 1 and f"{tmp_path / 'broken.yaml'}:3: level:" in res.stdout
