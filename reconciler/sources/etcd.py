@@ -49,7 +49,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from reconciler import atomic
 from reconciler.core.desired import SourceSnapshot
-from reconciler.manifest import loader, selectors
+from reconciler.manifest import loader, policy, selectors
 from reconciler.sources import etcdapi
 
 log = logging.getLogger(__name__)
@@ -93,9 +93,16 @@ class EtcdSource:
         self._kvs: dict[str, etcdapi.KV] = {}
         self._revision = 0
         self._parsed: dict[tuple[str, int], loader.FileResult] = {}
+        self._check: policy.Check | None = None
         self._rescan = anyio.Event()
         self._last: SourceSnapshot | None = None
         self.liveness = LIVENESS
+
+    def set_check(self, check: policy.Check | None) -> None:
+        """The policy's hook for this source (None: no policy); in force from the next
+        read, which ``rescan`` asks for."""
+        self._check = check
+        self._parsed = {}
 
     def rescan(self) -> None:
         """SIGHUP: read everything again."""
@@ -249,7 +256,7 @@ class EtcdSource:
             kv = self._kvs[key]
             memo = (key, kv.mod_revision)
             result = self._parsed.get(memo) or loader.load_bytes(
-                kv.value, file=origin(key), base_dir=None)
+                kv.value, file=origin(key), base_dir=None, check=self._check)
             parsed[memo] = result
             if key.startswith(FLEET):
                 result = select(result, self.labels)
