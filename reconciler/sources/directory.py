@@ -37,10 +37,32 @@ Watching, with watchdog's inotify observer (see the notes on watching directorie
 ``poll=True`` uses no inotify (NFS, SMB, FUSE): a look every ``settle`` seconds, and a
 changed file is taken once its stat held still for one interval.
 
+Trust (sshd's ``StrictModes``; ``trust=None`` turns it off, ``--insecure-manifests-dir``):
+whoever can write a manifest can run anything as root, so with a ``Trust`` every look
+checks who can write what it reads, from the stat results the scan takes anyway:
+
+- the directory, every directory the scan enters or a link leads through, and every
+  parent up to ``/`` of the configured path and of the one it resolves to (git-sync's
+  link) must be owned by root or ``Trust.owner`` and not writable by group or others;
+  a parent that is writable but sticky (``/tmp``) passes, since the entry below it must
+  itself be owned by root or the owner, so no one else can rename or remove it. A
+  directory that fails makes the source unavailable (others could remove files from it,
+  and a file gone means its containers deleted);
+- a file that fails the same rule (or a link that leads to one, or a link owned by
+  someone else) is broken with a finding naming why: it is not read, and what it defined
+  is kept; a link that leads outside the directory, other than under
+  ``Trust.allowed_link_prefixes``, is broken too. Links within it (a ConfigMap volume's
+  ``key -> ..data/key``) are checked along their whole way.
+
+Events for ``chmod`` and ``chown`` (inotify's IN_ATTRIB) on the directory, on a directory or
+a manifest in it, on the configured path and on its parent make a look at once; a change
+higher up is seen at the next resync.
+
 Limits, on purpose: a subdirectory that cannot be read makes the whole source unavailable
-(its files are not "gone"); a symlink to somewhere outside the directory is read but not
-watched, so a change there shows at the next resync (ConfigMap links into ``..data`` are
-inside, and ``..data`` itself is watched).
+(its files are not "gone"); a symlink to somewhere outside the directory (allowed with
+no ``Trust``, or under an allowed prefix) is read but not watched, so a change there shows
+at the next resync (ConfigMap links into ``..data`` are inside, and ``..data`` itself is
+watched).
 
 Threads meet the loop at one point: the observer's handler forwards each event with
 ``anyio.from_thread.run_sync(send_nowait)`` and never blocks; when the bridge is full it
@@ -51,6 +73,7 @@ and joined, shielded, when ``run`` ends.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import math
 import os
@@ -59,7 +82,7 @@ import threading
 import time
 import types
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import anyio
 import anyio.abc
@@ -91,7 +114,15 @@ _PARENT_EVENTS: list[type[fs.FileSystemEvent]] = [
     fs.FileCreatedEvent, fs.FileDeletedEvent, fs.FileMovedEvent,
     fs.DirCreatedEvent, fs.DirDeletedEvent, fs.DirMovedEvent,
 ]
-_CONTENT_EVENTS = (fs.FileCreatedEvent, fs.FileModifiedEvent, fs.FileClosedEvent)
+# events about one file's bytes or mode: of no interest for a name that is no manifest
+_CONTENT_EVENTS = (fs.FileCreatedEvent, fs.FileModifiedEvent, fs.FileClosedEvent,
+                   fs.FileAttribEvent)
+# chmod and chown (IN_ATTRIB). watchdog 7.1 builds the inotify mask from the filter and
+# knows no Attrib class there: IN_ATTRIB comes with FileModifiedEvent (the parent's
+# handler drops those).
+_ATTRIB_EVENTS: list[type[fs.FileSystemEvent]] = [
+    fs.FileAttribEvent, fs.DirAttribEvent, fs.FileModifiedEvent,
+]
 
 Signature = tuple[int, int, int, int]  # dev, ino, size, mtime_ns
 _Item = fs.FileSystemEvent | None  # None: "look again", from rescan() or lost events
@@ -119,13 +150,18 @@ class ManifestSource:
         resync: float = 30.0,
         max_size: int = loader.MAX_SIZE,
         poll: bool = False,
+        trust: Trust | None = None,
     ) -> None:
         self.directory = os.path.abspath(os.fspath(directory))
         self._settle = settle
         self._resync = resync
         self._max_size = max_size
         self._poll = poll
-        self._tracker = _Tracker(self.directory, settle=settle, max_size=max_size)
+        if trust is not None:  # compared with real paths
+            prefixes = tuple(os.path.realpath(p) for p in trust.allowed_link_prefixes)
+            trust = replace(trust, allowed_link_prefixes=prefixes)
+        self.trust = trust
+        self._tracker = _Tracker(self.directory, settle=settle, max_size=max_size, trust=trust)
         self._rescan = threading.Event()
         self._lost = threading.Event()
         self._bridge: _Bridge | None = None
@@ -135,7 +171,8 @@ class ManifestSource:
 
     def scan_once(self) -> Snapshot:
         """The directory as it is now, every file read; no settle rules."""
-        tracker = _Tracker(self.directory, settle=self._settle, max_size=self._max_size)
+        tracker = _Tracker(self.directory, settle=self._settle, max_size=self._max_size,
+                           trust=self.trust)
         return self._snapshot(_look(tracker, None, distrust=False))
 
     def rescan(self) -> None:
@@ -154,7 +191,8 @@ class ManifestSource:
         """Send the first snapshot (also given to ``task_status.started``), then each change."""
         bridge_send, bridge_receive = anyio.create_memory_object_stream[_Item](_BRIDGE_SIZE)
         self._bridge = _Bridge(bridge_send, anyio.lowlevel.current_token(), self._lost)
-        watches = None if self._poll else _Watches(self.directory, self._bridge)
+        watches = None if self._poll else _Watches(self.directory, self._bridge,
+                                                   attrib=self.trust is not None)
         try:
             with bridge_send, bridge_receive:
                 first = await self._next(watches)
@@ -309,6 +347,8 @@ def _look(tracker: _Tracker, watches: _Watches | None, distrust: bool) -> _Look:
             why = f"cannot read manifests directory {tracker.directory}: {exc.strerror or exc}"
             look = _Look(None, why, {}, math.inf)
             continue
+        except _Refused as exc:  # others can write a directory it depends on
+            look = _Look(None, str(exc), {}, math.inf)
         if target is None or _resolve(tracker.directory)[0] == target:
             break
     return look
@@ -327,10 +367,13 @@ class _Tracker:
     resolved target, are mapped onto them.
     """
 
-    def __init__(self, directory: str, *, settle: float, max_size: int) -> None:
+    def __init__(
+        self, directory: str, *, settle: float, max_size: int, trust: Trust | None = None
+    ) -> None:
         self.directory = directory
         self.settle = settle
         self.max_size = max_size
+        self.trust = trust
         self.seen: dict[str, _Seen] = {}  # what the last look applied
         self.observed: dict[str, Signature | None] = {}  # what it saw, applied or not
         self.writing: dict[str, float] = {}  # last sign of a write not yet closed
@@ -365,11 +408,13 @@ class _Tracker:
     def look(
         self, target: _Target | None, reason: str | None, now: float, *, distrust: bool
     ) -> _Look:
-        """One full scan with the settle rules; raises OSError if the directory fails."""
+        """One full scan with the settle rules; raises OSError if the directory fails,
+        ``_Refused`` if others can write a directory it depends on."""
         if target is None:  # keep everything for when it is back
             return _Look(None, reason, {}, math.inf)
         if target != self.target:
             self.target, self.writing, self.created = target, {}, {}
+        checker = None if self.trust is None else _Checker(self.trust, self.directory, target)
         present: dict[str, _Seen] = {}
         found: set[str] = set()
         due = math.inf
@@ -377,15 +422,24 @@ class _Tracker:
             key = self._key(os.fspath(path))
             if key is None:
                 continue
+            refused: str | None = None
             try:
-                signature: Signature | None = _signature(key)
+                if checker is None:
+                    signature: Signature | None = _signature(os.stat(key))
+                else:
+                    info, refused = checker.file(os.fspath(path), key)
+                    signature = _signature(info)
             except FileNotFoundError:  # gone since the scan listed it: an absence
                 continue
-            except OSError:
+            except OSError as exc:
                 signature = None  # the loader will say what is wrong with it
+                if checker is not None:  # but what cannot be checked is not read
+                    refused = f"cannot check who can write it: {exc.strerror or exc}"
             found.add(key)
             held_until = self._held_until(key, signature, now, distrust=distrust)
-            if held_until is None:
+            if refused is not None:  # not read; never cached, so a chmod back re-reads it
+                present[key] = _Seen(None, _untrusted(key, refused))
+            elif held_until is None:
                 present[key] = self._read(key, signature)
             else:
                 due = min(due, held_until)
@@ -486,9 +540,230 @@ class _Tracker:
         return os.path.join(self.directory, text[len(self.target.path) + 1 :])
 
 
-def _signature(path: str) -> Signature:
-    info = os.stat(path)
+def _signature(info: os.stat_result) -> Signature:
     return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
+
+
+# --- trust: who can write what a look reads ---------------------------------------------
+
+OVERRIDE = "--insecure-manifests-dir to override"
+_MAX_LINKS = 40  # links followed in one path, as the kernel's ELOOP
+
+
+@dataclass(frozen=True)
+class Trust:
+    """Who may write the manifests: root and ``owner`` (a uid: ``--manifests-owner``).
+
+    ``allowed_link_prefixes``: directories outside the manifests directory that a symlink
+    in it may lead into (none by default: the daemon policy names them); compared with
+    the real path a link leads to.
+    """
+
+    owner: int = 0
+    allowed_link_prefixes: tuple[str, ...] = ()
+
+
+class _Refused(Exception):
+    """Others can write a directory the manifests depend on: the source is unavailable."""
+
+
+_Entry = tuple[str, os.stat_result]  # a path and its lstat
+
+
+@dataclass(frozen=True)
+class _Place:
+    """A directory the scan entered: where it really is, or why its files are refused."""
+
+    real: str
+    refused: str | None = None
+
+
+class _Checker:
+    """The trust checks of one look (see the module's docstring); what it learns of
+    directories is kept for that look only, so every look sees each chmod."""
+
+    def __init__(self, trust: Trust, directory: str, target: _Target) -> None:
+        self.trust = trust
+        self.directory = directory
+        self.root = target.path
+        self._places = {target.path: _Place(target.path)}
+        self._dirs: dict[tuple[str, str], tuple[str, list[_Entry]]] = {}
+        self._passed: set[tuple[str, bool]] = set()  # directories judged safe
+        if self._chain(directory) != target.path:  # swapped since: the look is redone
+            self._chain(target.path)
+
+    def file(self, path: str, key: str) -> tuple[os.stat_result, str | None]:
+        """The stat of the file the scan found at ``path`` (``key`` through the configured
+        path; a link's target), and why it must not be read, if it must not."""
+        info = os.lstat(key)
+        place = self.place(os.path.dirname(path))
+        if place.refused is not None:
+            return info, place.refused
+        if not stat.S_ISLNK(info.st_mode):  # the common case: no syscall beyond the lstat
+            why = _writable(info, self.trust)
+            return info, None if why is None else f"the file is {why}"
+        end, seen = self._walk(place.real, os.path.basename(path), first=info)
+        return seen[-1][1], self._judge(end, seen, name=key)
+
+    def place(self, path: str) -> _Place:
+        """Where the directory ``path`` (as the scan reached it, under the target) is."""
+        place = self._places.get(path)
+        if place is None:
+            parent = self.place(os.path.dirname(path))
+            if parent.refused is not None:
+                place = parent
+            else:
+                end, seen = self._walk(parent.real, os.path.basename(path))
+                place = _Place(end, self._judge(end, seen, name=path, listed=True))
+            self._places[path] = place
+        return place
+
+    def _chain(self, path: str) -> str:
+        """Check ``path`` and every entry on the way to it from ``/``; where it leads."""
+        end, seen = self._walk("/", path)
+        for entry, info in [("/", os.lstat("/")), *seen]:
+            why = _writable(info, self.trust, passed=entry != end)
+            if why is not None:
+                raise _Refused(self._refusal(entry, why))
+        return end
+
+    def _walk(
+        self, start: str, rest: str, *, first: os.stat_result | None = None, depth: int = 0
+    ) -> tuple[str, list[_Entry]]:
+        """``rest`` resolved from the real directory ``start`` as the kernel would (an
+        absolute ``rest`` from ``/``): the real path it leads to, and each entry looked at
+        on the way with its ``lstat`` (``first``: the first one's, known already), every
+        link and what it leads through, the end last.
+
+        ``os.path.realpath`` gives the end alone, but a link on the way (``/a/l ->
+        /b/l2``) is only as safe as the directory that holds it (``/b``). The directory
+        part of a link's target is resolved once a look (a ConfigMap's thousand
+        ``key -> ..data/key`` go through ``..data`` once), so following a link costs a
+        ``readlink`` and the ``lstat`` of its target.
+        """
+        if depth > _MAX_LINKS:
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), start)
+        todo = _names(rest)  # a stack: the next name last
+        current = "/" if rest.startswith("/") else start
+        seen: list[_Entry] = []
+        while todo:
+            name = todo.pop()
+            if name in ("", "."):
+                continue
+            if name == "..":  # ``current`` is real, so its parent is its dirname
+                current = os.path.dirname(current)
+                continue
+            path = f"{current}/{name}" if current != "/" else f"/{name}"
+            info, first = (os.lstat(path), None) if first is None else (first, None)
+            seen.append((path, info))
+            if not stat.S_ISLNK(info.st_mode):
+                current = path
+                continue
+            depth += 1
+            target = os.readlink(path)
+            if target.startswith("/"):
+                current = "/"
+            head, _, tail = target.rpartition("/")
+            if head.strip("/"):
+                resolved = self._dirs.get((current, head))
+                if resolved is None:
+                    resolved = self._walk(current, head, depth=depth)
+                    self._dirs[current, head] = resolved
+                current, through = resolved
+                seen.extend(through)
+                target = tail
+            todo.extend(_names(target))
+            if depth > _MAX_LINKS:
+                raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
+        return current, seen
+
+    def _judge(
+        self, end: str, seen: list[_Entry], *, name: str, listed: bool = False
+    ) -> str | None:
+        """Why what ``name`` leads to (``end``, through ``seen``) must not be read; None if
+        it may be. ``listed``: ``name`` is a directory whose entries the scan reads, and
+        the words are for each file in it."""
+        if not self._allowed(end):
+            who = f"{self._shown(name)} " if listed else ""
+            return f"{who}links to {end}, outside the manifests directory"
+        for entry, info in seen:
+            if stat.S_ISDIR(info.st_mode):
+                read = listed and entry == end
+                if (entry, read) in self._passed:  # ``..data``'s target, once a look
+                    continue
+                passed = not (read or self._inside(entry))
+                if (why := _writable(info, self.trust, passed=passed)) is not None:
+                    raise _Refused(self._refusal(entry, why))
+                self._passed.add((entry, read))
+            elif (why := _writable(info, self.trust)) is not None:
+                who = f"{self._shown(name)}: " if listed else ""
+                what = "the link" if stat.S_ISLNK(info.st_mode) else "its target"
+                return f"{who}{what} {self._shown(entry)} is {why}"
+        return None
+
+    def _allowed(self, end: str) -> bool:
+        return self._inside(end) or any(_under(end, p) for p in self.trust.allowed_link_prefixes)
+
+    def _inside(self, path: str) -> bool:
+        return _under(path, self.root)
+
+    def _refusal(self, entry: str, why: str) -> str:
+        if entry == self.directory:
+            subject = f"manifests directory {entry}"
+        else:
+            if entry == self.root:
+                what = f"its target {entry}"
+            elif _under(self.directory, entry) or _under(self.root, entry):
+                what = f"its parent {entry}"
+            elif self._inside(entry):
+                what = f"{self._shown(entry)} in it"
+            else:
+                what = f"{entry}, where a link in it leads,"
+            subject = f"manifests directory {self.directory}: {what}"
+        return f"{subject} is {why}: refusing it ({OVERRIDE})"
+
+    def _shown(self, path: str) -> str:
+        """A path under the target as it is under the configured path (as keys are)."""
+        if path != self.root and self._inside(path):
+            return os.path.join(self.directory, os.path.relpath(path, self.root))
+        return path
+
+
+def _names(path: str) -> list[str]:
+    """The names in ``path``, last first (a stack to pop)."""
+    return path.split("/")[::-1] if "/" in path else [path]
+
+
+def _under(path: str, directory: str) -> bool:
+    """``path`` is ``directory`` or in it (both real, absolute, normalised)."""
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def _writable(info: os.stat_result, trust: Trust, *, passed: bool = False) -> str | None:
+    """Who other than root and the owner can change this entry, in words; None: no one.
+
+    ``passed``: a directory only passed through on the way (a parent, not one whose
+    entries are read). Writable by others but sticky (``/tmp``), it is safe: they may add
+    entries but not rename or remove one they do not own, and the next entry on the way
+    is checked to be owned by root or the owner.
+    """
+    mode = stat.S_IMODE(info.st_mode)
+    if stat.S_ISLNK(info.st_mode):  # a link has no mode of its own; only its owner counts
+        return None if info.st_uid in (0, trust.owner) else f"owned by uid {info.st_uid}"
+    if info.st_uid not in (0, trust.owner):
+        return f"writable by uid {info.st_uid}, its owner (mode {mode:04o})"
+    if passed and stat.S_ISDIR(info.st_mode) and mode & stat.S_ISVTX:
+        return None
+    if mode & stat.S_IWOTH:
+        return f"writable by everyone (mode {mode:04o})"
+    if mode & stat.S_IWGRP:
+        return f"writable by group {info.st_gid} (mode {mode:04o})"
+    return None
+
+
+def _untrusted(key: str, why: str) -> loader.FileResult:
+    finding = loader.Finding(key, None, "", f"{why}: not read ({OVERRIDE})")
+    return loader.FileResult(key, "", (), (finding,))
 
 
 # --- the watches and the bridge into the loop -----------------------------------------
@@ -569,10 +844,11 @@ class _Watches:
 
     _LOGGER = "watchdog.observers"
 
-    def __init__(self, directory: str, bridge: _Bridge) -> None:
+    def __init__(self, directory: str, bridge: _Bridge, *, attrib: bool = False) -> None:
         self._directory = directory
         self._name = os.path.basename(directory)
         self._bridge = bridge
+        self._attrib = attrib  # chmod and chown make a look (the trust checks)
         self._observer: InotifyObserver | None = None
         self._tree: _Armed | None = None
         self._parent: _Armed | None = None
@@ -626,9 +902,20 @@ class _Watches:
             current = None
         if current is not None or target is None:
             return current
-        relevant = _in_tree if recursive else self._names_us
+        parent = target.path
+
+        def names_us(event: fs.FileSystemEvent) -> bool:
+            # and the parent's own chmod, so that a chmod g+w there is seen at once
+            if isinstance(event, fs.FileModifiedEvent):  # the mask's price, see _ATTRIB_EVENTS
+                return False
+            return self._names_us(event) or (
+                isinstance(event, fs.DirAttribEvent) and os.fsdecode(event.src_path) == parent)
+
+        relevant = _in_tree if recursive else names_us
         handler = _Forward(self._bridge, relevant)
         kinds = _TREE_EVENTS if recursive else _PARENT_EVENTS
+        if self._attrib:
+            kinds = kinds + _ATTRIB_EVENTS
         try:
             watch = observer.schedule(handler, target.path, recursive=recursive, event_filter=kinds)
         except OSError as exc:
