@@ -86,6 +86,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="allow deleting every container when the directory defines none")
     p.add_argument("--poll", action="store_true",
                    help="no inotify: rescan every settle period (NFS, SMB, FUSE)")
+    p.add_argument("--manifests-owner", type=_owner, default=0, metavar="USER|UID",
+                   help="besides root, the one user who may write the manifests directory,"
+                        " its files and its parents (default: root)")
+    p.add_argument("--insecure-manifests-dir", action="store_true",
+                   help="read the manifests directory even if others can write it, or its"
+                        " files or parents, or its links lead outside it (a WARNING at"
+                        " every start: whoever can write a manifest is root)")
     p.add_argument("--cgroup-parent", default=None,
                    help="default: /reconciler-<hash of the state dir>, one tree per daemon")
     p.add_argument("--backoff-initial", type=float, default=1.0, metavar="SECONDS",
@@ -226,6 +233,8 @@ def _run(args: argparse.Namespace, first_list: proc.Spawned | None) -> int:
         manifests=args.manifests, state_dir=args.state_dir, runc_root=args.runc_root,
         cgroup_parent=args.cgroup_parent, resync=args.resync, settle=args.settle,
         concurrency=args.concurrency, allow_empty=args.allow_empty, poll=args.poll,
+        manifests_owner=args.manifests_owner,
+        insecure_manifests_dir=args.insecure_manifests_dir,
         backoff=Backoff(initial=args.backoff_initial, cap=args.backoff_max,
                         reset_after=args.backoff_reset),
         metrics_addr=args.metrics_addr,
@@ -235,6 +244,18 @@ def _run(args: argparse.Namespace, first_list: proc.Spawned | None) -> int:
     )
     anyio.run(serve, opts)
     return 0
+
+
+def _owner(text: str) -> int:
+    """``--manifests-owner``: a user name or a uid."""
+    import pwd
+
+    if text.isdigit():
+        return int(text)
+    try:
+        return pwd.getpwnam(text).pw_uid
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"no such user: {text!r}") from None
 
 
 # -- get / describe / events -----------------------------------------------------------------

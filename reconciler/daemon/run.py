@@ -31,8 +31,7 @@ from reconciler.daemon.view import health
 from reconciler.images.store import ImageStore
 from reconciler.resolve.spec import Resolver
 from reconciler.runtime.runc import RuncRuntime
-from reconciler.sources import Source
-from reconciler.sources.directory import ManifestSource
+from reconciler.sources import Source, directory
 
 if TYPE_CHECKING:
     from reconciler.daemon.fleet import FleetOptions
@@ -51,6 +50,8 @@ class Options:
     concurrency: int = 4
     allow_empty: bool = False
     poll: bool = False
+    manifests_owner: int = 0  # besides root, who may write the manifests directory
+    insecure_manifests_dir: bool = False  # read it whoever can write it
     backoff: Backoff = field(default_factory=Backoff)
     metrics_addr: str | None = None
     insecure_registries: tuple[str, ...] = ()
@@ -128,8 +129,13 @@ async def serve(
 def _sources(opts: Options) -> list[Source]:
     out: list[Source] = []
     if "directory" in opts.sources:
-        out.append(ManifestSource(opts.manifests, settle=opts.settle, resync=opts.resync,
-                                  poll=opts.poll))
+        trust = None if opts.insecure_manifests_dir else directory.Trust(opts.manifests_owner)
+        if trust is None:  # every start, so that it is never forgotten in a log
+            log.warning("--insecure-manifests-dir: %s is read whoever can write it, its"
+                        " files or its parents, and its links may lead anywhere; whoever"
+                        " can write a manifest can run anything as root", opts.manifests)
+        out.append(directory.ManifestSource(opts.manifests, settle=opts.settle,
+                                            resync=opts.resync, poll=opts.poll, trust=trust))
     if "etcd" in opts.sources:
         if opts.fleet is None:
             raise errors.UsageError("the etcd source needs --etcd-endpoints and --node")

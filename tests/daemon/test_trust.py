@@ -11,6 +11,7 @@ The running-source tests use a long resync, so a change seen proves an inotify e
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 from collections.abc import AsyncIterator, Callable
@@ -20,6 +21,7 @@ from typing import Any
 import anyio
 import pytest
 
+from reconciler.daemon import run
 from reconciler.sources import directory
 from reconciler.sources.directory import ManifestSource, Snapshot, Trust
 
@@ -376,6 +378,27 @@ async def test_polling_checks_too(m: Path) -> None:
     async with watching(m, poll=True) as stream:
         m.chmod(0o777)
         assert not (await stream.next()).available
+
+
+# -- the daemon's options ------------------------------------------------------------------
+
+
+def test_the_daemon_checks_by_default_and_warns_at_every_start_when_told_not_to(
+    m: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    opts = run.Options(manifests=str(m), state_dir="/nonexistent", runc_root="/nonexistent",
+                       manifests_owner=OTHER)
+    with caplog.at_level(logging.WARNING):
+        (source,) = run._sources(opts)
+    assert isinstance(source, ManifestSource) and source.trust == Trust(owner=OTHER)
+    assert not caplog.records
+    opts = run.Options(manifests=str(m), state_dir="/nonexistent", runc_root="/nonexistent",
+                       insecure_manifests_dir=True)
+    with caplog.at_level(logging.WARNING):
+        (source,) = run._sources(opts)
+    assert isinstance(source, ManifestSource) and source.trust is None
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert caplog.records[0].getMessage().startswith(f"--insecure-manifests-dir: {m} is read")
 
 
 def test_the_checks_are_cheap_no_syscall_more_per_plain_file(
