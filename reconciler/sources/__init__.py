@@ -7,7 +7,8 @@ A source is anything with an ``id`` and an async ``run(send, task_status=...)`` 
 ``core.desired.SourceSnapshot`` values: the first at once (also to ``task_status``), then
 one per change. Each snapshot is the whole source (every origin with its documents and
 findings) or says the source is unavailable, which makes the planner delete nothing the
-source defined. ``rescan()`` asks for a fresh look.
+source defined. ``rescan()`` asks for a fresh look; ``set_check()`` gives the source the
+daemon policy's hook for it (``manifest.policy.checker``), in force from the next look.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import anyio.abc
 from anyio.streams.memory import MemoryObjectSendStream
 
 from reconciler.core.desired import SourceSnapshot
+from reconciler.manifest import policy
 
 
 class Source(Protocol):
@@ -31,3 +33,5 @@ class Source(Protocol):
     ) -> None: ...
 
     def rescan(self) -> None: ...
+
+    def set_check(self, check: policy.Check | None) -> None: ...

@@ -95,7 +95,7 @@ from watchdog.observers.api import ObservedWatch
 from watchdog.observers.inotify import InotifyObserver
 
 from reconciler.core.desired import SourceSnapshot
-from reconciler.manifest import files, loader
+from reconciler.manifest import files, loader, policy
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +162,7 @@ class ManifestSource:
             trust = replace(trust, allowed_link_prefixes=prefixes)
         self.trust = trust
         self._tracker = _Tracker(self.directory, settle=settle, max_size=max_size, trust=trust)
+        self._check: policy.Check | None = None
         self._rescan = threading.Event()
         self._lost = threading.Event()
         self._bridge: _Bridge | None = None
@@ -173,7 +174,14 @@ class ManifestSource:
         """The directory as it is now, every file read; no settle rules."""
         tracker = _Tracker(self.directory, settle=self._settle, max_size=self._max_size,
                            trust=self.trust)
+        tracker.check = self._check
         return self._snapshot(_look(tracker, None, distrust=False))
+
+    def set_check(self, check: policy.Check | None) -> None:
+        """The daemon policy's hook for this source (None: none): every file is read with
+        it from the next look on (``rescan`` asks for one). Set between looks, in the
+        event loop, so the look thread never sees it change under it."""
+        self._check = check
 
     def rescan(self) -> None:
         """Ask ``run`` for a full look now: from any thread, or a task such as a SIGHUP receiver."""
@@ -213,6 +221,7 @@ class ManifestSource:
     async def _next(self, watches: _Watches | None) -> Snapshot | None:
         """Look at the directory; a new snapshot if what it holds changed."""
         self._rescan.clear()
+        self._tracker.check = self._check
         distrust = self._poll or self._lost.is_set()
         self._lost.clear()
         started = time.perf_counter()
@@ -358,6 +367,7 @@ def _look(tracker: _Tracker, watches: _Watches | None, distrust: bool) -> _Look:
 class _Seen:
     signature: Signature | None  # None: could not stat; read again on every look
     result: loader.FileResult
+    check: policy.Check | None = None  # the policy hook it was read with
 
 
 class _Tracker:
@@ -382,6 +392,7 @@ class _Tracker:
         self.complete: dict[str, float] = {}  # wall time a close or rename-in was seen
         self.target: _Target | None = None
         self.looked = False
+        self.check: policy.Check | None = None  # the daemon policy's hook, for every read
 
     def note(self, event: fs.FileSystemEvent, now: float) -> None:
         """Follow writes: a create or modify opens one, a close, move or delete ends it.
@@ -493,11 +504,13 @@ class _Tracker:
 
     def _read(self, key: str, signature: Signature | None) -> _Seen:
         old = self.seen.get(key)
-        if old is not None and signature is not None and old.signature == signature:
+        if (old is not None and signature is not None and old.signature == signature
+                and old.check is self.check):
             return old
         # Read through the configured path: relative host paths in the manifest then
         # resolve under it, and stay the same when a symlinked directory is swapped.
-        return _Seen(signature, loader.load_file(key, max_size=self.max_size))
+        return _Seen(signature, loader.load_file(key, max_size=self.max_size,
+                                                 check=self.check), self.check)
 
     def _keep_absent(self, present: dict[str, _Seen], found: set[str], now: float) -> float:
         """Keep files that left the scan until they stayed away for ``settle``; the next due."""
