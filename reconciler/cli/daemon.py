@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Collection
@@ -89,6 +90,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--manifests-owner", type=_owner, default=0, metavar="USER|UID",
                    help="besides root, the one user who may write the manifests directory,"
                         " its files and its parents (default: root)")
+    p.add_argument("--policy", metavar="FILE",
+                   help="a security policy (kind: Policy; docs/security.md): what it forbids"
+                        " is an error on that object; the file is read again when it"
+                        " changes (default: none)")
     p.add_argument("--insecure-manifests-dir", action="store_true",
                    help="read the manifests directory even if others can write it, or its"
                         " files or parents, or its links lead outside it (a WARNING at"
@@ -235,6 +240,7 @@ def _run(args: argparse.Namespace, first_list: proc.Spawned | None) -> int:
         concurrency=args.concurrency, allow_empty=args.allow_empty, poll=args.poll,
         manifests_owner=args.manifests_owner,
         insecure_manifests_dir=args.insecure_manifests_dir,
+        policy=os.path.abspath(args.policy) if args.policy else None,
         backoff=Backoff(initial=args.backoff_initial, cap=args.backoff_max,
                         reset_after=args.backoff_reset),
         metrics_addr=args.metrics_addr,

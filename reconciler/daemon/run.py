@@ -35,6 +35,7 @@ from reconciler.sources import Source, directory
 
 if TYPE_CHECKING:
     from reconciler.daemon.fleet import FleetOptions
+    from reconciler.daemon.policy import PolicyWatch
 
 log = logging.getLogger("reconciler")
 
@@ -60,6 +61,7 @@ class Options:
     runtime_classes: dict[str, tuple[str, ...]] | None = None  # None: the runtime's defaults
     sources: tuple[str, ...] = ("directory",)  # and/or "etcd" (then ``fleet`` says where)
     fleet: FleetOptions | None = None
+    policy: str | None = None  # a policy file (manifest/policy.py); None: nothing checked
 
 
 async def serve(
@@ -88,6 +90,15 @@ async def serve(
                          stats_reader=lambda i: _cgroup_stats(runtime, i),
                          cgroup_parent=parent, pods_dir=paths.pods_dir(opts.state_dir),
                          sources=tuple(s.id for s in sources))
+        policy_watch = None
+        if opts.policy is not None:
+            from reconciler.daemon.policy import PolicyWatch
+
+            policy_watch = PolicyWatch(
+                opts.policy, sources,
+                event=lambda reason, message, warning: ctl.event(None, reason, message,
+                                                                 warning=warning))
+            policy_watch.load_first()  # before any source looks: nothing unchecked gets in
         server = None
         if opts.metrics_addr:  # prometheus_client and the HTTP server only when asked for
             from reconciler.daemon.metrics import DaemonMetrics, MetricsServer
@@ -101,7 +112,9 @@ async def serve(
                 server.start()
                 log.info("metrics on http://%s/metrics", opts.metrics_addr)
             async with anyio.create_task_group() as tg:
-                tg.start_soon(_signals, tg.cancel_scope, sources)
+                tg.start_soon(_signals, tg.cancel_scope, sources, policy_watch)
+                if policy_watch is not None:
+                    tg.start_soon(policy_watch.run)
                 # The first relist (runc) and the first look (the files) at the same time:
                 # each is most of a restart's cost, and neither needs the other.
                 async with anyio.create_task_group() as starting:
@@ -178,11 +191,14 @@ async def _tell_systemd(ctl: Controller, notifier: Notifier) -> None:
             log.warning("not telling the watchdog: %s", why)
 
 
-async def _signals(scope: anyio.CancelScope, sources: list[Source]) -> None:
+async def _signals(scope: anyio.CancelScope, sources: list[Source],
+                   policy_watch: PolicyWatch | None = None) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
             if signum == signal.SIGHUP:
                 log.info("SIGHUP: rescanning the manifests")
+                if policy_watch is not None:
+                    policy_watch.check_now()
                 for source in sources:
                     source.rescan()
                 continue
