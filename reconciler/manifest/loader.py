@@ -633,11 +633,14 @@ def _document(
     try:
         document = kind.model_validate(data, context={"base_dir": base_dir})
     except pydantic.ValidationError as exc:
+        errors = exc.errors(include_url=False)
         # A non-string key is already a finding; pydantic's word on it would repeat it.
-        findings += [
-            _from_error(err, root, file, kind) for err in exc.errors(include_url=False)
-            if err["type"] != "invalid_key" and "[key]" not in err["loc"]
-        ]
+        # A key refused by its own validator (a ConfigMap key "a b") is said only here.
+        said = [err for err in errors
+                if err["type"] != "invalid_key" and "[key]" not in err["loc"]]
+        findings += [_from_error(err, root, file, kind)
+                     for err in (said if findings or said else errors)]
+        return None, sorted(findings, key=lambda f: f.line or 0)
     if not findings and check is not None:
         findings = [Finding(file, _value_line(root, v.path), _format_path(v.path),
                             f"{v.message} (policy: {v.rule})") for v in check(document)]
