@@ -16,8 +16,9 @@ Levels mirror Kubernetes' Pod Security Standards:
   paths (bind mounts, hostPath volumes, ``rootfs``, ``bundle``) outside ``hostPaths``,
   no host ports outside ``hostPorts``, only Kubernetes' safe sysctls, no ``Unconfined``
   seccomp, only the runtime classes listed;
-- ``restricted``: baseline, and every process runs as non-root, cannot gain privileges,
-  and adds no capability but ``NET_BIND_SERVICE``.
+- ``restricted``: baseline, and every process runs as non-root, says
+  ``allowPrivilegeEscalation: false`` (our kind's default), drops ``ALL`` capabilities
+  and adds none but ``NET_BIND_SERVICE``.
 
 The lists widen a level: ``hostPaths`` (each a prefix, read-only unless ``readOnly:
 false``), ``capabilities``, ``sysctls``, ``runtimeClasses``, ``hostPorts`` ("80",
@@ -43,8 +44,8 @@ from reconciler.manifest import model, quantity
 Level = Literal["privileged", "baseline", "restricted"]
 PathElem = str | int
 
-# Docker's and Podman's default set (runtime/oci.py's DEFAULT_CAPABILITIES), which
-# Kubernetes' baseline also allows to be added.
+# The set every container gets by default (runtime/oci.py's DEFAULT_CAPABILITIES, Docker's),
+# which baseline lets a manifest add back: Kubernetes' baseline list and NET_RAW.
 BASELINE_CAPABILITIES = frozenset(
     """AUDIT_WRITE CHOWN DAC_OVERRIDE FOWNER FSETID KILL MKNOD NET_BIND_SERVICE SETFCAP
     SETGID SETPCAP SETUID SYS_CHROOT NET_RAW""".split())
@@ -185,6 +186,9 @@ def _container(c: model.Container, r: Rules) -> Iterator[Violation]:
     if r.level == "restricted" and s.allow_privilege_escalation:
         yield Violation(("spec", "allowPrivilegeEscalation"), "level",
                         "privilege escalation is not allowed at restricted")
+    if r.level == "restricted" and "ALL" not in s.capabilities.drop:
+        yield Violation(("spec", "capabilities", "drop"), "level",
+                        "restricted needs capabilities: {drop: [ALL]}")
     uid = s.user.uid if s.user is not None else None
     if (r.run_as_non_root or r.level == "restricted") and not uid:
         yield Violation(("spec", "user", "uid"), "runAsNonRoot" if r.run_as_non_root else
@@ -252,9 +256,13 @@ def _kube_container(at: tuple[PathElem, ...], c: Any, pod_sc: Any,
             if profile is not None and profile.type.value == "Unconfined":
                 yield Violation((*where, "seccompProfile", "type"), "level",
                                 f"an Unconfined seccomp profile is not allowed at {r.level}")
-    if r.level == "restricted" and sc is not None and sc.allow_privilege_escalation:
-        yield Violation((*at, "securityContext", "allowPrivilegeEscalation"), "level",
-                        "privilege escalation is not allowed at restricted")
+    if r.level == "restricted":  # as Kubernetes' restricted: said, not defaulted
+        if sc is None or sc.allow_privilege_escalation is not False:
+            yield Violation((*at, "securityContext", "allowPrivilegeEscalation"), "level",
+                            "restricted needs allowPrivilegeEscalation: false")
+        if sc is None or sc.capabilities is None or "ALL" not in sc.capabilities.drop:
+            yield Violation((*at, "securityContext", "capabilities", "drop"), "level",
+                            "restricted needs capabilities: {drop: [ALL]}")
     if r.run_as_non_root or r.level == "restricted":
         non_root = _first(sc.run_as_non_root if sc else None, pod_sc.run_as_non_root)
         user = _first(sc.run_as_user if sc else None, pod_sc.run_as_user)
@@ -265,7 +273,7 @@ def _kube_container(at: tuple[PathElem, ...], c: Any, pod_sc: Any,
                             "runAsUser other than 0)")
     limits = c.resources.limits
     yield from _limits((*at, "resources", "limits"), limits.get("memory"), limits.get("cpu"),
-                       None, r)
+                       None, r, pids_settable=False)  # a Pod has no pids limit to set
 
 
 def _first(*values: Any) -> Any:
@@ -277,17 +285,25 @@ def _first(*values: Any) -> Any:
 
 def _host_path(at: tuple[PathElem, ...], path: str, read_only: bool,
                r: Rules) -> Iterator[Violation]:
-    real = os.path.normpath(path)
-    for rule in r.host_paths:
-        if real == rule.path or real.startswith(rule.path.rstrip("/") + "/"):
-            if read_only or not rule.read_only:
-                return
+    """The most specific rule decides; the path as written and where its symlinks lead
+    (now) must both be under it, so a link under an allowed prefix cannot point out."""
+    allowed = ", ".join(h.path for h in r.host_paths) or "none"
+    for name in dict.fromkeys((os.path.normpath(path), os.path.realpath(path))):
+        rules = [h for h in r.host_paths if _under(name, h.path)]
+        if not rules:
+            where = "" if name == os.path.normpath(path) else f" (a link to {name})"
+            yield Violation(at, "hostPaths", f"host path {path}{where} is not under an "
+                                             f"allowed prefix (allowed: {allowed})")
+            return
+        rule = max(rules, key=lambda h: len(h.path))
+        if not read_only and rule.read_only:
             yield Violation(at, "hostPaths", f"{path} may only be mounted read-only "
                                              f"(hostPaths: {rule.path} readOnly)")
             return
-    allowed = ", ".join(h.path for h in r.host_paths) or "none"
-    yield Violation(at, "hostPaths", f"host path {path} is not under an allowed prefix "
-                                     f"(allowed: {allowed})")
+
+
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix.rstrip("/") + "/")
 
 
 def _caps(at: tuple[PathElem, ...], added: Iterable[str], r: Rules) -> Iterator[Violation]:
@@ -307,7 +323,7 @@ def _port_allowed(port: int, r: Rules) -> bool:
 
 
 def _limits(at: tuple[PathElem, ...], memory: str | None, cpu: str | None, pids: int | None,
-            r: Rules) -> Iterator[Violation]:
+            r: Rules, *, pids_settable: bool = True) -> Iterator[Violation]:
     most = r.max_resources
     if most is None:
         return
@@ -316,7 +332,7 @@ def _limits(at: tuple[PathElem, ...], memory: str | None, cpu: str | None, pids:
         ("cpu", cpu, most.cpu, quantity.to_millicores),
         ("pids", pids, most.pids, int)]
     for name, have, cap, measure in measures:
-        if cap is None:
+        if cap is None or (name == "pids" and not pids_settable):
             continue
         if have is None:
             yield Violation((*at, name), "maxResources", f"a {name} limit is required "

@@ -49,6 +49,9 @@ def findings(manifest: str, rules: policy.Rules, tmp_path: Path,
     return [str(f) for f in loader.load_file(path, check=check).findings]
 
 
+RESTRICTED_SC = ("      securityContext: {allowPrivilegeEscalation: false, "
+                 "capabilities: {drop: [ALL]}}\n")
+
 BASE = """\
 hostPaths:
   - {path: /srv/rootfs}
@@ -82,10 +85,15 @@ hostPaths:
     ("privileged", "", CONTAINER.replace("/srv/rootfs/web", "/")
      + "  hostNetwork: true\n  capabilities: {add: [SYS_ADMIN]}\n", None),
     ("restricted", "", CONTAINER, "spec.user.uid: the process must run as a non-root user"),
-    ("restricted", "", CONTAINER + "  user: {uid: 1000}\n", None),
-    ("restricted", "", CONTAINER + "  user: {uid: 1000}\n  capabilities: {add: [CHOWN]}\n",
+    ("restricted", "", CONTAINER + "  user: {uid: 1000}\n  capabilities: {drop: [ALL]}\n",
+     None),
+    ("restricted", "", CONTAINER + "  user: {uid: 1000}\n",
+     "spec.capabilities.drop: restricted needs capabilities: {drop: [ALL]}"),
+    ("restricted", "", CONTAINER + "  user: {uid: 1000}\n"
+     "  capabilities: {add: [CHOWN], drop: [ALL]}\n",
      "capability CHOWN is not allowed at restricted"),
-    ("restricted", "", CONTAINER + "  user: {uid: 1000}\n  allowPrivilegeEscalation: true\n",
+    ("restricted", "", CONTAINER + "  user: {uid: 1000}\n  allowPrivilegeEscalation: true\n"
+     "  capabilities: {drop: [ALL]}\n",
      "spec.allowPrivilegeEscalation: privilege escalation is not allowed at restricted"),
     ("privileged", "runAsNonRoot: true\n", CONTAINER,
      "the process must run as a non-root user (spec.user.uid) (policy: runAsNonRoot)"),
@@ -128,8 +136,16 @@ hostPaths:
     ("restricted", "", POD, "spec.containers[0].securityContext.runAsNonRoot: the container "
                             "must run as non-root"),
     ("restricted", "", POD.replace("spec:\n", "spec:\n  securityContext: "
-                                              "{runAsNonRoot: true}\n"), None),
-    ("restricted", "", POD + "      securityContext: {runAsUser: 1000}\n", None),
+                                              "{runAsNonRoot: true}\n") + RESTRICTED_SC, None),
+    ("restricted", "", POD + "      securityContext: {runAsUser: 1000, "
+     "allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}\n", None),
+    ("restricted", "", POD + "      securityContext: {runAsUser: 1000}\n",
+     "restricted needs allowPrivilegeEscalation: false"),
+    ("restricted", "", POD + "      securityContext: {runAsUser: 1000, "
+     "allowPrivilegeEscalation: false}\n", "restricted needs capabilities: {drop: [ALL]}"),
+    ("baseline", "maxResources: {memory: 1Gi, pids: 100}\n",
+     POD + "      resources: {limits: {memory: 512Mi}}\n", None),  # a Pod sets no pids
+
 ])
 def test_each_rule(level: str, extra: str, manifest: str, wanted: str | None,
                    tmp_path: Path) -> None:
@@ -202,3 +218,25 @@ def test_validate_with_a_policy(tmp_path: Path) -> None:
     (tmp_path / "broken.yaml").write_text("apiVersion: reconciler/v1\nkind: Policy\nlevel: x\n")
     res = validate("--policy", str(tmp_path / "broken.yaml"))
     assert res.returncode == 1 and f"{tmp_path / 'broken.yaml'}:3: level:" in res.stdout
+
+
+def test_a_symlink_under_an_allowed_prefix_cannot_point_out(tmp_path: Path) -> None:
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (allowed / "escape").symlink_to("/etc")
+    rules = policy_of(f"hostPaths: [{{path: {allowed}}}]\n", tmp_path)
+    ok = CONTAINER.replace("/srv/rootfs/web", str(allowed / "inside"))
+    assert findings(ok, rules, tmp_path) == []
+    out = findings(CONTAINER.replace("/srv/rootfs/web", str(allowed / "escape" / "x")),
+                   rules, tmp_path)
+    assert any("(a link to /etc/x) is not under an allowed prefix" in f for f in out), out
+
+
+def test_the_most_specific_host_path_rule_decides(tmp_path: Path) -> None:
+    rules = policy_of("hostPaths: [{path: /srv, readOnly: true}, {path: /srv/data/rw, "
+                      "readOnly: false}, {path: /srv/rootfs}]\n", tmp_path)
+    rw = CONTAINER + "  mounts: [{type: bind, source: /srv/data/rw/x, destination: /x}]\n"
+    assert findings(rw, rules, tmp_path) == []
+    other = CONTAINER + "  mounts: [{type: bind, source: /srv/other, destination: /x}]\n"
+    assert any("may only be mounted read-only (hostPaths: /srv readOnly)" in f
+               for f in findings(other, rules, tmp_path))
