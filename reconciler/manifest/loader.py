@@ -212,7 +212,12 @@ def load_policy(path: str | os.PathLike[str]) -> tuple[policy.Policy | None, lis
     text = _decode(data)
     if isinstance(text, Finding):
         return None, [_in_file(text, file)]
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)  # the reference loader refuses a bad character here
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        return None, [Finding(file, line, "", f"invalid YAML: character #x{exc.character:04x}"
+                                              " is not allowed")]
     try:
         root = loader.get_single_node()
         if root is None:
