@@ -24,6 +24,7 @@ refused while composing, before anything is expanded or constructed.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import datetime
 import difflib
 import functools
@@ -194,7 +195,7 @@ def load_bytes(data: bytes, *, file: str, base_dir: str | None,
         text = text.replace("\t", " ")
     documents, findings = _parse(text, file=file, base_dir=base_dir, check=check)
     if findings:
-        return FileResult(file, digest, (), tuple(findings))
+        return FileResult(file, digest, (), tuple(_clamped(findings, text)))
     return FileResult(file, digest, tuple(documents), ())
 
 
@@ -228,18 +229,33 @@ def load_policy(path: str | os.PathLike[str]) -> tuple[policy.Policy | None, lis
         return None, [Finding(file, exc.line, exc.path, exc.message)]
     except yaml.MarkedYAMLError as exc:
         return None, [_syntax_finding(exc, text, file)]
-    except (yaml.YAMLError, ValueError, TypeError) as exc:
+    except yaml.YAMLError as exc:
         return None, [Finding(file, None, "", f"invalid YAML: {exc}")]
+    except _TAG_ERRORS:
+        return None, [Finding(file, None, "", _TAGGED)]
     finally:
         loader.dispose()
     if loader.problems:
-        return None, [_in_file(f, file) for f in loader.problems]
+        return None, _clamped([_in_file(f, file) for f in loader.problems], text)
     try:
         return policy.Policy.model_validate(content, context={"base_dir": None}), []
     except pydantic.ValidationError as exc:
-        return None, sorted((_from_error(err, root, file, policy.Policy)
-                             for err in exc.errors(include_url=False)),
-                            key=lambda f: f.line or 0)
+        return None, _clamped(sorted((_from_error(err, root, file, policy.Policy)
+                                      for err in exc.errors(include_url=False)),
+                                     key=lambda f: f.line or 0), text)
+
+
+_TAG_ERRORS = (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError)
+_TAGGED = ("a value with an explicit tag (!!bool, !!int, !!float, !!timestamp ...) that the "
+           "tag cannot read")
+
+
+def _clamped(findings: Iterable[Finding], text: str) -> list[Finding]:
+    """Lines as editors count them: PyYAML also breaks lines at \\r, NEL, LS and PS, which
+    can number a line past the file's last; such a finding is on the last line."""
+    last = max(1, text.count("\n") + (0 if text.endswith("\n") else 1))
+    return [f if f.line is None or f.line <= last else dataclasses.replace(f, line=last)
+            for f in findings]
 
 
 def check_duplicates(results: Iterable[FileResult]) -> list[Finding]:
@@ -629,9 +645,10 @@ def _document(
         data = loader.construct_document(root)
     except yaml.MarkedYAMLError as exc:
         return None, [Finding(file, _line(exc.problem_mark), "", _yaml_message(exc))]
-    except (ValueError, TypeError, AttributeError) as exc:
-        # SafeConstructor's own failures on explicit tags such as `!!int abc`.
-        return None, [Finding(file, start, "", f"cannot read a tagged value: {exc}")]
+    except _TAG_ERRORS:
+        # SafeConstructor's own failures on explicit tags (`!!int abc`, `!!bool maybe`,
+        # `!!int ""`), in Python's words (KeyError: 'maybe'): said in ours.
+        return None, [Finding(file, start, "", _TAGGED)]
     kind, wrong = _kind_of(data, root, file)
     if wrong is not None:
         return None, [*findings, wrong]

@@ -217,7 +217,8 @@ CASES: list[tuple[str, str, list[str]]] = [
     ("undefined-alias", rootfs("  workingDir: *dir"),
      ["7: invalid YAML: found undefined alias 'dir'"]),
     ("bad-explicit-int", rootfs("  resources: {pids: !!int many}"),
-     ["1: cannot read a tagged value: invalid literal for int() with base 10: 'many'"]),
+     ["1: a value with an explicit tag (!!bool, !!int, !!float, !!timestamp ...) that the"
+      " tag cannot read"]),
 ]
 
 
