@@ -237,6 +237,11 @@ def load_policy(path: str | os.PathLike[str]) -> tuple[policy.Policy | None, lis
         loader.dispose()
     if loader.problems:
         return None, _clamped([_in_file(f, file) for f in loader.problems], text)
+    if not isinstance(content, dict):
+        what = "empty" if content is None else f"a {type(content).__name__}, not a mapping"
+        return None, _clamped([Finding(file, _line(root.start_mark), "",
+                                       f"{what}: a policy file holds one kind: Policy "
+                                       "document")], text)
     try:
         return policy.Policy.model_validate(content, context={"base_dir": None}), []
     except pydantic.ValidationError as exc:
