@@ -196,7 +196,10 @@ def load_bytes(data: bytes, *, file: str, base_dir: str | None,
     documents, findings = _parse(text, file=file, base_dir=base_dir, check=check)
     if findings:
         return FileResult(file, digest, (), tuple(_clamped(findings, text)))
-    return FileResult(file, digest, tuple(documents), ())
+    last = _last_line(text)  # what later findings on a document (a duplicate) will name
+    return FileResult(file, digest, tuple(d if d.line <= last else
+                                          dataclasses.replace(d, line=last)
+                                          for d in documents), ())
 
 
 def load_policy(path: str | os.PathLike[str]) -> tuple[policy.Policy | None, list[Finding]]:
@@ -226,7 +229,7 @@ def load_policy(path: str | os.PathLike[str]) -> tuple[policy.Policy | None, lis
                                                   "kind: Policy document")]
         content = loader.construct_document(root)
     except _Refused as exc:
-        return None, [Finding(file, exc.line, exc.path, exc.message)]
+        return None, _clamped([Finding(file, exc.line, exc.path, exc.message)], text)
     except yaml.MarkedYAMLError as exc:
         return None, [_syntax_finding(exc, text, file)]
     except yaml.YAMLError as exc:
@@ -258,9 +261,13 @@ _TAGGED = ("a value with an explicit tag (!!bool, !!int, !!float, !!timestamp ..
 def _clamped(findings: Iterable[Finding], text: str) -> list[Finding]:
     """Lines as editors count them: PyYAML also breaks lines at \\r, NEL, LS and PS, which
     can number a line past the file's last; such a finding is on the last line."""
-    last = max(1, text.count("\n") + (0 if text.endswith("\n") else 1))
+    last = _last_line(text)
     return [f if f.line is None or f.line <= last else dataclasses.replace(f, line=last)
             for f in findings]
+
+
+def _last_line(text: str) -> int:
+    return max(1, text.count("\n") + (0 if text.endswith("\n") else 1))
 
 
 def check_duplicates(results: Iterable[FileResult]) -> list[Finding]:
