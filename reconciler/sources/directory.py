@@ -355,9 +355,11 @@ def _look(tracker: _Tracker, watches: _Watches | None, distrust: bool) -> _Look:
         except OSError as exc:  # removed or made unreadable during the scan
             why = f"cannot read manifests directory {tracker.directory}: {exc.strerror or exc}"
             look = _Look(None, why, {}, math.inf)
+            tracker.was_missing = True
             continue
         except _Refused as exc:  # others can write a directory it depends on
             look = _Look(None, str(exc), {}, math.inf)
+            tracker.was_missing = True
         if target is None or _resolve(tracker.directory)[0] == target:
             break
     return look
@@ -393,6 +395,7 @@ class _Tracker:
         self.target: _Target | None = None
         self.looked = False
         self.check: policy.Check | None = None  # the daemon policy's hook, for every read
+        self.was_missing = False  # the last look found no directory
 
     def note(self, event: fs.FileSystemEvent, now: float) -> None:
         """Follow writes: a create or modify opens one, a close, move or delete ends it.
@@ -422,7 +425,13 @@ class _Tracker:
         """One full scan with the settle rules; raises OSError if the directory fails,
         ``_Refused`` if others can write a directory it depends on."""
         if target is None:  # keep everything for when it is back
+            self.was_missing = True
             return _Look(None, reason, {}, math.inf)
+        if self.was_missing:
+            # back (made again file by file, say): a file still missing gets the settle
+            # window from now, not from when it went, or the first file back alone would
+            # be taken as the whole directory and the rest deleted
+            self.absent_since, self.was_missing = {}, False
         if target != self.target:
             self.target, self.writing, self.created = target, {}, {}
         checker = None if self.trust is None else _Checker(self.trust, self.directory, target)

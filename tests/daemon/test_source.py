@@ -68,6 +68,15 @@ class Stream:
         self._receive = receive
         self.history: list[Snapshot] = []
 
+    async def unavailable(self, within: float = 5.0) -> Snapshot:
+        """The next snapshot that says the source is unavailable."""
+        with anyio.fail_after(within):
+            while True:
+                snapshot = await self._receive.receive()
+                self.history.append(snapshot)
+                if not snapshot.available:
+                    return snapshot
+
     async def next(
         self, want: Callable[[dict[str, list[str]]], bool] = lambda v: True, *, within: float = 5.0
     ) -> Snapshot:
@@ -530,3 +539,23 @@ def test_a_look_at_once_never_reads_a_file_whose_events_are_still_on_their_way(
     time.sleep(source.FRESH + 0.005)
     later = tracker.look(target, None, time.monotonic(), distrust=False)
     assert not {os.path.basename(k): r.documents for k, r in later.files.items()}["b.yaml"]
+
+
+async def test_a_directory_made_again_file_by_file_loses_nothing_at_first(
+        tmp_path: Path) -> None:
+    """Back after being missing, a file not there yet gets the settle window from then:
+    the first file back is not taken as the whole directory (the rest deleted)."""
+    d = tmp_path / "m"
+    write(d / "a.yaml", manifest("a"))
+    write(d / "b.yaml", manifest("b"))
+    async with watching(d) as stream:
+        (d / "b.yaml").unlink()  # as rm -r does: the files first, looked at in between
+        (d / "a.yaml").unlink()
+        await anyio.sleep(SETTLE / 2)
+        shutil.rmtree(d)
+        await stream.unavailable()
+        await anyio.sleep(SETTLE * 2)  # longer than settle since b went
+        write(d / "a.yaml", manifest("a"))
+        back = await stream.next(lambda v: "a.yaml" in v)
+        assert view(back) == {"a.yaml": ["a"], "b.yaml": ["b"]}  # b held, not gone
+        await stream.next(lambda v: v == {"a.yaml": ["a"]}, within=5)  # after settle
