@@ -68,15 +68,6 @@ class Stream:
         self._receive = receive
         self.history: list[Snapshot] = []
 
-    async def unavailable(self, within: float = 5.0) -> Snapshot:
-        """The next snapshot that says the source is unavailable."""
-        with anyio.fail_after(within):
-            while True:
-                snapshot = await self._receive.receive()
-                self.history.append(snapshot)
-                if not snapshot.available:
-                    return snapshot
-
     async def next(
         self, want: Callable[[dict[str, list[str]]], bool] = lambda v: True, *, within: float = 5.0
     ) -> Snapshot:
