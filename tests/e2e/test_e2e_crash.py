@@ -29,7 +29,14 @@ def assert_exactly(e2e: E2E, names: set[str], *,
     wait_until(lambda: one_each() == {n: int(n in names) for n in names | gone}, 5,
                what="one conmon per container, none for the deleted")
     # each name once (one instance), nothing else of ours: runc containers, overlay mounts
-    # under the depots, depots with a bundle, cgroups under the world's cgroup parents
+    # under the depots, depots with a bundle, cgroups under the world's cgroup parents.
+    # A delete's depot goes just after its runc container (and a leftover of a killed
+    # daemon's own runc delete at the next relist): whole within a few seconds.
+    def whole() -> bool:
+        inventory = e2e.inventory()
+        return all(inventory[k] == sorted(names) for k in ("runc", "overlays", "depots",
+                                                            "cgroups"))
+    wait_until(whole, 5, what="nothing else of ours on the host", interval=0.1)
     inventory = e2e.inventory()
     for kind in ("runc", "overlays", "depots", "cgroups"):
         assert inventory[kind] == sorted(names), (kind, inventory)
