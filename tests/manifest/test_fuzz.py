@@ -9,8 +9,7 @@ properties, for every input:
   (a pod it cannot expand is a finding, never an exception);
 - every finding names the file, has a line that is ``None`` or one of the file's lines,
   and a message in words: never empty, never a Python class name, traceback, object
-  repr or pydantic internals (lines counted by "\\n", as editors count them; YAML's
-  other line breaks are let through until a known bug is fixed: ``last_line``);
+  repr or pydantic internals (lines counted by "\\n", as editors count them);
 - the same input gives the same result twice;
 - a valid document, dumped (``model_dump``) and loaded again, is the same document, and
   ``build`` on the same snapshot twice gives the same state.
@@ -24,15 +23,14 @@ manifests are loaded under policy rules of every level (the loader's ``check`` h
 policy files themselves, near-valid and hostile, go through ``loader.load_policy`` (then
 a manifest is loaded under each valid one).
 
-Examples per test: the ``ci`` settings (500 or 1,000 per test, derandomized so that CI is
-reproducible; about 30 s in all on two cores) or, with ``HYPOTHESIS_PROFILE=fuzz`` (``make
-fuzz``), the ``fuzz`` settings: 8,500 random examples per test, 51,000 in all. They are
-plain settings objects, not registered profiles: registering "ci" would replace
-hypothesis' own "ci" profile, which hypothesis loads by itself on a CI machine, and so
-change every other property test of the suite.
+Examples per test: the ``ci`` settings (500 or 1,000 per test, derandomized so that CI
+is reproducible: 4,500 examples in about 40 s on two cores) or, with
+``HYPOTHESIS_PROFILE=fuzz`` (``make fuzz``), the ``fuzz`` settings: 8,500 random examples
+per test, 51,000 in all. They are plain settings objects, not registered profiles:
+registering "ci" would replace hypothesis' own "ci" profile, which hypothesis loads by
+itself on a CI machine, and so change every other property test of the suite.
 
-What the fuzzer found is kept at the end as tests of its minimal inputs: plain tests for
-what is fixed (all of it, by now).
+What the fuzzer found (all fixed since) is kept at the end as tests of its minimal inputs.
 """
 
 from __future__ import annotations
@@ -59,7 +57,7 @@ REPO = Path(__file__).resolve().parents[2]
 FILE = "fuzz.yaml"
 
 # Examples per test: "ci" gives a fuzz test 1,000, or 500 to one whose inputs mostly reach
-# the validators (~20 ms an example, the others' ~1-6 ms): the file runs in about 30 s on
+# the validators (~20 ms an example, the others' ~1-8 ms): the file runs in about 40 s on
 # two cores, 4,500 examples. "fuzz" gives each of the six 8,500: 51,000.
 PROFILES = {
     "ci": settings(max_examples=1_000, deadline=None, derandomize=True, database=None,
@@ -84,8 +82,8 @@ LEAKS = re.compile(
     r"Traceback|ValidationError|object at 0x|<class '|<function |<bound method "
     r"|errors\.pydantic\.dev|\[type=|\binput_value=|\binput_type="
     r"|(?:function-(?:after|before|wrap|plain)|json-or-python|lax-or-strict|tagged-union)\["
-    r"|\[key\]|\b(?:Key|Type|Attribute|Index|Recursion|Unicode\w*|Value|Runtime|Name"
-    r"|Overflow|Assertion|ZeroDivision|OS)Error\b|\bException\b"
+    r"|\b(?:Key|Type|Attribute|Index|Recursion|Unicode\w*|Value|Runtime|Name"
+    r"|Overflow|Assertion|ZeroDivision|OS)Error\b|\bException\b|codec can't (?:en|de)code"
     # ... nor Python's own words about its objects
     r"|\bNoneType\b|has no attribute|\b[a-z_]+\.[A-Za-z_]+\([a-z_]+="  # datetime.timedelta(days=
 )
@@ -114,26 +112,12 @@ def lines_of(data: bytes) -> int:
     return count_lines(data.decode("utf-8", errors="replace"), NEWLINE)
 
 
-# YAML also breaks lines at "\r", NEL, LS and PS ("\r\n" is one break). The loader clamps
-# its findings' lines to the file's last, but a document's own line (Loaded.line: the
-# duplicate and pod findings of desired.build) and load_policy's refusals are still
-# PyYAML's: test_lines_past_the_last_one, a known bug.
-YAML_BREAKS = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
-
-
-def last_line(data: bytes) -> int:
-    """The highest line a finding may name. TODO: ``lines_of(data)`` once no line is
-    PyYAML's (test_lines_past_the_last_one passes)."""
-    return max(lines_of(data), count_lines(data.decode("utf-8", errors="replace"),
-                                           YAML_BREAKS))
-
-
 def check_finding(finding: loader.Finding, data: bytes, file: str) -> None:
     """A finding a user can act on: where (file, a line of it or none) and what, in words."""
     assert finding.file == file, finding
     assert finding.line is None or (
-        type(finding.line) is int and 1 <= finding.line <= last_line(data)
-    ), f"line {finding.line} of a file of {last_line(data)} lines: {finding}"
+        type(finding.line) is int and 1 <= finding.line <= lines_of(data)
+    ), f"line {finding.line} of a file of {lines_of(data)} lines: {finding}"
     assert isinstance(finding.path, str), finding
     assert isinstance(finding.message, str) and finding.message.strip(), finding
     leak = LEAKS.search(str(finding))
@@ -169,18 +153,20 @@ def dump(docs: list[Any], *, flow: bool | None = False, unicode: bool = True,
     return text
 
 
-def dumped(document: loader.Document) -> dict[str, Any]:
-    return document.model_dump(mode="json", by_alias=True)
-
-
 def check_round_trip(result: loader.FileResult, base_dir: str | None, file: str,
                      hook: policy.Check | None) -> None:
-    """Each valid document dumped and loaded again is the same document."""
-    text = dump([dumped(d.document) for d in result.documents])
-    again = loader.load_bytes(text.encode(), file=file, base_dir=base_dir, check=hook)
-    assert again.ok, [str(f) for f in again.findings]
-    assert [d.key for d in again.documents] == [d.key for d in result.documents]
-    assert [d.document for d in again.documents] == [d.document for d in result.documents]
+    """Each valid document, dumped and loaded again, is the same document. One at a time
+    and without defaults: written out in full, a file of many documents (or one whose
+    aliases were expanded) can pass the loader's node limits."""
+    for loaded in result.documents:
+        # PyYAML's own emitter, in ASCII: a lone surrogate ("\ud800" is one to YAML) is
+        # written as an escape, and NEL or LS in a string are not folded as line breaks
+        text = yaml.dump(loaded.document.model_dump(mode="json", by_alias=True,
+                                                    exclude_defaults=True),
+                         Dumper=yaml.SafeDumper, allow_unicode=False, sort_keys=False)
+        again = loader.load_bytes(text.encode(), file=file, base_dir=base_dir, check=hook)
+        assert again.ok, [str(f) for f in again.findings]
+        assert [d.document for d in again.documents] == [loaded.document]
 
 
 def check_build(result: loader.FileResult, data: bytes, file: str) -> None:
@@ -988,12 +974,11 @@ def test_an_empty_policy_document_is_refused_as_a_policy(policy_path: Path, data
         assert "manifest" not in finding.message, finding
 
 
-# --- found by the fuzzer, not fixed yet ---------------------------------------------------
-
-# test_yaml_nasties, test_policy_files: with "\r" line breaks, the lines desired.build
-# reports for a document (a duplicate, a pod it holds back: Loaded.line) and load_policy's
-# refusals (a recursive alias, nesting) are PyYAML's, past the file's last line:
-# "f.yaml:6: metadata.name: container "a" is already defined in f.yaml:1" in a one-line file.
+# test_yaml_nasties, test_policy_files (after the fix of test_no_line_is_past_the_last):
+# with "\r" line breaks, the line desired.build gives a document (a duplicate, a pod it
+# holds back: Loaded.line) and load_policy's refusals (a recursive alias, nesting) were
+# PyYAML's: "f.yaml:6: metadata.name: container "a" is already defined in f.yaml:1" in a
+# one-line file.
 DOC = "apiVersion: reconciler/v1\rkind: Container\rmetadata: {name: a}\rspec: {image: b}\r"
 POD_TEXT = ("\rapiVersion: v1\rkind: Pod\rmetadata: {name: p}\rspec: {containers: [{name: c,"
             " image: b, envFrom: [{configMapRef: {name: nope}}]}]}\r")
@@ -1015,3 +1000,30 @@ def test_lines_past_the_last_one(policy_path: Path, kind: str, text: str) -> Non
     assert findings
     assert all(f.line is None or f.line <= lines_of(data) for f in findings), [
         str(f) for f in findings]
+
+
+# --- found by the fuzzer, not fixed yet ---------------------------------------------------
+
+# test_near_valid_documents (make fuzz): "\ud800" in a double-quoted YAML or JSON string is
+# a lone surrogate, which UTF-8 cannot encode; and PyYAML reads JSON's escaped surrogate
+# pair ("\ud83d\ude00", as Python's json.dumps writes U+1F600) as two of them, not as the
+# character. Where a validator encodes the text (a ConfigMap's or Secret's size,
+# annotations' size) the finding is UnicodeEncodeError's own words: "'utf-8' codec can't
+# encode character '\ud800' in position 0: surrogates not allowed" (the ConfigMap's
+# without a field); a Secret's type is "unable to parse raw data as a unicode string";
+# our kind takes such strings as they are.
+@pytest.mark.xfail(strict=False, reason="a lone surrogate is refused in Python's codec words")
+@pytest.mark.parametrize("text", [
+    'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {k: "\\ud800"}\n',
+    'apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {k: "\\udc00"}\n',
+    'apiVersion: v1\nkind: Pod\nmetadata: {name: p, annotations: {a: "\\ud800"}}\n'
+    'spec: {containers: [{name: c, image: b}]}\n',
+    json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
+                "data": {"k": "\U0001f600"}}),  # {"k": "\ud83d\ude00"}: a JSON file's smile
+])
+def test_a_lone_surrogate_is_refused_in_words(text: str) -> None:
+    data = text.encode()
+    result = loader.load_bytes(data, file=FILE, base_dir=None)
+    assert result.findings
+    for finding in result.findings:
+        check_finding(finding, data, FILE)
