@@ -264,8 +264,7 @@ async def _apply(settings: etcdapi.Settings, prefix: str,
         puts = [etcdapi.put(k, v) for k, (_, v) in values.items() if words[k] != "unchanged"]
         if puts:
             # nothing under the prefix changed since the read: else say so, write nothing
-            compare = [{"key": _b64(prefix), "range_end": _b64(etcdapi.prefix_end(prefix)),
-                        "target": "MOD", "result": "LESS", "mod_revision": str(revision + 1)}]
+            compare = [etcdapi.unchanged_since(prefix, revision)]
             ok, _ = await client.txn(puts, compare=compare)
             if not ok:
                 raise Refused(f"{prefix} changed while applying; nothing written, try again")
@@ -274,12 +273,6 @@ async def _apply(settings: etcdapi.Settings, prefix: str,
 
 def _display(key: tuple[str, str]) -> str:
     return f"{key[0].lower()}/{key[1]}"
-
-
-def _b64(text: str) -> str:
-    import base64
-
-    return base64.b64encode(text.encode()).decode()
 
 
 def run_delete(args: argparse.Namespace) -> int:

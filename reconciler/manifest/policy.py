@@ -204,11 +204,11 @@ def _pod(pod: Any, r: Rules) -> Iterator[Violation]:
     spec = pod.spec
     strict = r.level != "privileged"
     if strict:
-        for field, allowed, words in (
-                ("hostNetwork", r.allow.host_network, "network"),
-                ("hostPID", r.allow.host_pid, "PID"), ("hostIPC", r.allow.host_ipc, "IPC")):
-            if getattr(spec, {"hostNetwork": "host_network", "hostPID": "host_pid",
-                              "hostIPC": "host_ipc"}[field]) and not allowed:
+        for field, used, allowed, words in (
+                ("hostNetwork", spec.host_network, r.allow.host_network, "network"),
+                ("hostPID", spec.host_pid, r.allow.host_pid, "PID"),
+                ("hostIPC", spec.host_ipc, r.allow.host_ipc, "IPC")):
+            if used and not allowed:
                 yield Violation(("spec", field), f"allow.{field}",
                                 f"the host's {words} namespace is not allowed")
         writable = _written_volumes(spec)

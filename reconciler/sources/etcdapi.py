@@ -136,6 +136,12 @@ def get(prefix: str) -> dict[str, Any]:
     return {"request_range": {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix))}}
 
 
+def unchanged_since(prefix: str, revision: int) -> dict[str, Any]:
+    """A compare for ``txn``: no key under ``prefix`` was written after ``revision``."""
+    return {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix)), "target": "MOD",
+            "result": "LESS", "mod_revision": str(revision + 1)}
+
+
 class Client:
     """One connection pool to an etcd cluster; use as ``async with Client(settings)``."""
 
