@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from reconciler.core import pods
-from reconciler.manifest import loader, model
+from reconciler.manifest import loader, model, network
 
 if TYPE_CHECKING:
     from reconciler.manifest import kube
@@ -80,7 +80,7 @@ class Desired:
 class ConfigObject:
     """A ConfigMap or Secret as a source defines it: data pods take env and files from."""
 
-    document: kube.ConfigMap | kube.Secret
+    document: kube.ConfigMap | kube.Secret | network.Network
     source: str
     source_id: str = "directory"
 
@@ -102,6 +102,7 @@ class DesiredState:
     defined: Mapping[str, int] = field(default_factory=dict)  # source -> objects it defines
     config: Mapping[tuple[str, str], ConfigObject] = field(default_factory=dict)
     held: Mapping[str, str] = field(default_factory=dict)  # pod key -> why it is not made
+    networks: Mapping[str, network.Network] = field(default_factory=dict)  # the default too
 
     @property
     def available(self) -> bool:
@@ -123,10 +124,11 @@ DEFAULT_PODS_DIR = "/var/lib/reconciler/pods"
 
 def build(
     snapshots: SourceSnapshot | Mapping[str, SourceSnapshot], previous: DesiredState | None,
-    *, pods_dir: str = DEFAULT_PODS_DIR,
+    *, pods_dir: str = DEFAULT_PODS_DIR, default_subnet: str = network.DEFAULT_SUBNET,
 ) -> DesiredState:
     """The desired state for the latest snapshot of each source, given the state before.
-    ``pods_dir``: where pods' volumes live on the host (the runtime's, under its state dir).
+    ``pods_dir``: where pods' volumes live on the host (the runtime's, under its state dir);
+    ``default_subnet``: the default network's, unless a manifest defines ``default``.
     """
     if isinstance(snapshots, SourceSnapshot):
         snapshots = {snapshots.source: snapshots}
@@ -157,15 +159,20 @@ def build(
             chosen[okey] = earlier
     config = {k: c.config for k, c in chosen.items() if c.config is not None}
     for k, c in chosen.items():
-        if c.doc is not None and c.doc.document.kind in pods.CONFIG_KINDS:
+        if c.doc is not None and c.doc.document.kind in (*pods.CONFIG_KINDS, "Network"):
             config[k] = ConfigObject(typing.cast("kube.ConfigMap | kube.Secret", c.doc.document),
                                      c.source, c.source_id)
-    documents = {k: c.document for k, c in config.items()}
-    specs: dict[str, Desired] = {}
     problems: list[loader.Finding] = []
+    networks = _networks(config, default_subnet, problems)
+    documents = {k: c.document for k, c in config.items()
+                 if not isinstance(c.document, network.Network)}
+    specs: dict[str, Desired] = {}
     unmade: dict[str, str] = {}
     for okey, c in chosen.items():
-        for unit in _units(okey, c, before, documents, pods_dir, problems, unmade):
+        made = _units(okey, c, before, documents, pods_dir, problems, unmade)
+        if made and c.doc is not None:
+            made = _attached(okey, c.doc, made, networks, before, problems, unmade)
+        for unit in made:
             specs[unit.name] = unit
     results = [result for _, _, result in origins]
     problems = [f for r in results for f in r.findings] + problems
@@ -189,7 +196,44 @@ def build(
         defined=types.MappingProxyType(defined),
         config=types.MappingProxyType(config),
         held=types.MappingProxyType(unmade),
+        networks=types.MappingProxyType(networks),
     )
+
+
+def _networks(config: Mapping[tuple[str, str], ConfigObject], default_subnet: str,
+              problems: list[loader.Finding]) -> dict[str, network.Network]:
+    """The networks in force: the manifests', the default one, none whose subnets overlap
+    another's (a finding on the later one, by name; ``default`` goes first)."""
+    defined = {k[1]: c for k, c in config.items() if k[0] == "Network"}
+    nets = {name: typing.cast("network.Network", c.document) for name, c in defined.items()}
+    nets.setdefault(network.DEFAULT_NAME, network.default_network(default_subnet))
+    for name, why in network.overlapping(list(nets.values())).items():
+        del nets[name]
+        if name in defined:
+            problems.append(loader.Finding(defined[name].source, None, "spec.subnets",
+                                           f"network {name!r} is not made: {why}"))
+    return dict(sorted(nets.items()))
+
+
+def _attached(okey: tuple[str, str], doc: loader.Loaded, units: list[Desired],
+              networks: Mapping[str, network.Network], before: Mapping[str, Desired],
+              problems: list[loader.Finding], held: dict[str, str]) -> list[Desired]:
+    """``units`` if every network they name exists; else a finding on the object, which
+    keeps what it had (keep-last-good)."""
+    for unit in units:
+        for i, ref in enumerate(unit.container.spec.networks or ()):
+            if ref.name in networks:
+                continue
+            path = (f"metadata.annotations['{network.POD_ANNOTATION}']" if unit.pod is not None
+                    else f"spec.networks[{i}].name")
+            known = ", ".join(networks) or "none"
+            message = (f"network {ref.name!r} is not defined (networks: {known}); the object"
+                       " keeps what it had until it is")
+            problems.append(loader.Finding(doc.file, doc.line, path, message))
+            if unit.pod is not None:
+                held[okey[1]] = message
+            return [d for d in before.values() if d.key == okey]
+    return units
 
 
 @dataclass(frozen=True)

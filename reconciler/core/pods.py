@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from reconciler.manifest import model, quantity
+from reconciler.manifest import model, network, quantity
 
 if TYPE_CHECKING:  # the runtime reads PodInfo without paying for the Kubernetes models
     from reconciler.manifest import kube, loader
@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # the runtime reads PodInfo without paying for the Kubernetes
 INFRA_DIR = "infra"  # under the pods dir: the sandbox's root (catatonit alone)
 INFRA_ARGV = ("/catatonit", "-P")  # catatonit's pause mode: hold the namespaces, reap
 ANN_VOLUMES = "io.reconciler.volumes"  # the sandbox's: a hash of its volumes' content
+ANN_SUBDOMAIN = "io.reconciler.subdomain"  # the sandbox's: the pod's spec.subdomain
 CONFIG_KINDS = ("ConfigMap", "Secret")
 SHM = "..shm"  # the pod's /dev/shm: a tmpfs the sandbox's volumes hold (no user name has "..")
 SHM_SIZE = 64 << 20  # bytes, as containerd's and runc spec's
@@ -406,7 +407,17 @@ def _sandbox_doc(pod: kube.Pod, volumes: Sequence[PodVolume], directory: str
     }
     if not pod.spec.host_network:
         spec["hostname"] = pod.spec.hostname or pod.metadata.name
+        spec["ports"] = [{"containerPort": p.container_port, "hostPort": p.host_port,
+                          "protocol": p.protocol,
+                          **({"hostIP": p.host_ip} if p.host_ip else {})}
+                         for _, c in pod.spec.all_containers() for p in c.ports
+                         if p.host_port is not None]
+        wanted = pod.metadata.annotations.get(network.POD_ANNOTATION)
+        if wanted is not None:
+            spec["networks"] = [{"name": n.strip()} for n in wanted.split(",") if n.strip()]
     annotations = {ANN_VOLUMES: volumes_digest(volumes)} if volumes else {}
+    if pod.spec.subdomain and not pod.spec.host_network:
+        annotations[ANN_SUBDOMAIN] = pod.spec.subdomain  # hostname.subdomain resolves too
     return {
         "apiVersion": model.API_VERSION, "kind": "Container",
         "metadata": {"name": pod.metadata.name, "labels": dict(pod.metadata.labels),

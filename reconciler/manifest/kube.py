@@ -866,18 +866,18 @@ class Lifecycle(model._Model):
 
 
 class ContainerPort(model._Model):
-    """A port the container listens on: validated as Kubernetes does, but nothing is
-    published (no pod network yet)."""
+    """A port the container listens on; with hostPort, published on the host (the pod's
+    network's port mapping)."""
 
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset()
 
-    container_port: Port = Field(description="The port number, 1 to 65535; published "
-                                             "nowhere yet.")
+    container_port: Port = Field(description="The port number, 1 to 65535.")
     host_port: Port | None = Field(
-        None, description="Only with hostNetwork, and then equal to containerPort; no host "
-                          "port twice in the pod.")
+        None, description="Publish containerPort on this host port (with hostNetwork, equal "
+                          "to containerPort); no host port twice in the pod.")
     host_ip: str | None = Field(None, alias="hostIP",
-                                description="An IP address for hostPort; validated only.")
+                                description="Publish hostPort on this host address only; "
+                                            "default: every address.")
     name: PortName | None = Field(
         None, description="A name unique in the container (at most 15 lowercase letters, "
                           "digits, '-'), that a probe's port can use.")

@@ -55,8 +55,10 @@ from reconciler.manifest import model
 if typing.TYPE_CHECKING:
     from reconciler.manifest import policy
 
-if TYPE_CHECKING:  # imported when a v1 document is first seen (``_kinds``): the daemon's
-    from reconciler.manifest import kube  # start-up does not pay for the Kubernetes models
+# Imported when a v1 document (or a Network) is first seen (``_kinds``): the daemon's
+# start-up does not pay for the Kubernetes models.
+if TYPE_CHECKING:
+    from reconciler.manifest import kube, network
 
 MAX_SIZE = 1 << 20  # bytes per file, checked with stat before reading
 MAX_NODES = 10_000  # YAML nodes per document, counted with every alias expanded
@@ -91,18 +93,20 @@ class Finding:
         return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
 
 
-Document = Union[model.Container, "kube.Pod", "kube.ConfigMap", "kube.Secret"]
+Document = Union[model.Container, "kube.Pod", "kube.ConfigMap", "kube.Secret",
+                 "network.Network"]
 
 # (apiVersion, kind) of every kind a document may be; the models: ``_kinds``
-KINDS = ((model.API_VERSION, "Container"), ("v1", "Pod"), ("v1", "ConfigMap"),
-         ("v1", "Secret"))
+KINDS = ((model.API_VERSION, "Container"), (model.API_VERSION, "Network"), ("v1", "Pod"),
+         ("v1", "ConfigMap"), ("v1", "Secret"))
 
 
 @functools.cache
 def _kinds() -> dict[tuple[str, str], type[pydantic.BaseModel]]:
-    from reconciler.manifest import kube
+    from reconciler.manifest import kube, network
 
-    return {(model.API_VERSION, "Container"): model.Container, ("v1", "Pod"): kube.Pod,
+    return {(model.API_VERSION, "Container"): model.Container,
+            (model.API_VERSION, "Network"): network.Network, ("v1", "Pod"): kube.Pod,
             ("v1", "ConfigMap"): kube.ConfigMap, ("v1", "Secret"): kube.Secret}
 
 
@@ -708,7 +712,8 @@ def _kind_of(data: object, root: yaml.Node, file: str
     kinds = ", ".join(sorted({k for v, k in KINDS if v == "v1"}))
     return model.Container, Finding(
         file, _value_line(root, ("kind",)), "kind",
-        f'kind {kind} ({version}) is not supported: use Container ({model.API_VERSION}) or '
+        f'kind {kind} ({version}) is not supported: use Container or Network'
+        f' ({model.API_VERSION}), or '
         f"the Kubernetes v1 kinds {kinds}")
 
 

@@ -12,10 +12,12 @@ leaves out what can be changed live (mounts, resources, run state, labels, annot
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
 import re
 import signal
+from collections.abc import Sequence
 from enum import Enum
 from typing import Annotated, Any, Literal
 
@@ -302,6 +304,59 @@ def _signal(value: str) -> str:
     return name
 
 
+PortProtocol = Literal["TCP", "UDP", "SCTP"]
+
+
+class Attachment(_Model):
+    """One network a ``kind: Container`` joins."""
+
+    name: str = Field(description="A network's name (``default``, or a Network manifest's).")
+
+    @pydantic.field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if len(value) > 63 or not _NAME_RE.match(value):
+            raise ValueError(f"{value!r} is not a network name (a DNS-1123 label)")
+        return value
+
+
+class Port(_Model):
+    """A container port published on the host (the CNI portmap plugin: iptables DNAT)."""
+
+    container_port: int = Field(ge=1, le=65535, description="The port in the container.")
+    host_port: int = Field(ge=1, le=65535, description="The port on the host.")
+    host_ip: str | None = Field(None, alias="hostIP",
+                                description="Publish on this host address only; default: "
+                                            "every address, loopback included.")
+    protocol: PortProtocol = Field("TCP", description="TCP (default), UDP or SCTP.")
+
+    @pydantic.field_validator("host_ip")
+    @classmethod
+    def _ip(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise ValueError(f"{value!r} is not an IP address") from None
+        return value
+
+    @property
+    def key(self) -> tuple[int, str, str]:
+        return self.host_port, self.protocol, self.host_ip or ""
+
+
+def check_ports(ports: Sequence[Port]) -> None:
+    """No host port twice (by port, protocol and address; an unset address is every one)."""
+    seen: dict[tuple[int, str], list[str]] = {}
+    for i, p in enumerate(ports):
+        ips = seen.setdefault((p.host_port, p.protocol), [])
+        ip = p.host_ip or ""
+        if ip in ips or "" in ips or (ip == "" and ips):
+            raise ValueError(f"ports[{i}]: host port {p.host_port}/{p.protocol} is published"
+                             " twice")
+        ips.append(ip)
+
+
 class Spec(_Model):
     """What to run and how. Exactly one of rootfs, bundle and image. mounts, resources and
     state are changed on the running container; any other change replaces the container
@@ -376,6 +431,15 @@ class Spec(_Model):
     host_network: bool = Field(
         False, description="Share the host's network namespace instead of getting a private "
                            "one; default false.")
+    networks: list[Attachment] | None = Field(
+        None, description="The networks it joins (each gives an interface, eth0 first, and "
+                          "an address kept for as long as the object exists); unset: the "
+                          "default network; []: loopback only. Changed on the running "
+                          "container. Not with hostNetwork.")
+    ports: list[Port] = Field(
+        default_factory=list, description="Container ports published on the host; with "
+                                          "hostNetwork, hostPort must equal containerPort. "
+                                          "Changed on the running container. Default [].")
     read_only_root_filesystem: bool = Field(
         False, description="Mount the root filesystem read-only; default false.")
     capabilities: Capabilities = Field(
@@ -423,6 +487,17 @@ class Spec(_Model):
             if mount.destination == "/":
                 raise ValueError("a mount cannot replace the root '/'")
             seen.add(mount.destination)
+        if self.host_network and self.networks:
+            raise ValueError("networks: a container with hostNetwork joins no other network")
+        for i, p in enumerate(self.ports):
+            if self.host_network and p.host_port != p.container_port:
+                raise ValueError(f"ports[{i}]: with hostNetwork, hostPort must equal"
+                                 f" containerPort {p.container_port}")
+        check_ports(self.ports)
+        names = [a.name for a in self.networks or ()]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"networks: {name!r} is named twice")
         return self
 
 
@@ -443,8 +518,8 @@ class Container(_Model):
 # Fields that can change on a running container; they do not count in the spec hash.
 # The one table of what changes in place (same container, same init PID): JSON-pointer
 # prefixes of the manifest. Everything else in a manifest needs a new instance.
-LIVE_PATHS = ("/spec/mounts", "/spec/resources", "/spec/state", "/metadata/labels",
-              "/metadata/annotations")
+LIVE_PATHS = ("/spec/mounts", "/spec/resources", "/spec/state", "/spec/networks",
+              "/spec/ports", "/metadata/labels", "/metadata/annotations")
 LIVE_SPEC_FIELDS = frozenset(p.split("/")[2] for p in LIVE_PATHS if p.startswith("/spec/"))
 
 
