@@ -68,6 +68,8 @@ import anyio
 
 from reconciler.sources import etcdapi
 
+os.environ.setdefault("RECONCILER_NETWORKS", "off")  # no bridge on the machine's network
+
 REPO = Path(__file__).resolve().parent.parent
 # sh traps SIGTERM so that a deletion is quick: the daemon stops a container whose manifest
 # is gone with SIGTERM and a 10 s grace, whatever its manifest said (see bench/README.md).

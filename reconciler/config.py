@@ -23,6 +23,7 @@ SETTINGS: dict[str, tuple[str, str, str]] = {
     "state_dir": ("RECONCILER_STATE_DIR", "stateDir", paths.DEFAULT_STATE_DIR),
     "runc_root": ("RECONCILER_RUNC_ROOT", "runcRoot", paths.DEFAULT_RUNC_ROOT),
     "manifests": ("RECONCILER_MANIFESTS", "manifests", paths.DEFAULT_MANIFESTS),
+    "networks": ("RECONCILER_NETWORKS", "networks", "auto"),  # run: on, off, auto
 }
 SYSTEM_FILE = "/etc/reconciler/config.yaml"
 

@@ -115,6 +115,11 @@ class ContainerNotFound(RuncError):
             self.args = (self.message,)
 
 
+class NetworkError(RuntimeFailure):
+    """A network step failed: a CNI plugin's own words, a port taken, a subnet that
+    collides with a route. Only the object that asked is affected."""
+
+
 class RuntimeTimeout(RuntimeFailure):
     """An external command ran past its deadline and was killed."""
 

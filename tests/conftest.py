@@ -32,6 +32,9 @@ REPO = Path(__file__).resolve().parent.parent
 os.environ["RECONCILER_CONFIG"] = os.devnull
 for _name in [n for n in os.environ if n.startswith("RECONCILER_") and n != "RECONCILER_CONFIG"]:
     del os.environ[_name]
+# Daemons the tests start make no bridge or firewall rule on this machine's network: the
+# networking tests pass --networks on to a daemon inside a network namespace of their own.
+os.environ["RECONCILER_NETWORKS"] = "off"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

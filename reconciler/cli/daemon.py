@@ -123,6 +123,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         " the default); repeat for more; 'NAME=' removes one")
     p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
                    help="pull from this registry without TLS verification (loopback always)")
+    p.add_argument("--networks", choices=("auto", "on", "off"), default=_default("networks"),
+                   help="give containers networks with the CNI plugins: on, off, or auto "
+                        "(on if the plugins are installed); default: %(default)s "
+                        "(RECONCILER_NETWORKS or config file)")
+    p.add_argument("--default-subnet", default="10.92.0.0/16", metavar="CIDR",
+                   help="the default network's subnet, unless a Network manifest named "
+                        "default sets it (default: %(default)s)")
+    p.add_argument("--cni-path", default="/usr/lib/cni", metavar="DIR",
+                   help="where the CNI plugins are (default: %(default)s)")
     p.add_argument("--metrics-addr", metavar="HOST:PORT",
                    help="serve /metrics, /healthz, /readyz (off by default; e.g. 127.0.0.1:9477)")
     p.add_argument("--source", action="append", choices=("directory", "etcd"),
@@ -247,9 +256,20 @@ def _run(args: argparse.Namespace, first_list: proc.Spawned | None) -> int:
         insecure_registries=tuple(args.insecure_registry),
         seccomp_root=args.seccomp_root, first_list=first_list,
         runtime_classes=_runtime_classes(args.runtime_class),
+        networks=args.networks, default_subnet=_subnet(args.default_subnet),
+        cni_path=args.cni_path,
     )
     anyio.run(serve, opts)
     return 0
+
+
+def _subnet(text: str) -> str:
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_network(text, strict=True))
+    except ValueError as exc:
+        raise errors.UsageError(f"--default-subnet {text}: {exc}") from None
 
 
 def _owner(text: str) -> int:

@@ -26,6 +26,7 @@ comparing whole states.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import types
 import typing
@@ -164,6 +165,7 @@ def build(
                                      c.source, c.source_id)
     problems: list[loader.Finding] = []
     networks = _networks(config, default_subnet, problems)
+    from_manifests = {k[1] for k in config if k[0] == "Network"} & set(networks)
     documents = {k: c.document for k, c in config.items()
                  if not isinstance(c.document, network.Network)}
     specs: dict[str, Desired] = {}
@@ -171,7 +173,8 @@ def build(
     for okey, c in chosen.items():
         made = _units(okey, c, before, documents, pods_dir, problems, unmade)
         if made and c.doc is not None:
-            made = _attached(okey, c.doc, made, networks, before, problems, unmade)
+            made = _attached(okey, c.doc, made, networks, from_manifests, before, problems,
+                             unmade)
         for unit in made:
             specs[unit.name] = unit
     results = [result for _, _, result in origins]
@@ -216,10 +219,14 @@ def _networks(config: Mapping[tuple[str, str], ConfigObject], default_subnet: st
 
 
 def _attached(okey: tuple[str, str], doc: loader.Loaded, units: list[Desired],
-              networks: Mapping[str, network.Network], before: Mapping[str, Desired],
-              problems: list[loader.Finding], held: dict[str, str]) -> list[Desired]:
+              networks: Mapping[str, network.Network], from_manifests: set[str],
+              before: Mapping[str, Desired], problems: list[loader.Finding],
+              held: dict[str, str]) -> list[Desired]:
     """``units`` if every network they name exists; else a finding on the object, which
-    keeps what it had (keep-last-good)."""
+    keeps what it had (keep-last-good). A unit on networks that manifests define carries
+    their config hashes (``ANN_NETWORKS``, a live annotation): a network's change
+    re-attaches its objects in place."""
+    out = []
     for unit in units:
         for i, ref in enumerate(unit.container.spec.networks or ()):
             if ref.name in networks:
@@ -233,7 +240,17 @@ def _attached(okey: tuple[str, str], doc: loader.Loaded, units: list[Desired],
             if unit.pod is not None:
                 held[okey[1]] = message
             return [d for d in before.values() if d.key == okey]
-    return units
+        joined = [n for n in network.wanted(unit.container, sandbox_member=unit.pod is not None
+                                            and unit.pod.role is not pods.Role.SANDBOX)
+                  if n in from_manifests]
+        if joined:
+            marks = ",".join(f"{n}={networks[n].config_hash()}" for n in joined)
+            meta = unit.container.metadata
+            container = unit.container.model_copy(update={"metadata": meta.model_copy(
+                update={"annotations": {**meta.annotations, network.ANN_NETWORKS: marks}})})
+            unit = dataclasses.replace(unit, container=container)
+        out.append(unit)
+    return out
 
 
 @dataclass(frozen=True)

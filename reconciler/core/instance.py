@@ -83,3 +83,4 @@ class InstanceSpec:
     pod: PodInfo | None = None  # a pod's sandbox: its volumes are made with it
     run_as_non_root: bool = False  # refuse to start as uid 0 (checked on the effective user)
     runtime_class: str | None = None  # runtimeClassName: another OCI runtime than runc
+    etc_files: Mapping[str, str] = field(default_factory=dict)  # /etc/hosts -> the network's

@@ -58,6 +58,7 @@ from reconciler.manifest.model import (
     RestartPolicy,
     RunState,
 )
+from reconciler.manifest.network import ANN_NETWORKS
 
 
 class Kind(str, enum.Enum):
@@ -158,8 +159,17 @@ class SyncVolumes:
     instance: str
 
 
+@dataclass(frozen=True)
+class UpdateNetworks:
+    """Interfaces and published ports made what ``container`` asks, on the live instance
+    (CNI ADD/DEL in its namespace: same init PID)."""
+
+    instance: str
+    container: Container
+
+
 Step = (Create | Start | Stop | Delete | UpdateMounts | UpdateLimits | RecordApplied
-        | SetRunState | SyncVolumes)
+        | SetRunState | SyncVolumes | UpdateNetworks)
 
 
 @dataclass(frozen=True)
@@ -524,6 +534,9 @@ def _live_update(want: Desired, have: Observed) -> Action | None:
     if "resources" in parts:
         steps.append(UpdateLimits(have.id, old.spec.resources if old else None,
                                   new.spec.resources))
+    if ("networks" in parts or "ports" in parts
+            or _annotation(old, ANN_NETWORKS) != _annotation(new, ANN_NETWORKS)):
+        steps.append(UpdateNetworks(have.id, new))
     steps.append(RecordApplied(have.id, new, metadata_changed="metadata" in parts))
     state = new.spec.state
     if state is RunState.PAUSED and have.status is Status.RUNNING:

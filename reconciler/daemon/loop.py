@@ -43,6 +43,7 @@ from reconciler.resolve.spec import Resolver
 if TYPE_CHECKING:
     from reconciler.core.desired import SourceSnapshot
     from reconciler.daemon.metrics import DaemonMetrics
+    from reconciler.daemon.network import Networks
     from reconciler.manifest.model import Container
     from reconciler.resolve.images import ImageDigests
     from reconciler.runtime.types import Runtime
@@ -70,8 +71,12 @@ class Controller:
         cgroup_parent: str | None = None,
         pods_dir: str = desired_mod.DEFAULT_PODS_DIR,
         sources: tuple[str, ...] = (),
+        network: Networks | None = None,
+        default_subnet: str | None = None,
     ) -> None:
         self.runtime = runtime
+        self.network = network
+        self.default_subnet = default_subnet
         self.sources = frozenset(sources)  # no pass before each has sent its first snapshot
         self.pods_dir = pods_dir
         self.store = store
@@ -107,6 +112,7 @@ class Controller:
         self._disk_warned = False  # one warning per spell of a full disk
         self._last_notes: tuple[str, ...] = ()  # logged once, not every pass
         self._tg: anyio.abc.TaskGroup | None = None
+        self._network_recovered = False
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -177,8 +183,12 @@ class Controller:
                 before = self.desired
                 was_down = before is not None and snap.source in before.unavailable
                 self.snapshots[snap.source] = snap
-                self.desired = desired_mod.build(self.snapshots, before,
-                                                 pods_dir=self.pods_dir)
+                self.desired = desired_mod.build(
+                    self.snapshots, before, pods_dir=self.pods_dir,
+                    **({"default_subnet": self.default_subnet} if self.default_subnet else {}))
+                if self.network is not None:
+                    self.network.set_desired(self.desired)
+                    await self._prune_networks()
                 if not snap.available and not was_down:  # told once per outage
                     log.warning("manifests source unavailable: %s (nothing it defined is"
                                 " deleted while it is)", snap.reason)
@@ -193,9 +203,39 @@ class Controller:
                           extra={"stage": "desired"})
                 self.kick()
 
+    async def _recover_networks(self) -> None:
+        """Before the first pass: what a crash left of the networks cleared, and every live
+        instance's interfaces and ports made what its applied manifest asks."""
+        assert self.network is not None
+        self._network_recovered = True
+        live = await self.runtime.list()
+        for what in await self.network.recover(live):
+            self.event(None, "NetworkLeftoverRemoved", what)
+        for obs in live:
+            applied = _applied(obs)
+            if applied is None or obs.pid is None or obs.status is not Status.RUNNING:
+                continue
+            member = obs.annotations.get(ANN_POD_ROLE, "sandbox") != "sandbox"
+            try:
+                told = await self.network.ensure(obs.name, applied, obs.id, obs.pid,
+                                                 sandbox_member=member)
+            except errors.RuntimeFailure as exc:
+                self.event(obs.name, "NetworkFailed", str(exc), warning=True)
+                continue
+            for reason, message in told:
+                self.event(obs.name, reason, message)
+
+    async def _prune_networks(self) -> None:
+        """Bridges of networks no longer desired nor used removed."""
+        if self.network is None:
+            return
+        for name in await self.network.prune():
+            self.event(None, "NetworkRemoved", f"network {name}: bridge and addresses removed")
+
     async def _resync_loop(self) -> None:
         while True:
             await anyio.sleep(self.resync)
+            await self._prune_networks()
             await self._relist()
             if self.desired is not None:
                 await self.resolver.digests.refresh(self.desired, pull=True)
@@ -210,6 +250,8 @@ class Controller:
             self._kick = anyio.Event()
             if self.desired is None or not self.sources <= self.snapshots.keys():
                 continue  # a source not heard from yet could own containers seen running
+            if self.network is not None and not self._network_recovered:
+                await self._recover_networks()
             wake_at = self._pass()
 
     def _pass(self) -> float | None:
@@ -264,6 +306,9 @@ class Controller:
                 and action.name not in self.observed):
             del self.workers[action.name]  # a later create gets a new worker
             worker.close()
+        if (action.kind is planner.Kind.DELETE and self.network is not None
+                and self._tg is not None):
+            self._tg.start_soon(self._prune_networks)
         if self.metrics is not None:
             self.metrics.actions.labels(action.kind.value, outcome).inc()
             self.metrics.action_seconds.labels(action.kind.value).observe(seconds)
@@ -289,6 +334,7 @@ class Controller:
             cgroup_parent=self.cgroup_parent,
             taken_at=self.clock(),
             resync=self.resync,
+            networks=self.network.view() if self.network is not None else {},
         )
 
     # -- observing -------------------------------------------------------------------------

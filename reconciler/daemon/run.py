@@ -35,6 +35,7 @@ from reconciler.sources import Source, directory
 
 if TYPE_CHECKING:
     from reconciler.daemon.fleet import FleetOptions
+    from reconciler.daemon.network import Networks
     from reconciler.daemon.policy import PolicyWatch
 
 log = logging.getLogger("reconciler")
@@ -62,6 +63,9 @@ class Options:
     sources: tuple[str, ...] = ("directory",)  # and/or "etcd" (then ``fleet`` says where)
     fleet: FleetOptions | None = None
     policy: str | None = None  # a policy file (manifest/policy.py); None: nothing checked
+    networks: str = "off"  # on, off, auto (on if the CNI plugins are there); the CLI's: auto
+    default_subnet: str | None = None  # None: network.DEFAULT_SUBNET
+    cni_path: str = "/usr/lib/cni"
 
 
 async def serve(
@@ -89,7 +93,8 @@ async def serve(
                          allow_empty=opts.allow_empty, resync=opts.resync,
                          stats_reader=lambda i: _cgroup_stats(runtime, i),
                          cgroup_parent=parent, pods_dir=paths.pods_dir(opts.state_dir),
-                         sources=tuple(s.id for s in sources))
+                         sources=tuple(s.id for s in sources),
+                         network=_networks(opts), default_subnet=opts.default_subnet)
         policy_watch = None
         if opts.policy is not None:
             from reconciler.daemon.policy import PolicyWatch
@@ -137,6 +142,24 @@ async def serve(
                 server.close()
     finally:
         store.unlock()
+
+
+def _networks(opts: Options) -> Networks | None:
+    """The network owner, or None with ``--networks off``; ``auto`` without the plugins
+    is off, and says so once."""
+    if opts.networks == "off":
+        return None
+    from reconciler.daemon.network import Networks
+    from reconciler.runtime.cni import Plugins
+
+    net = Networks(opts.state_dir, enabled=True, plugins=Plugins(opts.cni_path))
+    if not net.enabled:
+        if opts.networks == "auto":
+            log.info("networks off: %s", net.disabled_reason)
+            return None
+        log.warning("networks: %s; objects that ask for networks or ports fail",
+                    net.disabled_reason)
+    return net
 
 
 def _sources(opts: Options) -> list[Source]:

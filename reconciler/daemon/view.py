@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from reconciler.core.history import History
@@ -41,6 +41,7 @@ class ControllerView:
     cgroup_parent: str | None
     taken_at: float
     resync: float = 30.0  # the relist period: status older than this and a margin is stale
+    networks: Mapping[str, Any] = field(default_factory=dict)  # daemon.network's view
 
 
 def empty(cgroup_parent: str | None) -> ControllerView:
@@ -198,6 +199,7 @@ def status_document(view: ControllerView, clock: PhaseClock) -> dict[str, Any]:
             "history": history_to_json(hist),
             "actual": view.actual.get(name),
             "pod": _pod_of(want, obs),
+            "addresses": _addresses(view.networks, name, want),
         }
     return {
         "daemon": {
@@ -220,4 +222,15 @@ def status_document(view: ControllerView, clock: PhaseClock) -> dict[str, Any]:
             "conflicts": dict(desired.conflicts) if desired else {},
         },
         "containers": containers,
+        "networks": dict(view.networks),
     }
+
+
+def _addresses(networks: Mapping[str, Any], name: str, want: Desired | None
+               ) -> dict[str, list[str]] | None:
+    """Network -> the object's addresses (a pod container: its sandbox's)."""
+    unit = want.pod.sandbox if want is not None and want.pod is not None else name
+    found = {net: entry["attached"][unit]["ips"]
+             for net, entry in networks.get("networks", {}).items()
+             if unit in entry.get("attached", {})}
+    return found or None

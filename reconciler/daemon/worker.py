@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from reconciler.core.backoff import Backoff
+    from reconciler.core.desired import Desired
+    from reconciler.daemon.network import Networks
     from reconciler.manifest.model import Container
     from reconciler.resolve.spec import Resolver
     from reconciler.runtime.types import Runtime
@@ -48,6 +50,7 @@ class Loop(Protocol):
 
     runtime: Runtime
     resolver: Resolver
+    network: Networks | None
     backoff: Backoff
     clock: Callable[[], float]
     observed: dict[str, Observed]
@@ -236,6 +239,7 @@ class Worker:
                     ctl.event(name, "Stopped", action.reason)
             elif isinstance(step, planner.Delete):
                 self.unwatch(step.instance)
+                await self._release(step.instance)
                 await rt.delete(step.instance, keep_logs=step.keep_logs,
                                 pod_gone=step.pod_gone)
                 if action.cause is Cause.STRAY:
@@ -251,8 +255,11 @@ class Worker:
             elif isinstance(step, planner.Create):
                 assert action.desired is not None
                 spec = await ctl.resolver.instance(action.desired, step)
+                if ctl.network is not None:
+                    spec = replace(spec, etc_files=ctl.network.etc_files(action.desired))
                 made = await rt.create(spec)
                 ctl.observed[name] = made
+                await self._attach(action.desired, step.instance, made.pid)
             elif isinstance(step, planner.Start):
                 assert made is not None and action.desired is not None
                 await rt.start(step.instance)
@@ -281,6 +288,13 @@ class Worker:
                     ctl.event(name, reason, message)
                 obs = await ctl.read_state(name, step.instance)
                 await ctl.readback(name, step.instance, step.container, pid=obs.pid)
+            elif isinstance(step, planner.UpdateNetworks):
+                if ctl.network is not None:
+                    assert action.desired is not None
+                    pid = ctl.observed[name].pid if name in ctl.observed else None
+                    told += await ctl.network.ensure(
+                        name, step.container, step.instance, pid,
+                        sandbox_member=_member(action.desired))
             elif isinstance(step, planner.SyncVolumes):
                 assert action.desired is not None and action.desired.pod is not None
                 changed = await rt.sync_volumes(step.instance, action.desired.pod)
@@ -302,6 +316,35 @@ class Worker:
                     await ctl.read_state(name, step.instance)
         if action.kind in _DONE_EVENT:
             ctl.event(name, _DONE_EVENT[action.kind], action.reason)
+
+    async def _attach(self, want: Desired, instance: str, pid: int | None) -> None:
+        """The network step between create and start; a failure deletes the instance
+        again (the object is Failed with the plugin's words, and retried with backoff)."""
+        net = self.ctl.network
+        if net is None:
+            return
+        try:
+            told = await net.ensure(self.name, want.container, instance, pid,
+                                    sandbox_member=_member(want))
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._release(instance)
+                await self.ctl.runtime.delete(instance, keep_logs=True)
+                self.ctl.observed.pop(self.name, None)
+            raise
+        for reason, message in told:
+            self.ctl.event(self.name, reason, message)
+
+    async def _release(self, instance: str) -> None:
+        """An instance's interfaces, addresses and ports let go, before it is deleted; a
+        plugin that fails is told, and the next start's recovery tries again."""
+        net = self.ctl.network
+        if net is None:
+            return
+        try:
+            await net.release(instance)
+        except errors.NetworkError as exc:
+            self.ctl.event(self.name, "NetworkReleaseFailed", str(exc), warning=True)
 
     async def _pre_stop(self, step: planner.Stop) -> float:
         """Run the preStop hook within the grace period; the grace left for the signal."""
@@ -363,6 +406,11 @@ class Worker:
 
 
 PRE_STOP_MIN_GRACE = 2.0  # seconds the signal still gets after a slow hook (the kubelet's)
+
+
+def _member(want: Desired) -> bool:
+    """A pod's init, sidecar or app container: it joins its sandbox's network namespace."""
+    return want.pod is not None and want.pod.role.value != "sandbox"
 
 
 def _resources_text(before: Resources | None, after: Resources, limits: Limits) -> str:

@@ -20,11 +20,13 @@ from typing import Literal
 import pydantic
 from pydantic import Field
 
+from reconciler.manifest import model
 from reconciler.manifest.model import API_VERSION, Metadata, _Model
 
 DEFAULT_NAME = "default"
 DEFAULT_SUBNET = "10.92.0.0/16"  # podman's is 10.88.0.0/16: both can run on one host
 POD_ANNOTATION = "reconciler.io/networks"  # a v1 Pod's networks: "a,b"; "" for none
+ANN_NETWORKS = "io.reconciler.networks"  # a unit's: its manifest networks' config hashes
 
 
 class Subnet(_Model):
@@ -136,3 +138,14 @@ def overlapping(networks: list[Network]) -> dict[str, str]:
         refused[net.name] = (f"subnet {s.subnet} overlaps {o.subnet} of network"
                              f" {other.name!r}")
     return refused
+
+
+def wanted(container: model.Container, *, sandbox_member: bool = False) -> tuple[str, ...]:
+    """The networks an object's own namespace joins: none with hostNetwork or in a pod's
+    app container (it joins the sandbox's), the default one when none are named."""
+    spec = container.spec
+    if spec.host_network or sandbox_member:
+        return ()
+    if spec.networks is None:
+        return (DEFAULT_NAME,)
+    return tuple(a.name for a in spec.networks)

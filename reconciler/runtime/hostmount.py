@@ -34,6 +34,17 @@ def mount_overlay(*, lower: Path, upper: Path, work: Path, target: Path) -> None
         )
 
 
+MS_BIND = 4096
+
+
+def bind(source: Path, target: Path) -> None:
+    """Bind ``source`` (a file, e.g. ``/proc/PID/ns/net``) on ``target``, made empty."""
+    target.touch(exist_ok=True)
+    if _libc.mount(os.fsencode(source), os.fsencode(target), None, MS_BIND, None) != 0:
+        err = ctypes.get_errno()
+        raise errors.MountError(f"cannot bind {source} on {target}: {os.strerror(err)}")
+
+
 def unmount(target: Path) -> None:
     """Detach every mount stacked at ``target``; a path with no mount is fine.
 

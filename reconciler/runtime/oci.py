@@ -93,6 +93,7 @@ def build_config(
     host_rlimits: Mapping[str, int] | None = None,
     entrypoint: Sequence[str] = (),
     namespaces: Mapping[str, str | None] | None = None,
+    etc_files: Mapping[str, str] | None = None,
 ) -> Config:
     """The complete config.json of ``container``, as a new dict (``base`` is not changed).
 
@@ -103,7 +104,9 @@ def build_config(
     rlimit is raised above it, since runc cannot start a container that asks for more.
     ``entrypoint`` is an image's Entrypoint, which manifest ``args`` are appended to.
     ``namespaces`` maps a namespace type to a path to join (a pod's sandbox's) or None
-    for the host's; the types it does not name stay the container's own.
+    for the host's; the types it does not name stay the container's own. ``etc_files``
+    maps /etc/hosts and /etc/resolv.conf to the network's files (read-only binds), unless
+    the manifest mounts something there itself.
     """
     spec = container.spec
     pod_namespaces = dict(namespaces or {})
@@ -154,6 +157,10 @@ def build_config(
 
     mounts, ledger = _apply_mounts(config.get("mounts") or [], spec.mounts)
     config["mounts"] = mounts
+    taken = {m.destination for m in spec.mounts}
+    mounts += [{"destination": dest, "type": "bind", "source": src,
+                "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]}
+               for dest, src in sorted((etc_files or {}).items()) if dest not in taken]
     linux["resources"] = _resources(linux.get("resources") or {}, spec.resources, keep_unset=True)
     linux["cgroupsPath"] = cgroups_path
     _apply_seccomp(linux, process, spec.seccomp_profile, default=seccomp_profile,

@@ -219,7 +219,7 @@ class RuncRuntime:
             cgroups_path=spec.cgroup_path,
             base=dict(spec.base) if spec.base is not None else None,
             entrypoint=list(spec.entrypoint), seccomp_root=self.seccomp_root,
-            namespaces=spec.namespaces,
+            namespaces=spec.namespaces, etc_files=spec.etc_files,
         )
         if spec.pod is not None and spec.pod.sysctls and spec.pod.role.value == "sandbox":
             config["linux"]["sysctl"] = dict(spec.pod.sysctls)  # in the namespaces it holds
