@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,25 @@ def e2e(request: pytest.FixtureRequest, sandbox: Any, busybox_rootfs: Path,
         yield world
     finally:
         _finish(request, world)
+
+
+@pytest.fixture
+def net_e2e(e2e: E2E) -> Iterator[E2E]:
+    """``e2e`` whose daemons run with ``--networks on`` inside a network namespace this
+    fixture makes (loopback up) and removes: the bridges, veths, firewall rules, address
+    store and published ports all live there, never on this machine's network. Test
+    traffic goes only to that namespace's loopback, bridges and containers."""
+    name = f"rt-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"],
+                       check=True)
+        e2e.netns = name
+        yield e2e
+    finally:
+        for d in e2e.daemons:
+            d.stop()
+        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 @pytest.fixture

@@ -292,6 +292,7 @@ class E2E:
     tmp: Path
     manifests: Path
     daemons: list[Daemon] = field(default_factory=list)
+    netns: str | None = None  # a network namespace the test made: daemons run in it
 
     @property
     def state_dir(self) -> Path:
@@ -328,6 +329,8 @@ class E2E:
             *(["--cgroup-parent", parent] if parent is not None else []),
             "--settle", str(settle), "--resync", str(resync), *extra,
         ]
+        if self.netns is not None:  # its bridges, rules and ports live in that namespace
+            argv = ["nsenter", f"--net=/var/run/netns/{self.netns}", *argv, "--networks", "on"]
         d = Daemon(argv, self.tmp / f"daemon-{len(self.daemons)}.log", self.tmp, parent)
         self.daemons.append(d)
         if ready:
