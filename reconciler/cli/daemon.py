@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler import config, errors, paths
 from reconciler.cli import fleet as fleet_cli
-from reconciler.cli import pods
+from reconciler.cli import networks, pods
 from reconciler.core.instance import ANN_POD, ANN_POD_CONTAINER, ANN_POD_ROLE
 from reconciler.daemon.status import Store
 from reconciler.manifest import selectors
@@ -417,6 +417,12 @@ class _Found:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
+    if args.what and args.what[0].lower() in networks.NETWORK_WORDS:
+        if args.output not in ("table", "wide", "json", "yaml", "name"):
+            raise errors.UsageError(f"get networks: -o {args.output} is not supported "
+                                    "(table, json, yaml, name)")
+        return networks.cmd_get(args.output, _daemon_state(args.state_dir),
+                                list(dict.fromkeys(args.what[1:])))
     kind, names = _kind_and_names(args.what)
     if names and args.selector.requirements:  # kubectl refuses the same
         raise errors.UsageError("give NAMEs or -l/--selector, not both")
@@ -700,6 +706,9 @@ def _manifest_in(source: str, name: str, *, files: dict[str, list[object]] | Non
 def cmd_describe(args: argparse.Namespace) -> int:
     store = Store(args.state_dir)
     whole = _honest(args, _daemon_state(args.state_dir))
+    if networks.is_network_target(args.name):
+        print("\n".join(networks.describe(whole, args.name.partition("/")[2])))  # noqa: T201
+        return 0
     t = pods.target(args.name, namespace=args.namespace)
     if t.kind != "pod":  # a container (or a pod's unit by its own name) comes first
         found = [c for c in (whole.get("containers") or {}).values() if c["name"] == t.name]
@@ -725,6 +734,8 @@ def _describe_container(store: Store, whole: dict[str, Any], c: dict[str, Any]) 
            f"Restarts:      {c['restarts']}", f"Spec hash:     {c.get('specHash')}",
            f"Instance:      {c.get('instance') or '-'}",
            f"Cgroup:        {_cgroup(whole, c)}"]
+    for net, ips in sorted((c.get("addresses") or {}).items()):
+        out.append(f"Addresses:     {', '.join(ips)} on network {net}")
     last = c.get("lastExit")
     if last:
         how = ("OOM-killed" if last["oomKilled"] else

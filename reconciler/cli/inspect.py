@@ -30,6 +30,7 @@ import anyio
 from reconciler import errors, logs
 from reconciler.cli import daemon as daemon_cli
 from reconciler.cli import pods
+from reconciler.core.instance import ANN_SANDBOX
 from reconciler.core.observed import Observed, Stats, Status
 from reconciler.runtime import runc
 from reconciler.runtime.depot import Depot
@@ -442,8 +443,26 @@ def _size(n: int) -> str:
 def cmd_inspect(args: argparse.Namespace) -> int:
     rt = _runtime(args)
     unit = _units(args, rt)[0].unit
-    print(json.dumps(rt.config(rt.locate(unit)), indent=2, sort_keys=True))  # noqa: T201
+    instance = rt.locate(unit)
+    config = rt.config(instance)
+    sandbox = (config.get("annotations") or {}).get(ANN_SANDBOX, "").partition("@")[0]
+    addresses = _addresses(args.state_dir, sandbox or instance)
+    if addresses:  # beside the OCI config: the interfaces its network namespace has
+        config["networkAddresses"] = addresses
+    print(json.dumps(config, indent=2, sort_keys=True))  # noqa: T201
     return 0
+
+
+def _addresses(state_dir: str, instance: str) -> dict[str, dict[str, Any]]:
+    """Network -> interface and addresses, from the daemon's attachment record."""
+    path = os.path.join(state_dir, "networks", "attachments", f"{instance}.json")
+    try:
+        with open(path) as f:
+            links = json.load(f).get("links") or {}
+    except (OSError, ValueError):
+        return {}
+    return {net: {"interface": link.get("ifname"), "ips": link.get("ips") or []}
+            for net, link in sorted(links.items())}
 
 
 @_by_name
