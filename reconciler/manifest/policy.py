@@ -180,6 +180,10 @@ def _container(c: model.Container, r: Rules) -> Iterator[Violation]:
             yield Violation(("spec", "hostNetwork"), "allow.hostNetwork",
                             "the host's network namespace is not allowed")
         yield from _caps(("spec", "capabilities", "add"), s.capabilities.add, r)
+        for i, port in enumerate(s.ports):
+            if not _port_allowed(port.host_port, r):
+                yield Violation(("spec", "ports", i, "hostPort"), "hostPorts",
+                                f"host port {port.host_port} is not allowed")
         if s.seccomp_profile is not None and s.seccomp_profile.type.value == "Unconfined":
             yield Violation(("spec", "seccompProfile", "type"), "level",
                             f"an Unconfined seccomp profile is not allowed at {r.level}")
