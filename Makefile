@@ -6,7 +6,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STATE := $(CURDIR)/.state
 SYS_PKGS := runc conmon catatonit busybox-static umoci skopeo golang-github-containers-common \
-            docker-registry vim git etcd-server etcd-client openssl
+            docker-registry vim git etcd-server etcd-client openssl \
+            containernetworking-plugins iptables
 ROOTFS := $(STATE)/rootfs/busybox
 
 .PHONY: deps sysdeps venv rootfs image config test run down bench lint completions clean fuzz
@@ -65,11 +66,15 @@ run: deps rootfs image config
 	mkdir -p $(STATE)/lib
 	$(VENV)/bin/reconciler run
 
-# Remove the demo's containers (the daemon leaves them running when it stops, by design).
+# Remove the demo's containers and their networks (the daemon leaves them running when it
+# stops, by design).
 down: venv
 	@$(PY) -c 'import anyio; from reconciler.runtime.runc import RuncRuntime; \
+	from reconciler.daemon.network import Networks; \
 	rt = RuncRuntime(state_dir="$(STATE)/lib", runc_root="$(STATE)/runc"); \
-	print("removed:", *anyio.run(rt.remove_all) or ["nothing"])'
+	print("removed:", *anyio.run(rt.remove_all) or ["nothing"]); \
+	net = Networks("$(STATE)/lib"); \
+	print("released:", *anyio.run(net.recover, []) + anyio.run(net.prune) or ["nothing"])'
 
 # The benchmark's peers: podman (`podman run -d`, `podman kube play`) and catatonit, which
 # podman builds kube play's infra (pause) image from. apt-get only when one is missing.

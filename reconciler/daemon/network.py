@@ -271,6 +271,12 @@ class Networks:
         first = next(iter(rec.links.values()), None)
         on = first.network if first is not None and mappings else None
         if mappings == rec.ports and on == rec.ports_on:
+            if not mappings or any(owner == rec.instance for owner, _ in self._held.values()):
+                return []
+            try:  # a daemon restarted: the mapping stands, its reservations are held anew
+                self._reserve(rec, ports)
+            except errors.NetworkError as exc:
+                return [("PortReservationLost", f"{exc} (the mapping stays in force)")]
             return []
         if rec.ports:
             await self._unmap(rec)
@@ -484,7 +490,8 @@ class Networks:
                     names: Sequence[str] = ()) -> str:
         lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
         if rec is None:
-            lines.append(f"127.0.1.1\t{' '.join(names)}") if names else None
+            if names:
+                lines.append(f"127.0.1.1\t{' '.join(names)}")
             return "\n".join(lines) + "\n"
         own = [ip for link in rec.links.values() for ip in link.ips]
         if own:
