@@ -164,7 +164,8 @@ def build(
             config[k] = ConfigObject(typing.cast("kube.ConfigMap | kube.Secret", c.doc.document),
                                      c.source, c.source_id)
     problems: list[loader.Finding] = []
-    networks = _networks(config, default_subnet, problems)
+    networks = _networks(config, default_subnet, problems,
+                         previous.networks if previous is not None else {})
     from_manifests = {k[1] for k in config if k[0] == "Network"} & set(networks)
     documents = {k: c.document for k, c in config.items()
                  if not isinstance(c.document, network.Network)}
@@ -204,17 +205,28 @@ def build(
 
 
 def _networks(config: Mapping[tuple[str, str], ConfigObject], default_subnet: str,
-              problems: list[loader.Finding]) -> dict[str, network.Network]:
+              problems: list[loader.Finding], before: Mapping[str, network.Network]
+              ) -> dict[str, network.Network]:
     """The networks in force: the manifests', the default one, none whose subnets overlap
-    another's (a finding on the later one, by name; ``default`` goes first)."""
+    another's (a finding on the later one, by name; ``default`` goes first). A network
+    in force before that a change makes overlap keeps its previous definition
+    (keep-last-good), if that one still fits."""
     defined = {k[1]: c for k, c in config.items() if k[0] == "Network"}
     nets = {name: typing.cast("network.Network", c.document) for name, c in defined.items()}
     nets.setdefault(network.DEFAULT_NAME, network.default_network(default_subnet))
-    for name, why in network.overlapping(list(nets.values())).items():
+    refused = network.overlapping(list(nets.values()))
+    for name, why in refused.items():
         del nets[name]
         if name in defined:
+            what = ("is not changed (its previous definition stays in force)"
+                    if name in before else "is not made")
             problems.append(loader.Finding(defined[name].source, None, "spec.subnets",
-                                           f"network {name!r} is not made: {why}"))
+                                           f"network {name!r} {what}: {why}"))
+    for name in refused:
+        if name in before:
+            nets[name] = before[name]
+            if name in network.overlapping(list(nets.values())):
+                del nets[name]
     return dict(sorted(nets.items()))
 
 

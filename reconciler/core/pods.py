@@ -387,11 +387,6 @@ def _refuse_unsupported(pod: kube.Pod, c: kube.KubeContainer, *, where: str) -> 
         raise PodError(f"{where}.terminationMessagePath",
                        "only the default terminationMessagePath (/dev/termination-log, policy"
                        " File) is accepted: termination messages are not collected yet")
-    for i, port in enumerate(c.ports):
-        if port.host_port is not None and not pod.spec.host_network:
-            raise PodError(f"{where}.ports[{i}].hostPort",
-                           "hostPort without hostNetwork is not supported yet (pods have no"
-                           " network of their own to publish from)")
 
 
 def _sandbox_doc(pod: kube.Pod, volumes: Sequence[PodVolume], directory: str
@@ -405,6 +400,9 @@ def _sandbox_doc(pod: kube.Pod, volumes: Sequence[PodVolume], directory: str
         "restartPolicy": "Always",
         "terminationGracePeriodSeconds": 2,
     }
+    if pod.spec.host_network and network.POD_ANNOTATION in pod.metadata.annotations:
+        raise PodError(f"metadata.annotations['{network.POD_ANNOTATION}']",
+                       "a pod with hostNetwork joins no other network")
     if not pod.spec.host_network:
         spec["hostname"] = pod.spec.hostname or pod.metadata.name
         spec["ports"] = [{"containerPort": p.container_port, "hostPort": p.host_port,
@@ -414,7 +412,7 @@ def _sandbox_doc(pod: kube.Pod, volumes: Sequence[PodVolume], directory: str
                          if p.host_port is not None]
         wanted = pod.metadata.annotations.get(network.POD_ANNOTATION)
         if wanted is not None:
-            spec["networks"] = [{"name": n.strip()} for n in wanted.split(",") if n.strip()]
+            spec["networks"] = [{"name": n} for n in _network_names(wanted)]
     annotations = {ANN_VOLUMES: volumes_digest(volumes)} if volumes else {}
     if pod.spec.subdomain and not pod.spec.host_network:
         annotations[ANN_SUBDOMAIN] = pod.spec.subdomain  # hostname.subdomain resolves too
@@ -424,6 +422,18 @@ def _sandbox_doc(pod: kube.Pod, volumes: Sequence[PodVolume], directory: str
                      "annotations": annotations},
         "spec": spec,
     }
+
+
+def _network_names(text: str) -> list[str]:
+    """The ``reconciler.io/networks`` annotation: names separated by commas."""
+    path = f"metadata.annotations['{network.POD_ANNOTATION}']"
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    for name in names:
+        if len(name) > 63 or not model.NAME_RE.match(name):
+            raise PodError(path, f"{name!r} is not a network name (a DNS-1123 label)")
+        if names.count(name) > 1:
+            raise PodError(path, f"network {name!r} is named twice")
+    return names
 
 
 def _validated(doc: dict[str, Any], *, where: str) -> model.Container:

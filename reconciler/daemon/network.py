@@ -66,6 +66,7 @@ class _Link:
     ips: list[str]  # CIDR, as host-local was asked
     hash: str
     result: dict[str, Any] | None = None  # ADD's result: None while ADD may be under way
+    mac: str = ""  # stable per object and network (cni.stable_mac)
 
 
 @dataclass
@@ -244,13 +245,14 @@ class Networks:
         await self._check_routes(net)
         used = {link.ifname for link in rec.links.values()}
         ifname = next(f"eth{i}" for i in range(len(used) + 1) if f"eth{i}" not in used)
-        link = _Link(net_name, ifname, self._address(net, rec.object), net.config_hash())
+        link = _Link(net_name, ifname, self._address(net, rec.object), net.config_hash(),
+                     mac=cni.stable_mac(net_name, rec.object))
         rec.links[net_name] = link
         await anyio.to_thread.run_sync(self._save, rec)  # before ADD: a crash DELs it
         async with self._lock(net_name):
             link.result = await self.plugins.add(
                 net_name, cni.chain(net, ipam_dir=str(self.ipam_dir)), container_id=rec.instance,
-                netns=rec.netns, ifname=ifname, runtime={"ips": link.ips})
+                netns=rec.netns, ifname=ifname, runtime={"ips": link.ips, "mac": link.mac})
         await anyio.to_thread.run_sync(self._save, rec)
         return link
 

@@ -708,7 +708,10 @@ def _kind_of(data: object, root: yaml.Node, file: str
             file, _value_line(root, ("apiVersion",)), "apiVersion",
             f"kind {kind} needs apiVersion {versions}; got {_describe(version)}")
     if version == model.API_VERSION:
-        return model.Container, None  # the model says which kinds it has
+        ours = " or ".join(k for v, k in KINDS if v == version)
+        return model.Container, Finding(
+            file, _value_line(root, ("kind",)), "kind",
+            f"kind {kind} is not a {version} kind: use {ours}")
     kinds = ", ".join(sorted({k for v, k in KINDS if v == "v1"}))
     return model.Container, Finding(
         file, _value_line(root, ("kind",)), "kind",

@@ -30,7 +30,7 @@ from reconciler.manifest import quantity
 API_VERSION = "reconciler/v1"
 HASH_VERSION = "v1"
 
-_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+NAME_RE = _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _ENV_RE = re.compile(r"^[^=\x00]+$")
 _IMAGE_RE = re.compile(
     r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
@@ -350,7 +350,7 @@ def check_ports(ports: Sequence[Port]) -> None:
     seen: dict[tuple[int, str], list[str]] = {}
     for i, p in enumerate(ports):
         ips = seen.setdefault((p.host_port, p.protocol), [])
-        ip = p.host_ip or ""
+        ip = "" if p.host_ip in (None, "0.0.0.0", "::") else str(ipaddress.ip_address(p.host_ip))  # noqa: S104
         if ip in ips or "" in ips or (ip == "" and ips):
             raise ValueError(f"ports[{i}]: host port {p.host_port}/{p.protocol} is published"
                              " twice")

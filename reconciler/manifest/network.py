@@ -75,7 +75,7 @@ class NetworkSpec(_Model):
 
     subnets: list[Subnet] = Field(
         min_length=1, max_length=2,
-        description="One IPv4 subnet, and optionally one IPv6 subnet.")
+        description="One IPv4 subnet, one IPv6 subnet, or one of each.")
     internal: bool = Field(False, description="No route out and no NAT: its objects reach "
                                               "each other only. Default false.")
     dns: bool = Field(True, description="Objects on it resolve each other by name (through "
@@ -90,8 +90,6 @@ class NetworkSpec(_Model):
         versions = [s.network.version for s in self.subnets]
         if len(set(versions)) != len(versions):
             raise ValueError("subnets: at most one IPv4 and one IPv6 subnet")
-        if len(self.subnets) == 2 and self.subnets[0].network.overlaps(self.subnets[1].network):
-            raise ValueError("subnets overlap")
         return self
 
 

@@ -62,13 +62,23 @@ def chain(net: Network, *, ipam_dir: str) -> list[Conf]:
                           for s in spec.subnets]
     bridge: Conf = {"type": "bridge", "bridge": bridge_name(net.name),
                     "isGateway": not spec.internal, "ipMasq": not spec.internal,
-                    "hairpinMode": True, "ipam": ipam, "capabilities": {"ips": True}}
+                    "hairpinMode": True, "ipam": ipam,
+                    "capabilities": {"ips": True, "mac": True}}
     if spec.mtu is not None:
         bridge["mtu"] = spec.mtu
     plugins = [bridge]
     if not spec.internal:
         plugins.append({"type": "firewall", "backend": "iptables"})
     return plugins
+
+
+def stable_mac(network: str, obj: str) -> str:
+    """A locally administered unicast MAC per object and network: an object made again
+    with its address keeps its MAC too, so no peer's ARP cache holds a stale one."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{network}/{obj}".encode()).digest()[:5]
+    return ":".join(["02", *(f"{b:02x}" for b in digest)])
 
 
 def port_chain() -> list[Conf]:

@@ -193,9 +193,6 @@ def test_invalid_network_metadata_and_api_version() -> None:
     assert finding.startswith("3: metadata.name: 'Back' is not a DNS-1123 label")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a mistyped kind under reconciler/v1 is validated"
-                   " as a Container: 'kind: must be Container' (Network not named) and then"
-                   " 'spec.subnets: unknown field; did you mean \"mounts\"?'")
 def test_a_mistyped_kind_names_network_among_the_kinds() -> None:
     text = ("apiVersion: reconciler/v1\nkind: Netwerk\nmetadata: {name: back}\n"
             "spec: {subnets: [{subnet: 10.1.0.0/24}]}\n")

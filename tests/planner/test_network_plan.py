@@ -133,9 +133,6 @@ def test_objects_on_a_refused_network_are_not_made() -> None:
     assert [p for _, p, _ in said(got)] == ["spec.subnets", "spec.networks[0].name"]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a Network whose change makes it overlap another"
-                   " is dropped from DesiredState.networks, not kept as it was (keep-last-good),"
-                   " while its objects keep their previous Desired on it")
 def test_a_network_changed_to_overlap_keeps_what_it_was() -> None:
     before = build({"/m/back.yaml": [BACK], "/m/web.yaml": [ctr("web", networks=[
         {"name": "back"}])]})
@@ -187,9 +184,6 @@ def test_a_pod_naming_an_unknown_network_is_held_with_a_finding_on_the_annotatio
     assert kept.specs == made.specs and "default/web" in kept.held
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a malformed reconciler.io/networks value passes the"
-                   " loader and becomes a finding at path 'spec' ('sandbox: cannot be run as"
-                   " given: spec.networks.0.name: ...'), not on the annotation")
 @pytest.mark.parametrize("value", ["Back_End", "back,back"])
 def test_a_malformed_annotation_is_a_finding_on_the_annotation(value: str) -> None:
     got = build({"/m/back.yaml": [BACK], "/m/web.yaml": [pod(value)]})
@@ -266,16 +260,22 @@ def test_pod_annotation_forms(value: str | None, expected: list[str] | None) -> 
 
 
 def test_a_host_network_pod_has_no_networks_or_ports_on_its_sandbox() -> None:
-    doc = pod("default")
+    doc = pod()
     doc["spec"]["hostNetwork"] = True
     doc["spec"]["containers"][0]["ports"] = [{"containerPort": 80, "hostPort": 80}]
     sandbox = build({"/m/web.yaml": [doc]}).specs["default_web"].container.spec
     assert (sandbox.host_network, sandbox.networks, sandbox.ports) == (True, None, [])
 
 
-@pytest.mark.xfail(strict=True, reason="bug: pods._refuse_unsupported still refuses a hostPort"
-                   " without hostNetwork ('hostPort without hostNetwork is not supported yet'),"
-                   " so the sandbox never gets its ports")
+def test_a_host_network_pod_naming_networks_is_a_finding() -> None:
+    doc = pod("default")
+    doc["spec"]["hostNetwork"] = True
+    got = build({"/m/web.yaml": [doc]})
+    assert "default_web" not in got.specs
+    assert said(got) == [("/m/web.yaml", f"metadata.annotations['{network.POD_ANNOTATION}']",
+                          "a pod with hostNetwork joins no other network")]
+
+
 def test_pod_host_ports_are_published_by_the_sandbox() -> None:
     got = build({"/m/web.yaml": [pod("default", host_ports=True)]})
     assert got.problems == ()

@@ -165,8 +165,6 @@ def test_missing_configmap_keeps_what_the_pod_had() -> None:
 @pytest.mark.parametrize(("container", "path", "words"), [
     ({"terminationMessagePath": "/tmp/msg"}, "spec.containers[0].terminationMessagePath",
      "termination messages are not collected yet"),
-    ({"ports": [{"containerPort": 80, "hostPort": 8080}]}, "spec.containers[0].ports[0].hostPort",
-     "hostPort without hostNetwork"),
     ({"resources": {"limits": {"ephemeral-storage": "1Gi"}}},
      "spec.containers[0].resources.limits.ephemeral-storage", "not enforced"),
 ])
