@@ -44,6 +44,7 @@ _TYPES = {
     "pod": "Pod", "pods": "Pod", "po": "Pod",
     "configmap": "ConfigMap", "configmaps": "ConfigMap", "cm": "ConfigMap",
     "secret": "Secret", "secrets": "Secret",
+    "network": "Network", "networks": "Network", "net": "Network",
 }
 _DEFAULT_NAMESPACE = "default"
 
@@ -454,13 +455,14 @@ def _resolve(existing: list[loader.FileResult], text: str, namespace: str,
         kind = _TYPES.get(word.lower())
         if kind is None:
             raise errors.UsageError(f'unknown type "{word}" in {text!r} (use container, pod,'
-                                    " configmap or secret)")
+                                    " configmap, secret or network)")
         if kinds is not None and kind not in kinds:
             raise errors.UsageError(f"only a container or a pod can be restarted, not {text}")
     if not name:
         raise errors.UsageError(f"no name in {text!r}")
     candidates = [kind] if kind is not None else list(kinds or ("Container", "Pod"))
-    wanted = [(k, name if k == "Container" else f"{namespace}/{name}") for k in candidates]
+    wanted = [(k, name if k in ("Container", "Network") else f"{namespace}/{name}")
+              for k in candidates]
     defined = {d.key for r in existing for d in r.documents}
     matches = [key for key in wanted if key in defined]
     if len(matches) > 1:
