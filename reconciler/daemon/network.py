@@ -161,22 +161,32 @@ class Networks:
             self._save_book()
 
     def etc_files(self, want: Desired) -> dict[str, str]:
-        """The /etc/hosts and /etc/resolv.conf an instance of ``want`` mounts (written now):
-        its own, or its pod sandbox's; none without a network of its own."""
-        unit = want.pod.sandbox if want.pod is not None else want.name
-        member = want.pod is not None and want.pod.role.value != "sandbox"
+        """The /etc/hosts and /etc/resolv.conf an instance of ``want`` mounts, for its
+        network mode: the host's with hostNetwork; else its own (a pod's containers: their
+        sandbox's), written now: peers' names and the host's name servers on a network,
+        localhost and its own names alone, and no name server, with loopback only."""
         if not self.enabled:
             return {}
-        if not member and not netmodel.wanted(want.container):
-            return {}
+        pod = want.pod
+        if pod.host_network if pod is not None else want.container.spec.host_network:
+            host = {"/etc/hosts": "/etc/hosts", "/etc/resolv.conf": self._host_resolv()}
+            return {k: v for k, v in host.items() if os.path.isfile(v)}
+        unit = pod.sandbox if pod is not None else want.name
         d = self.etc_dir(unit)
-        if member and not (d / "hosts").exists():
-            return {}
+        files = {"/etc/hosts": str(d / "hosts"), "/etc/resolv.conf": str(d / "resolv.conf")}
+        if pod is not None and pod.role.value != "sandbox":
+            return files if (d / "hosts").exists() else {}
         d.mkdir(parents=True, exist_ok=True)
-        if not member:
-            self._write_hosts(unit, want.container)
-            self._write_resolv(d / "resolv.conf")
-        return {"/etc/hosts": str(d / "hosts"), "/etc/resolv.conf": str(d / "resolv.conf")}
+        self._write_hosts(unit, want.container)
+        if netmodel.wanted(want.container):
+            try:
+                servers = Path(self._host_resolv()).read_text()
+            except OSError:
+                servers = "# the host has no resolv.conf\n"
+            _write_in_place(d / "resolv.conf", servers)
+        else:
+            _write_in_place(d / "resolv.conf", "# loopback only: no name server\n")
+        return files
 
     # -- attaching ------------------------------------------------------------------------------
 
@@ -513,16 +523,19 @@ class Networks:
         text = self._hosts_text(everyone.get(unit), everyone, dns_names(container))
         _write_in_place(self.etc_dir(unit) / "hosts", text)
 
-    def _write_resolv(self, path: Path) -> None:
+    def _host_resolv(self) -> str:
+        """The host's resolv.conf, or systemd-resolved's upstream one when the host's
+        points at its stub (127.0.0.53, which a container cannot reach)."""
         try:
             text = Path(self.resolv_conf).read_text()
         except OSError:
-            text = ""
-        if all(line.split()[1].startswith("127.") for line in text.splitlines()
-               if line.startswith("nameserver") and len(line.split()) > 1) and \
-                os.path.exists("/run/systemd/resolve/resolv.conf"):
-            text = Path("/run/systemd/resolve/resolv.conf").read_text()  # not the stub
-        _write_in_place(path, text)
+            return self.resolv_conf
+        servers = [line.split()[1] for line in text.splitlines()
+                   if line.startswith("nameserver") and len(line.split()) > 1]
+        upstream = "/run/systemd/resolve/resolv.conf"
+        if servers and all(s.startswith("127.") for s in servers) and os.path.exists(upstream):
+            return upstream
+        return self.resolv_conf
 
     # -- views ------------------------------------------------------------------------------------
 
