@@ -208,13 +208,14 @@ def _networks(config: Mapping[tuple[str, str], ConfigObject], default_subnet: st
               problems: list[loader.Finding], before: Mapping[str, network.Network]
               ) -> dict[str, network.Network]:
     """The networks in force: the manifests', the default one, none whose subnets overlap
-    another's (a finding on the later one, by name; ``default`` goes first). A network
+    another's (a finding on the later one: ``default`` first, then those in force
+    before, then by name, so a new network never displaces one in use). A network
     in force before that a change makes overlap keeps its previous definition
     (keep-last-good), if that one still fits."""
     defined = {k[1]: c for k, c in config.items() if k[0] == "Network"}
     nets = {name: typing.cast("network.Network", c.document) for name, c in defined.items()}
     nets.setdefault(network.DEFAULT_NAME, network.default_network(default_subnet))
-    refused = network.overlapping(list(nets.values()))
+    refused = network.overlapping(list(nets.values()), first=before)
     for name, why in refused.items():
         del nets[name]
         if name in defined:
@@ -225,7 +226,7 @@ def _networks(config: Mapping[tuple[str, str], ConfigObject], default_subnet: st
     for name in refused:
         if name in before:
             nets[name] = before[name]
-            if name in network.overlapping(list(nets.values())):
+            if name in network.overlapping(list(nets.values()), first=before):
                 del nets[name]
     return dict(sorted(nets.items()))
 

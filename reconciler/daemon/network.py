@@ -253,6 +253,7 @@ class Networks:
             raise errors.NetworkError(f"network {net_name!r} is not defined",
                                       container=rec.object)
         await self._check_routes(net)
+        first = not rec.links  # the default route goes through an object's first network
         used = {link.ifname for link in rec.links.values()}
         ifname = next(f"eth{i}" for i in range(len(used) + 1) if f"eth{i}" not in used)
         link = _Link(net_name, ifname, self._address(net, rec.object), net.config_hash(),
@@ -261,7 +262,8 @@ class Networks:
         await anyio.to_thread.run_sync(self._save, rec)  # before ADD: a crash DELs it
         async with self._lock(net_name):
             link.result = await self.plugins.add(
-                net_name, cni.chain(net, ipam_dir=str(self.ipam_dir)), container_id=rec.instance,
+                net_name, cni.chain(net, ipam_dir=str(self.ipam_dir), default_route=first),
+                container_id=rec.instance,
                 netns=rec.netns, ifname=ifname, runtime={"ips": link.ips, "mac": link.mac})
         await anyio.to_thread.run_sync(self._save, rec)
         return link
@@ -419,10 +421,7 @@ class Networks:
         h = net.config_hash()
         if self._checked.get(net.name) == h:
             return
-        ours = [cni.bridge_name(n) for n in self.networks] + [
-            cni.bridge_name(link.network) for r in self.records.values() for link in
-            r.links.values()]
-        found = await anyio.to_thread.run_sync(cni.routes, ours)
+        found = await anyio.to_thread.run_sync(cni.routes, [cni.bridge_name(net.name)])
         for s in net.spec.subnets:
             for dst, dev in found:
                 if dst.version == s.network.version and dst.overlaps(s.network):
@@ -463,9 +462,10 @@ class Networks:
         for inst, rec in list(self.records.items()):
             if inst in alive:
                 continue
+            what = f"{inst}: {len(rec.links)} attachment(s), {len(rec.ports)} port(s)"
             try:
                 await self._release(rec)
-                cleared.append(f"{inst}: {len(rec.links)} attachment(s)")
+                cleared.append(what)
             except errors.NetworkError as exc:
                 log.warning("network: cannot release %s: %s", inst, exc)
         owned = set(self.records)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+from collections.abc import Collection
 from typing import Literal
 
 import pydantic
@@ -122,11 +123,14 @@ def default_network(subnet: str = DEFAULT_SUBNET) -> Network:
         "spec": {"subnets": [{"subnet": subnet}]}})
 
 
-def overlapping(networks: list[Network]) -> dict[str, str]:
-    """Networks whose subnets overlap an earlier one's (by name): name -> why refused."""
+def overlapping(networks: list[Network], *, first: Collection[str] = ()) -> dict[str, str]:
+    """Networks whose subnets overlap an earlier one's: name -> why refused. Earlier:
+    ``default``, then those named in ``first`` (networks already in force), then by
+    name."""
     refused: dict[str, str] = {}
     kept: list[Network] = []
-    for net in sorted(networks, key=lambda n: (n.name != DEFAULT_NAME, n.name)):
+    for net in sorted(networks, key=lambda n: (n.name != DEFAULT_NAME, n.name not in first,
+                                               n.name)):
         clash = next(((other, s, o) for other in kept for s in net.spec.subnets
                       for o in other.spec.subnets if s.network.overlaps(o.network)), None)
         if clash is None:

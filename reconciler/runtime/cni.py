@@ -52,12 +52,13 @@ def bridge_name(network: str) -> str:
     return f"rc-{network[:5]}-{hashlib.sha256(network.encode()).hexdigest()[:6]}"
 
 
-def chain(net: Network, *, ipam_dir: str) -> list[Conf]:
-    """The plugins that attach an interface to ``net`` (no name or version yet)."""
+def chain(net: Network, *, ipam_dir: str, default_route: bool = True) -> list[Conf]:
+    """The plugins that attach an interface to ``net`` (no name or version yet);
+    ``default_route``: through its gateway (an object's first network only)."""
     spec = net.spec
     ranges = [[{"subnet": s.subnet, "gateway": s.gateway_ip}] for s in spec.subnets]
     ipam: Conf = {"type": "host-local", "dataDir": ipam_dir, "ranges": ranges}
-    if not spec.internal:
+    if not spec.internal and default_route:
         ipam["routes"] = [{"dst": "0.0.0.0/0" if s.network.version == 4 else "::/0"}
                           for s in spec.subnets]
     bridge: Conf = {"type": "bridge", "bridge": bridge_name(net.name),
