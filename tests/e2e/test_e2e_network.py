@@ -465,6 +465,41 @@ def test_pod_on_its_annotated_network_publishes_its_host_port(pod_world: E2E) ->
         {"containerPort": 80, "hostPort": 8090, "protocol": "tcp"}], 2, what="status: 8090")
 
 
+def two_pods() -> str:
+    """``web`` (hostname www, subdomain shop) and ``client``, both on ``app``."""
+    def pod(name: str, script: str, **spec: Any) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "annotations": {"reconciler.io/networks": "app"}},
+                "spec": {"terminationGracePeriodSeconds": 2, **spec, "containers": [{
+                    "name": "main", "image": IMAGE, "imagePullPolicy": "IfNotPresent",
+                    "command": ["sh", "-c", script]}]}}
+    web = pod("web", serve("pod-web"), hostname="www", subdomain="shop")
+    client = pod("client", "trap 'exit 0' TERM; while true; do sleep 0.1; done")
+    return yaml.safe_dump_all([web, client], sort_keys=False)
+
+
+@skip_without("umoci", "skopeo", "catatonit")
+def test_two_pods_on_one_network_reach_each_other_by_name(pod_world: E2E) -> None:
+    e2e = pod_world
+    e2e.write("app.yaml", network("app", "10.93.0.0/24"))
+    e2e.write("pods.yaml", two_pods())
+    e2e.start()
+    assert not problems(e2e)
+    wait_until(lambda: {"default_web_main", "default_client_main"} <= e2e.running_pids().keys(),
+               30, what="both pods running")
+    web_ip = wait_until(lambda: address(e2e, "default_web", "app"), 5, what="web's address")
+    client_ip = wait_until(lambda: address(e2e, "default_client", "app"), 5)
+    assert web_ip != client_ip
+    # the client's containers see the sandbox's hosts file: the pod's name, its hostname
+    # and hostname.subdomain all name the web pod's address
+    table = wait_until(lambda: (lambda t: t if t.get("web") == web_ip else None)(
+        hosts(e2e, "default_client_main")), 3, what="web in client's /etc/hosts")
+    assert table["www"] == table["www.shop"] == web_ip
+    assert table["client"] == client_ip
+    assert fetch_inside(e2e, "default_client_main", table["web"]) == "pod-web\n"
+    assert hosts(e2e, "default_web_main")["client"] == client_ip
+
+
 # -- 6. bad input, on that object only ------------------------------------------------------
 
 
