@@ -617,14 +617,15 @@ def _print_tables(args: argparse.Namespace, found: _Found, *, kind: str | None,
 
 def _container_table(items: list[dict[str, Any]], *, wide: bool, labels: bool = False,
                      headers: bool = True) -> str:
-    head = ["NAME", "STATUS", "DESIRED", "RESTARTS", "AGE", "SOURCE", "MESSAGE"]
+    head = ["NAME", "READY", "STATUS", "DESIRED", "RESTARTS", "AGE", "SOURCE", "MESSAGE"]
     if wide:
         head += ["PID", "INSTANCE", "SPEC HASH"]
     if labels:
         head.append("LABELS")
     rows = [head] if headers else []
     for c in items:
-        row = [c["name"], c["phase"], c.get("desiredState") or "-", str(c["restarts"]),
+        row = [c["name"], _ready_text(c), c["phase"], c.get("desiredState") or "-",
+               str(c["restarts"]),
                _age(c.get("created") or c.get("since")), c.get("source") or "-",
                c.get("message") or ""]
         if wide:
@@ -634,6 +635,15 @@ def _container_table(items: list[dict[str, Any]], *, wide: bool, labels: bool = 
             row.append(labels_text(c.get("labels")))
         rows.append(row)
     return _table(rows)
+
+
+def _ready_text(c: dict[str, Any]) -> str:
+    """READY of a ``kind: Container``: 1/1 or 0/1 (kubectl's column); a daemon older than
+    probes says nothing of it: running is ready."""
+    ready = c.get("ready")
+    if ready is None:
+        ready = c.get("phase") == "Running"
+    return "1/1" if ready else "0/1"
 
 
 def labels_text(labels: dict[str, str] | Any) -> str:

@@ -225,10 +225,11 @@ class State:
     signal: int | None = None
     started: float | None = None
     finished: float | None = None
+    probed_ready: bool = True  # the daemon's READY (its probes); an older daemon's: running
 
     @property
-    def ready(self) -> bool:  # no probes here: running is ready (paused is not)
-        return self.kind == "running" and self.reason != "Paused"
+    def ready(self) -> bool:  # running and its probes say so (paused is not)
+        return self.kind == "running" and self.reason != "Paused" and self.probed_ready
 
 
 def _terminated(record: Record) -> State:
@@ -245,7 +246,8 @@ def container_state(record: Record, *, pending: str = "ContainerCreating") -> St
     phase = record.get("phase")
     if phase in ("Running", "Paused") or (phase == "Terminating" and record.get("pid")):
         return State("running", "Paused" if phase == "Paused" else "",
-                     started=record.get("created"))
+                     started=record.get("created"),
+                     probed_ready=bool(record.get("ready", True)))
     if phase == "BackOff":
         return State("waiting", "CrashLoopBackOff")
     if phase == "Failed":  # never made: the runtime refused it

@@ -367,6 +367,13 @@ def _container_doc(pod: kube.Pod, c: kube.KubeContainer, *, role: Role, where: s
     seccomp = _pick(sc, psc, "seccomp_profile")
     if seccomp is not None:
         spec["seccompProfile"] = seccomp.model_dump(mode="json", exclude_none=True)
+    ports = {p.name: p.container_port for p in c.ports if p.name is not None}
+    for which, probe in c.probes().items():
+        doc = probe.model_dump(mode="json", by_alias=True, exclude_none=True)
+        for handler in ("httpGet", "tcpSocket"):
+            if handler in doc and isinstance(doc[handler]["port"], str):  # checked by kube
+                doc[handler]["port"] = ports[doc[handler]["port"]]
+        spec[which] = doc
     return {
         "apiVersion": model.API_VERSION, "kind": "Container",
         "metadata": {"name": c.name, "labels": dict(pod.metadata.labels),

@@ -36,6 +36,7 @@ from reconciler.core.history import History
 from reconciler.core.instance import ANN_POD_ROLE
 from reconciler.core.observed import ExitStatus, Limits, Observed, Stats, Status
 from reconciler.daemon import view as view_mod
+from reconciler.daemon.probes import Probers
 from reconciler.daemon.status import Store, history_from_json
 from reconciler.daemon.worker import Worker
 from reconciler.resolve.spec import Resolver
@@ -113,6 +114,7 @@ class Controller:
         self._last_notes: tuple[str, ...] = ()  # logged once, not every pass
         self._tg: anyio.abc.TaskGroup | None = None
         self._network_recovered = False
+        self.probers = Probers(self)
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -134,6 +136,7 @@ class Controller:
             try:
                 await self._loop()
             finally:
+                self.probers.close()
                 for w in self.workers.values():
                     w.close()
 
@@ -202,6 +205,15 @@ class Controller:
                 log.debug("desired state of %d objects", len(self.desired.specs),
                           extra={"stage": "desired"})
                 self.kick()
+
+    def probe_address(self, want: desired_mod.Desired) -> str:
+        """Where a network probe of ``want`` connects: its (pod's) first address, else
+        loopback (no network of its own, or the host's)."""
+        if self.network is not None:
+            unit = want.pod.sandbox if want.pod is not None else want.name
+            for ips in self.network.addresses(unit).values():
+                return ips[0].split("/")[0]
+        return "127.0.0.1"
 
     async def _recover_networks(self) -> None:
         """Before the first pass: what a crash left of the networks cleared, and every live
@@ -272,6 +284,8 @@ class Controller:
                       (time.perf_counter() - started) * 1000, extra={"stage": "plan"})
         for action in plan.actions:
             self._dispatch(action)
+        if self._tg is not None:
+            self.probers.sync(self.effective, self.observed, self._tg)
         self.passes += 1
         self.last_pass_at = now
         if not any(w.busy is not None and not w.in_grace for w in self.workers.values()):
@@ -335,6 +349,7 @@ class Controller:
             taken_at=self.clock(),
             resync=self.resync,
             networks=self.network.view() if self.network is not None else {},
+            readiness=types.MappingProxyType(dict(self.probers.readiness)),
         )
 
     # -- observing -------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from reconciler.manifest.model import RestartPolicy, RunState
 
 if TYPE_CHECKING:
     from reconciler.core.desired import Desired, DesiredState
+    from reconciler.daemon.probes import Readiness
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class ControllerView:
     taken_at: float
     resync: float = 30.0  # the relist period: status older than this and a margin is stale
     networks: Mapping[str, Any] = field(default_factory=dict)  # daemon.network's view
+    readiness: Mapping[str, Readiness] = field(default_factory=dict)  # daemon.probes'
 
 
 def empty(cgroup_parent: str | None) -> ControllerView:
@@ -200,6 +202,7 @@ def status_document(view: ControllerView, clock: PhaseClock) -> dict[str, Any]:
             "actual": view.actual.get(name),
             "pod": _pod_of(want, obs),
             "addresses": _addresses(view.networks, name, want),
+            **_ready(view.readiness.get(name), obs),
         }
     return {
         "daemon": {
@@ -224,6 +227,14 @@ def status_document(view: ControllerView, clock: PhaseClock) -> dict[str, Any]:
         "containers": containers,
         "networks": dict(view.networks),
     }
+
+
+def _ready(r: Readiness | None, obs: Observed | None) -> dict[str, Any]:
+    """READY: what the prober says of this instance; a running one with no prober yet is
+    not ready (Kubernetes' start), anything else neither."""
+    if r is None or obs is None or r.instance != obs.id or obs.status is not Status.RUNNING:
+        return {"ready": False, "readySince": None, "readyMessage": None}
+    return {"ready": r.ready, "readySince": r.since, "readyMessage": r.message}
 
 
 def _addresses(networks: Mapping[str, Any], name: str, want: Desired | None

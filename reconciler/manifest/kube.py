@@ -13,7 +13,7 @@ import binascii
 import ipaddress
 import posixpath
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Annotated, Any, ClassVar, Literal
 
 import pydantic
@@ -21,6 +21,20 @@ from pydantic import ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from reconciler.manifest import model, quantity
+from reconciler.manifest.probes import (  # noqa: F401 - kube.X names, as before
+    ExecAction,
+    GRPCAction,
+    HeaderName,
+    HTTPGetAction,
+    HTTPHeader,
+    Port,
+    PortName,
+    PortOrName,
+    Probe,
+    TCPSocketAction,
+)
+from reconciler.manifest.probes import matching as _matching
+from reconciler.manifest.probes import one_of as _one_of
 
 # --- names and small value types ------------------------------------------------------
 
@@ -30,9 +44,7 @@ _DNS_SUBDOMAIN_RE = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
 _QUALIFIED_RE = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _LABEL_VALUE_RE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _CONFIG_KEY_RE = re.compile(r"^[-._a-zA-Z0-9]+$")
-_IANA_SVC_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 _SYSCTL_RE = re.compile(r"^([a-z0-9]([-_a-z0-9]*[a-z0-9])?[./])*[a-z0-9]([-_a-z0-9]*[a-z0-9])?$")
-_HEADER_RE = re.compile(r"^[-!#$%&'*+.^_`|~0-9A-Za-z]+$")
 _MAX_OBJECT_BYTES = 1024 * 1024  # Kubernetes' limit on a ConfigMap's or Secret's data
 _MAX_ANNOTATION_BYTES = 256 * 1024
 
@@ -94,42 +106,12 @@ def _mode(value: int) -> int:
     return value
 
 
-def _port(value: int) -> int:
-    if not 1 <= value <= 65535:
-        raise ValueError(f"must be a port number from 1 to 65535, got {value}")
-    return value
-
-
-def _port_name(value: str) -> str:
-    """IANA_SVC_NAME: what Kubernetes allows as a named port."""
-    if (len(value) > 15 or not _IANA_SVC_RE.match(value) or "--" in value
-            or not any(c.isalpha() for c in value)):
-        raise ValueError(f"{value!r} is not a port name: at most 15 lowercase letters, digits"
-                         " and '-', with a letter, no '--', not starting or ending with '-'")
-    return value
-
-
-def _port_or_name(value: int | str) -> int | str:
-    return _port(value) if isinstance(value, int) else _port_name(value)
-
-
 def _absolute(value: str) -> str:
     if not value.startswith("/") or "\x00" in value or ".." in value.split("/"):
         raise ValueError(f"must be an absolute path without '..', got {value!r}")
     return value
 
 
-def _matching(pattern: re.Pattern[str], words: str, *, longest: int = 1 << 16
-              ) -> Callable[[str], str]:
-    """A validator: ``value`` matches ``pattern`` and is at most ``longest`` long."""
-    def check(value: str) -> str:
-        if len(value) > longest or not pattern.match(value):
-            raise ValueError(f"{value!r} is not {words}")
-        return value
-    return check
-
-
-HeaderName = Annotated[str, pydantic.AfterValidator(_matching(_HEADER_RE, "an HTTP header name"))]
 SysctlName = Annotated[str, pydantic.AfterValidator(_matching(
     _SYSCTL_RE, "a sysctl name (e.g. net.ipv4.ip_forward)", longest=253))]
 DNSLabel = Annotated[str, pydantic.AfterValidator(_dns_label)]
@@ -139,21 +121,7 @@ RelativePath = Annotated[str, pydantic.AfterValidator(_relative_path)]
 FilePath = Annotated[str, pydantic.AfterValidator(_file_path)]
 AbsolutePath = Annotated[str, pydantic.AfterValidator(_absolute)]
 Mode = Annotated[int, pydantic.AfterValidator(_mode)]
-Port = Annotated[int, pydantic.AfterValidator(_port)]
-PortName = Annotated[str, pydantic.AfterValidator(_port_name)]
-PortOrName = Annotated[int | str, pydantic.AfterValidator(_port_or_name)]
 Id = Annotated[int, Field(ge=0, le=2**31 - 1)]
-
-
-def _one_of(obj: pydantic.BaseModel, fields: Iterable[str], what: str) -> str:
-    """The alias of the one field of ``fields`` that is set; a ValueError otherwise."""
-    aliases = {n: type(obj).model_fields[n].alias or n for n in fields}
-    given = [a for n, a in aliases.items() if getattr(obj, n) is not None]
-    if len(given) != 1:
-        names = ", ".join(aliases.values())
-        got = " and ".join(given) if given else "none"
-        raise ValueError(f"{what} needs exactly one of {names}; got {got}")
-    return given[0]
 
 
 # --- metadata -------------------------------------------------------------------------
@@ -739,111 +707,7 @@ class VolumeMount(model._Model):
                           "in an emptyDir when missing); default: the whole volume.")
 
 
-# --- probes, lifecycle, ports, resources, security ------------------------------------
-
-
-class ExecAction(model._Model):
-    """A command run inside the container."""
-
-    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset()
-
-    command: list[str] = Field(description="Run in the container, not in a shell.")
-
-    @pydantic.field_validator("command")
-    @classmethod
-    def _command(cls, value: list[str]) -> list[str]:
-        if not value or not value[0]:
-            raise ValueError("must name a program: a non-empty list with a non-empty first item")
-        return value
-
-
-class HTTPHeader(model._Model):
-    """A header sent with a probe's HTTP request."""
-
-    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset()
-
-    name: HeaderName = Field(description="The header's name, e.g. Accept.")
-    value: str = Field(description="The header's value.")
-
-
-_PORT = "A port number, or the name of one of the container's ports."
-
-
-class HTTPGetAction(model._Model):
-    """A probe that sends an HTTP GET; a status from 200 to 399 is success."""
-
-    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({"protocol"})
-
-    path: str = Field("/", description="The request's path; default /.")
-    port: PortOrName = Field(description=_PORT)
-    host: str | None = Field(None, description="The host to connect to; default: the pod's "
-                                               "IP.")
-    scheme: Literal["HTTP", "HTTPS"] = Field("HTTP", description="HTTP (default) or HTTPS "
-                                                                 "(certificate not checked).")
-    http_headers: list[HTTPHeader] = Field(default_factory=list,
-                                           description="Headers to send; default [].")
-
-
-class TCPSocketAction(model._Model):
-    """A probe that opens a TCP connection; connecting is success."""
-
-    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset()
-
-    port: PortOrName = Field(description=_PORT)
-    host: str | None = Field(None, description="The host to connect to; default: the pod's "
-                                               "IP.")
-
-
-class GRPCAction(model._Model):
-    """A probe that calls the gRPC health checking protocol; SERVING is success."""
-
-    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({"mode"})
-
-    port: Port = Field(description="A port number (not a name).")
-    service: str | None = Field(None, description="The service name sent in the health "
-                                                  "check request; default empty.")
-
-
-_NOT_RUN = " Probes are parsed and validated, not run yet."
-
-
-class Probe(model._Model):
-    """A liveness, readiness or startup probe: exactly one of exec, httpGet, tcpSocket,
-    grpc. Parsed and validated as Kubernetes does, not run yet: it never restarts a
-    container or delays a sidecar's successor."""
-
-    UNSUPPORTED: ClassVar[frozenset[str]] = frozenset()
-
-    exec: ExecAction | None = Field(None, description="Run a command in the container; exit "
-                                                      "status 0 is success.")
-    http_get: HTTPGetAction | None = Field(None, description="Send an HTTP GET request.")
-    tcp_socket: TCPSocketAction | None = Field(None, description="Open a TCP connection.")
-    grpc: GRPCAction | None = Field(None, description="Call the gRPC health check.")
-    initial_delay_seconds: int = Field(
-        0, ge=0, description="Seconds after the container starts before the first probe; "
-                             "default 0." + _NOT_RUN)
-    period_seconds: int = Field(10, ge=1, description="Seconds between probes, at least 1; "
-                                                      "default 10." + _NOT_RUN)
-    timeout_seconds: int = Field(1, ge=1, description="Seconds before a probe counts as "
-                                                      "failed, at least 1; default 1." + _NOT_RUN)
-    success_threshold: int = Field(1, ge=1, description="Successes in a row that count as "
-                                   "success; default 1, and must be 1 for liveness and "
-                                   "startup.")
-    failure_threshold: int = Field(3, ge=1, description="Failures in a row that count as "
-                                                        "failure; default 3." + _NOT_RUN)
-    termination_grace_period_seconds: int | None = Field(
-        None, ge=1, description="The grace period when this probe fails, instead of the "
-                                "pod's; not on a readiness probe." + _NOT_RUN)
-
-    @pydantic.model_validator(mode="after")
-    def _one(self) -> Probe:
-        _one_of(self, ("exec", "http_get", "tcp_socket", "grpc"), "a probe")
-        return self
-
-    @property
-    def port(self) -> int | str | None:
-        handler = self.http_get or self.tcp_socket or self.grpc
-        return handler.port if handler is not None else None
+# --- lifecycle, ports, resources, security (probes: manifest/probes.py) ----------------
 
 
 class LifecycleHandler(model._Model):
@@ -1081,12 +945,14 @@ class KubeContainer(model._Model):
         "File", description="Only File (the default): termination messages are not "
                             "collected.")
     liveness_probe: Probe | None = Field(
-        None, description="Would restart the container when it fails." + _NOT_RUN)
+        None, description="Restarts the container (through its restart policy) when it "
+                          "fails failureThreshold times in a row.")
     readiness_probe: Probe | None = Field(
-        None, description="Would mark the container ready; readiness follows whether the "
-                          "process runs." + _NOT_RUN)
+        None, description="Marks the container ready or not (the READY column); without "
+                          "one, a running container is ready.")
     startup_probe: Probe | None = Field(
-        None, description="Would hold the other probes until it succeeds." + _NOT_RUN)
+        None, description="Holds the other probes until it succeeds; restarts the "
+                          "container when it fails failureThreshold times.")
     restart_policy: Literal["Always"] | None = Field(
         None, description="Init containers only: Always makes a sidecar.")
 

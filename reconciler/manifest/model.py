@@ -22,10 +22,10 @@ from enum import Enum
 from typing import Annotated, Any, Literal
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo
-from pydantic.alias_generators import to_camel
+from pydantic import Field, ValidationInfo
 
-from reconciler.manifest import quantity
+from reconciler.manifest import probes, quantity
+from reconciler.manifest.base import _Model as _Model  # kube, network, policy: model._Model
 
 API_VERSION = "reconciler/v1"
 HASH_VERSION = "v1"
@@ -44,21 +44,6 @@ CAPABILITIES = frozenset(
     MAC_OVERRIDE MAC_ADMIN SYSLOG WAKE_ALARM BLOCK_SUSPEND AUDIT_READ PERFMON BPF
     CHECKPOINT_RESTORE""".split()
 )
-
-
-class _Model(BaseModel):
-    """The base of every manifest model: camelCase field names, strict types, unknown
-    fields refused, frozen values."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        frozen=True,
-        strict=True,
-        alias_generator=to_camel,
-        validate_by_alias=True,
-        validate_by_name=False,
-        serialize_by_alias=True,
-    )
 
 
 def _host_path(value: str, info: ValidationInfo) -> str:
@@ -440,6 +425,18 @@ class Spec(_Model):
         default_factory=list, description="Container ports published on the host; with "
                                           "hostNetwork, hostPort must equal containerPort. "
                                           "Changed on the running container. Default [].")
+    liveness_probe: probes.Probe | None = Field(
+        None, description="Kubernetes' livenessProbe: failureThreshold failures in a row "
+                          "stop the container (its probe's or the spec's grace), and the "
+                          "restart policy restarts it. Changed on the running container.")
+    readiness_probe: probes.Probe | None = Field(
+        None, description="Kubernetes' readinessProbe: whether the container is READY; "
+                          "without one, a running container is. Changed on the running "
+                          "container.")
+    startup_probe: probes.Probe | None = Field(
+        None, description="Kubernetes' startupProbe: holds the other probes until it "
+                          "succeeds; failureThreshold failures stop the container as a "
+                          "liveness failure does. Changed on the running container.")
     read_only_root_filesystem: bool = Field(
         False, description="Mount the root filesystem read-only; default false.")
     capabilities: Capabilities = Field(
@@ -494,6 +491,19 @@ class Spec(_Model):
                 raise ValueError(f"ports[{i}]: with hostNetwork, hostPort must equal"
                                  f" containerPort {p.container_port}")
         check_ports(self.ports)
+        for field, probe in (("livenessProbe", self.liveness_probe),
+                             ("readinessProbe", self.readiness_probe),
+                             ("startupProbe", self.startup_probe)):
+            if probe is None:
+                continue
+            if isinstance(probe.port, str):
+                raise ValueError(f"{field}: port {probe.port!r} must be a number (a "
+                                 "Container has no named ports)")
+            if field != "readinessProbe" and probe.success_threshold != 1:
+                raise ValueError(f"{field}: successThreshold must be 1")
+            if field == "readinessProbe" and probe.termination_grace_period_seconds:
+                raise ValueError("readinessProbe: terminationGracePeriodSeconds is not "
+                                 "allowed (a readiness failure stops nothing)")
         names = [a.name for a in self.networks or ()]
         for name in names:
             if names.count(name) > 1:
@@ -519,7 +529,8 @@ class Container(_Model):
 # The one table of what changes in place (same container, same init PID): JSON-pointer
 # prefixes of the manifest. Everything else in a manifest needs a new instance.
 LIVE_PATHS = ("/spec/mounts", "/spec/resources", "/spec/state", "/spec/networks",
-              "/spec/ports", "/metadata/labels", "/metadata/annotations")
+              "/spec/ports", "/spec/livenessProbe", "/spec/readinessProbe",
+              "/spec/startupProbe", "/metadata/labels", "/metadata/annotations")
 LIVE_SPEC_FIELDS = frozenset(p.split("/")[2] for p in LIVE_PATHS if p.startswith("/spec/"))
 
 

@@ -225,6 +225,10 @@ class FakeRuntime:
             raise errors.RuncError("cannot exec in a stopped container", container=instance)
         return ExecResult(exit_code=0, stdout=b"", stderr=b"")
 
+    async def exec_probe(self, instance: str, argv: Sequence[str], *, timeout: float
+                         ) -> ExecResult | None:
+        return await self.exec(instance, argv, timeout=timeout)
+
     async def sync_volumes(self, instance: str, pod: PodInfo) -> builtins.list[str]:
         self._op("sync_volumes", instance)
         self._get(instance)

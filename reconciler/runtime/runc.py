@@ -632,6 +632,24 @@ class RuncRuntime:
         return ExecResult(exit_code=result.returncode, stdout=result.stdout,
                           stderr=result.stderr)
 
+    async def exec_probe(self, name: str, argv: Sequence[str], *, timeout: float
+                         ) -> ExecResult | None:
+        """An exec probe: ``runc exec`` (the container's namespaces, cgroup, capabilities
+        and seccomp, as the kubelet's ExecSync), without the state check ``exec`` makes
+        (a second runc per probe). None when it outlived ``timeout``: the command's
+        process is then killed too, not left behind in the container."""
+        with tempfile.TemporaryDirectory(prefix="probe-") as tmp:
+            pid_file = os.path.join(tmp, "pid")
+            argv_ = self._runc("exec", "--pid-file", pid_file, name, *argv, instance=name)
+            try:
+                result = await proc.run(argv_, timeout=timeout, container=name, check=False)
+            except errors.RuntimeTimeout:
+                with contextlib.suppress(OSError, ValueError):
+                    os.kill(int(Path(pid_file).read_text()), signal.SIGKILL)
+                return None
+        return ExecResult(exit_code=result.returncode, stdout=result.stdout,
+                          stderr=result.stderr)
+
     async def exec_attached(self, name: str, argv: Sequence[str], *, tty: bool = False,
                             stdin: bool = True, env: Sequence[str] = (),
                             user: str | None = None, cwd: str | None = None) -> int:

@@ -40,6 +40,11 @@ class Runtime(Protocol):
         """Run ``argv`` in the running instance (its namespaces, cgroup, capabilities,
         seccomp): a preStop hook."""
 
+    async def exec_probe(self, instance: str, argv: Sequence[str], *, timeout: float
+                         ) -> ExecResult | None:
+        """An exec probe in the running instance, with the same guarantees as ``exec``;
+        None if it ran past ``timeout`` (and was killed)."""
+
     async def signal(self, instance: str, sig: str, *, every: bool = False) -> None:
         """Send ``sig`` to the init (``every``: to every process); thaws a paused one
         first for a SIGKILL-free stop signal to be seen."""

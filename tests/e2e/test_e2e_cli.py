@@ -312,7 +312,7 @@ def test_a_recreated_name_starts_a_fresh_history(e2e: E2E) -> None:
     wait_until(lambda: (c := e2e.get("c")) and c["restarts"] == 1 and c["phase"] == "Running",
                10, what="c crashed once and runs again")
     wait_until(lambda: "Restarted" in e2e.reasons("c"), 5, what="c's Restarted event")
-    assert rows_of(e2e.cli("get", "c").stdout)["c"][3] == "1"
+    assert rows_of(e2e.cli("get", "c").stdout)["c"][4] == "1"  # NAME READY STATUS DESIRED RESTARTS
     first_life = reasons_in(e2e.cli("events", "c").stdout)
     assert "Exited" in first_life and "Restarted" in first_life
 
@@ -323,7 +323,7 @@ def test_a_recreated_name_starts_a_fresh_history(e2e: E2E) -> None:
     e2e.wait_running("c")
     c = e2e.wait_phase("c", "Running")
     assert c["restarts"] == 0
-    assert rows_of(e2e.cli("get", "c").stdout)["c"][3] == "0"
+    assert rows_of(e2e.cli("get", "c").stdout)["c"][4] == "0"
 
     now = reasons_in(e2e.cli("events", "c").stdout)
     assert now[0] == "Created" and not {"Exited", "Restarted", "Deleted"} & set(now), now
@@ -467,7 +467,7 @@ def test_config_view_and_get_from_the_environment(e2e: E2E) -> None:
     assert view["runcRoot"][1:] == [str(e2e.runc_root), "RECONCILER_RUNC_ROOT"]
     got = bare("get")
     assert got.returncode == 0, got.stderr
-    assert rows_of(got.stdout)["web"][1] == "Running"
+    assert rows_of(got.stdout)["web"][1:3] == ["1/1", "Running"]
     assert bare("exec", "web", "--", "echo", "found").stdout == "found\n"
 
 

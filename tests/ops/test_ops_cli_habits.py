@@ -157,14 +157,14 @@ def _watched(watcher: subprocess.Popen[str], state: Path) -> None:
     """The header and the row, nothing for the same state written again, a row when the
     state changes."""
     assert watcher.stdout is not None
-    assert _readline(watcher, timeout=5).split()[:2] == ["NAME", "STATUS"]
-    assert _readline(watcher, timeout=5).split()[:2] == ["web", "Running"]
+    assert _readline(watcher, timeout=5).split()[:3] == ["NAME", "READY", "STATUS"]
+    assert _readline(watcher, timeout=5).split()[:3] == ["web", "1/1", "Running"]
     time.sleep(0.3)
     _status(state, pid=None, written=time.time(), containers={"web": _record("web")})
     time.sleep(0.3)  # the same state written again: no new row
     crashed = {**_record("web"), "phase": "BackOff", "restarts": 1}
     _status(state, pid=None, written=time.time(), containers={"web": crashed})
-    assert _readline(watcher, timeout=5).split()[:2] == ["web", "BackOff"]
+    assert _readline(watcher, timeout=5).split()[:3] == ["web", "0/1", "BackOff"]
 
 
 def _readline(proc: subprocess.Popen[str], *, timeout: float) -> str:
@@ -222,7 +222,7 @@ def test_get_watch_with_a_selector_prints_a_changed_row(tmp_path: Path) -> None:
             stderr=subprocess.DEVNULL, text=True) as watcher:
         try:
             assert _readline(watcher, timeout=5).split()[0] == "NAME"
-            assert _readline(watcher, timeout=5).split()[:2] == ["web", "Running"]
+            assert _readline(watcher, timeout=5).split()[:3] == ["web", "1/1", "Running"]
             time.sleep(0.3)
             db_crashed = {**_record("db"), "phase": "BackOff", "restarts": 1}
             _status(state, pid=None, written=time.time(), containers={**both, "db": db_crashed})
@@ -231,7 +231,7 @@ def test_get_watch_with_a_selector_prints_a_changed_row(tmp_path: Path) -> None:
             _status(state, pid=None, written=time.time(),
                     containers={"web": web_crashed, "db": db_crashed})
             row = _readline(watcher, timeout=5).split()
-            assert (row[:2], row[-1]) == (["web", "BackOff"], "app=web")
+            assert (row[:3], row[-1]) == (["web", "0/1", "BackOff"], "app=web")
         finally:
             watcher.kill()
             watcher.wait(5)

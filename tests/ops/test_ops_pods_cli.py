@@ -252,8 +252,8 @@ def write_status(tmp_path: Path, *records: dict[str, Any]) -> None:
     (tmp_path / "status.json").write_text(json.dumps(status))
 
 
-PLAIN_TABLE = ("NAME   STATUS    DESIRED   RESTARTS   AGE   SOURCE       MESSAGE\n"
-               "db     Running   Running   0          2m    /m/db.yaml")
+PLAIN_TABLE = ("NAME   READY   STATUS    DESIRED   RESTARTS   AGE   SOURCE       MESSAGE\n"
+               "db     1/1     Running   Running   0          2m    /m/db.yaml")
 
 
 def test_get_without_pods_prints_what_it_always_did(tmp_path: Path,
@@ -292,7 +292,7 @@ def test_get_describe_events_with_a_pod(tmp_path: Path,
     assert run(tmp_path, capsys, "get", "web")[1] == pods_table
     assert run(tmp_path, capsys, "get", "-n", "other", "pods")[2] == "No pods.\n"
     unit = run(tmp_path, capsys, "get", "default_web_client")[1]
-    assert unit.splitlines()[1].split()[:2] == ["default_web_client", "Running"]
+    assert unit.splitlines()[1].split()[:3] == ["default_web_client", "1/1", "Running"]
     listed = json.loads(run(tmp_path, capsys, "get", "-o", "json")[1])
     # every record, in status.json's order, as before pods; then the pods
     assert [x["name"] for x in listed if "kind" not in x] == ["db", *[r["name"] for r in units]]
