@@ -102,6 +102,7 @@ class Networks:
         self.plugins = plugins or cni.Plugins()
         self.resolv_conf = resolv_conf
         self.networks: dict[str, netmodel.Network] = {}
+        self.desired_names: frozenset[str] | None = None  # the objects desired now
         self.records: dict[str, _Record] = {}
         self.book: dict[str, dict[str, str]] = {}  # network -> object -> address (no prefix)
         self.refused: dict[str, str] = {}  # network -> why it cannot be made on this host
@@ -148,17 +149,28 @@ class Networks:
     # -- desired state ----------------------------------------------------------------------
 
     def set_desired(self, desired: DesiredState) -> None:
-        """The networks in force, and the addresses of objects that are gone let go."""
+        """The networks in force, and what objects that are gone had let go."""
         self.networks = dict(desired.networks)
-        attached = {r.object for r in self.records.values()}
-        names = set(desired.specs) | attached
+        self.desired_names = frozenset(desired.specs)
+        self._let_go()
+
+    def _let_go(self) -> None:
+        """Addresses and /etc files of objects neither desired nor attached removed (an
+        object being deleted keeps them until its last instance is released)."""
+        if self.desired_names is None:  # not known yet: a start's recovery forgets nothing
+            return
+        keep = self.desired_names | {r.object for r in self.records.values()}
         changed = False
         for objects in self.book.values():
-            for gone in [o for o in objects if o not in names]:
+            for gone in [o for o in objects if o not in keep]:
                 del objects[gone]
                 changed = True
         if changed:
             self._save_book()
+        etc = self.root / "etc"
+        for d in (etc.iterdir() if etc.is_dir() else ()):
+            if d.name not in keep:
+                shutil.rmtree(d, ignore_errors=True)
 
     def etc_files(self, want: Desired) -> dict[str, str]:
         """The /etc/hosts and /etc/resolv.conf an instance of ``want`` mounts, for its
@@ -274,7 +286,7 @@ class Networks:
             await self.plugins.delete(
                 link.network, cni.chain(net, ipam_dir=str(self.ipam_dir)),
                 container_id=rec.instance, netns=rec.netns, ifname=link.ifname,
-                runtime={"ips": link.ips}, prev=link.result)
+                runtime={"ips": link.ips}, prev=link.result or _result_of(link, rec.netns))
         del rec.links[link.network]
         await anyio.to_thread.run_sync(self._save, rec)
 
@@ -378,6 +390,7 @@ class Networks:
         await anyio.to_thread.run_sync(cni.unpin, Path(rec.netns))
         self._record_path(rec.instance).unlink(missing_ok=True)
         self.records.pop(rec.instance, None)
+        self._let_go()
 
     # -- addresses -------------------------------------------------------------------------------
 
@@ -561,6 +574,15 @@ class Networks:
     def addresses(self, obj: str) -> dict[str, list[str]]:
         return {n: link.ips for r in self.records.values() if r.object == obj
                 for n, link in r.links.items()}
+
+
+def _result_of(link: _Link, netns: str) -> dict[str, Any]:
+    """The result an ADD cut short (a daemon killed in it) would have given, from what the
+    record says was asked: DEL of the firewall plugin removes rules only for the addresses
+    of its prevResult."""
+    return {"cniVersion": cni.CNI_VERSION,
+            "interfaces": [{"name": link.ifname, "sandbox": netns}],
+            "ips": [{"address": ip, "interface": 0} for ip in link.ips]}
 
 
 def _stand_in(link: _Link) -> netmodel.Network:

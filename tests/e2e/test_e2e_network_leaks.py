@@ -260,21 +260,7 @@ def shown(problems: list[str], limit: int = 60) -> str:
 # What this file found wrong in the product, each as the problem lines it causes. A test
 # whose only problems match these ends as xfail, listing them; any other problem fails it.
 # Delete an entry once its bug is fixed (the test then fails if the bug comes back).
-KNOWN_BUGS = {
-    "the address book keeps a deleted object's address until the next manifest change or"
-    " daemon restart (Networks.set_desired runs only when manifests are read, while the"
-    " object's attachment record still exists; docs/networking.md: an object deleted from"
-    " the manifests lets its addresses go)":
-        re.compile(r"^address book: [+-] |^address book keeps "),
-    "<state>/networks/etc/<object> (hosts, resolv.conf) is never removed when the object"
-    " is deleted: one directory per object name ever used":
-        re.compile(r"^hosts files: \+ "),
-    "a daemon killed while the firewall plugin ADDs leaves its CNI-FORWARD rules when the"
-    " object is deleted next: the ADD result was not recorded, and DEL without prevResult"
-    " makes the firewall plugin remove nothing (network.py _del_link passes prev=None)":
-        re.compile(r"(rule names [\d.]+, no live object's address: |^iptables: \+ )"
-                   r"iptables-save filter -A CNI-FORWARD -[ds] [\d.]+/32 "),
-}
+KNOWN_BUGS: dict[str, re.Pattern[str]] = {}  # none known now
 
 
 class Findings:
