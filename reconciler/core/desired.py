@@ -32,9 +32,9 @@ import types
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from reconciler.core import pods
+from reconciler.core import dependencies, pods
 from reconciler.manifest import loader, model, network
 
 if TYPE_CHECKING:
@@ -178,6 +178,7 @@ def build(
                              unmade)
         for unit in made:
             specs[unit.name] = unit
+    specs = _dependencies(chosen, specs, before, problems, unmade)
     results = [result for _, _, result in origins]
     problems = [f for r in results for f in r.findings] + problems
     problems += loader.check_duplicates(r for r in results if r.ok)
@@ -229,6 +230,51 @@ def _networks(config: Mapping[tuple[str, str], ConfigObject], default_subnet: st
             if name in network.overlapping(list(nets.values()), first=before):
                 del nets[name]
     return dict(sorted(nets.items()))
+
+
+def _dependencies(chosen: Mapping[tuple[str, str], _Claim], specs: dict[str, Desired],
+                  before: Mapping[str, Desired], problems: list[loader.Finding],
+                  held: dict[str, str]) -> dict[str, Desired]:
+    """``specs`` where every dependsOn names a defined object and none is in a cycle; an
+    object that fails either gets a finding and keeps what it had (keep-last-good)."""
+    known = {d.key for d in specs.values()}
+    graph: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    refs: dict[tuple[str, str], list[Any]] = {}
+    for d in specs.values():
+        if d.container.spec.depends_on:
+            refs[d.key] = list(d.container.spec.depends_on)
+            graph[d.key] = [dependencies.key_of(r.name) for r in d.container.spec.depends_on]
+    bad: dict[tuple[str, str], tuple[str, str]] = {}  # object -> (path, message)
+    for okey, deps in refs.items():
+        for i, dep in enumerate(deps):
+            if dependencies.key_of(dep.name) not in known:
+                bad[okey] = (_dep_path(okey, i), f"dependsOn: {dep.name!r} is not defined in"
+                                                 " any manifest")
+                break
+    for cycle in dependencies.cycles(graph):
+        files = sorted({chosen[k].source for k in cycle if k in chosen})
+        text = " -> ".join(_conflict_name(k) for k in [*cycle, cycle[0]])
+        for okey in cycle:
+            bad.setdefault(okey, (_dep_path(okey, None),
+                                  f"dependsOn: a cycle ({text}; files: {', '.join(files)})"))
+    if not bad:
+        return specs
+    out = {n: d for n, d in specs.items() if d.key not in bad}
+    for okey, (path, message) in sorted(bad.items()):
+        claim = chosen.get(okey)
+        if claim is not None and claim.doc is not None:
+            problems.append(loader.Finding(claim.doc.file, claim.doc.line, path,
+                                           message + "; the object keeps what it had"))
+        if okey[0] == "Pod":
+            held[okey[1]] = message
+        out.update({d.name: d for d in before.values() if d.key == okey})
+    return dict(sorted(out.items()))
+
+
+def _dep_path(okey: tuple[str, str], i: int | None) -> str:
+    if okey[0] == "Pod":
+        return f"metadata.annotations['{dependencies.POD_ANNOTATION}']"
+    return "spec.dependsOn" if i is None else f"spec.dependsOn[{i}].name"
 
 
 def _attached(okey: tuple[str, str], doc: loader.Loaded, units: list[Desired],

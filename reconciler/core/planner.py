@@ -30,7 +30,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.core import changes, pods
+from reconciler.core import changes, dependencies, pods
 from reconciler.core.backoff import Backoff
 from reconciler.core.desired import Desired, DesiredState
 
@@ -86,6 +86,7 @@ class Cause(str, enum.Enum):
     EXITED = "Exited"
     STRAY = "Stray"  # an older instance of an object that has a newer one
     SANDBOX_GONE = "SandboxGone"  # a pod container whose sandbox was replaced or stopped
+    DEPENDENCY = "Dependency"  # a dependency with restart: true was started again
 
 
 # -- steps: what a worker does, one after the other ------------------------------------------
@@ -193,6 +194,7 @@ class Plan:
     notes: tuple[str, ...] = ()  # what was held back, and why
     warnings: tuple[str, ...] = ()  # the notes a person must act on (a refused prune)
     waiting: Mapping[str, float] = field(default_factory=dict)  # name -> retry due
+    blocked: Mapping[str, str] = field(default_factory=dict)  # name -> what it waits for
 
 
 def plan(
@@ -203,10 +205,14 @@ def plan(
     *,
     allow_empty: bool = False,
     backoff: Backoff = Backoff(),  # noqa: B008 - frozen value
+    ready: Mapping[str, bool] | None = None,
 ) -> Plan:
+    """``ready``: each unit's READY (daemon.probes), for dependsOn's Ready condition."""
     actions: list[Action] = []
     notes: list[str] = []
     waiting: dict[str, float] = {}
+    blocked: dict[str, str] = {}
+    ready = ready or {}
     members = _pod_members(observed)
     ordered: set[str] = set()  # deletes held back only by a pod's order (still deletes)
     for name in sorted(set(desired.specs) | set(observed)):
@@ -218,6 +224,9 @@ def plan(
             held = _hold_delete(desired, have)
             if held:
                 notes.append(f"{name}: kept: {held}")
+            elif (dependent := _dependent_left(have, observed, desired)) is not None:
+                notes.append(f"{name}: delete waits for {dependent} (it depends on this)")
+                ordered.add(name)
             elif (waits := _pod_delete_waits(have, members)) is not None:
                 notes.append(f"{name}: delete waits for {waits}")
                 ordered.add(name)
@@ -235,7 +244,23 @@ def plan(
                     notes.append(f"{name}: {gate}")
                 continue
             sandbox = observed.get(want.pod.sandbox)
+        deps = want.container.spec.depends_on
+        if deps and (have is None or have.status is Status.STOPPED):
+            why = next((w for d in deps if (w := dependencies.waiting_for(
+                d, desired.specs, observed, history, ready)) is not None), None)
+            if why is not None:
+                blocked[name] = why
+                notes.append(f"{name}: {why}")
+                continue
         action = _converge(want, have, hist, sandbox=sandbox)
+        if action is None and deps and have is not None and have.status is Status.RUNNING:
+            again = [d.name for d in deps if dependencies.restarted_since(
+                d, desired.specs, history, hist.started_at)]
+            if again and all(dependencies.waiting_for(d, desired.specs, observed, history,
+                                                      ready) is None for d in deps):
+                action = _make(Kind.RESTART, want, have, hist,
+                               f"its dependency {', '.join(again)} was started again"
+                               " (restart: true)", Cause.DEPENDENCY)
         if action is None:
             continue
         if (want.pod is not None and want.pod.role is pods.Role.SANDBOX
@@ -256,7 +281,27 @@ def plan(
                                     ordered=ordered)
     notes += refused
     return Plan(actions=tuple(actions), wake_at=min(waiting.values(), default=None),
-                notes=tuple(notes), waiting=waiting, warnings=tuple(refused))
+                notes=tuple(notes), waiting=waiting, warnings=tuple(refused),
+                blocked=blocked)
+
+
+def _dependent_left(have: Observed, observed: Mapping[str, Observed],
+                    desired: DesiredState) -> str | None:
+    """Another object being deleted whose applied dependsOn names ``have``'s: deletion
+    goes in reverse order, so ``have`` waits for it."""
+    mine = ("Pod", have.annotations[ANN_POD]) if ANN_POD in have.annotations \
+        else ("Container", have.name)
+    for other in observed.values():
+        if other.name == have.name or other.name in desired.specs:
+            continue
+        if ANN_POD in other.annotations and ANN_POD in have.annotations \
+                and other.annotations[ANN_POD] == have.annotations[ANN_POD]:
+            continue  # the pod's own order (_pod_delete_waits) applies within it
+        applied = applied_container(other)
+        if applied is not None and any(dependencies.key_of(d.name) == mine
+                                       for d in applied.spec.depends_on):
+            return other.annotations.get(ANN_POD) or other.name
+    return None
 
 
 def _guard_prune(actions: list[Action], desired: DesiredState,
@@ -454,7 +499,8 @@ def _make(kind: Kind, want: Desired, have: Observed | None, hist: History, reaso
         else:
             generation = have.generation
         previous = have.id
-        if have.status in (Status.RUNNING, Status.PAUSED) and kind is Kind.RECREATE:
+        if have.status in (Status.RUNNING, Status.PAUSED) and kind in (Kind.RECREATE,
+                                                                         Kind.RESTART):
             applied = applied_container(have)
             steps.append(_stop(have, applied))
         steps.append(Delete(have.id, keep_logs=True))

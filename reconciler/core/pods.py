@@ -40,6 +40,7 @@ INFRA_DIR = "infra"  # under the pods dir: the sandbox's root (catatonit alone)
 INFRA_ARGV = ("/catatonit", "-P")  # catatonit's pause mode: hold the namespaces, reap
 ANN_VOLUMES = "io.reconciler.volumes"  # the sandbox's: a hash of its volumes' content
 ANN_SUBDOMAIN = "io.reconciler.subdomain"  # the sandbox's: the pod's spec.subdomain
+DEPENDS_ON = "reconciler.io/depends-on"  # a Pod's dependsOn: "db:Ready,pod/cache"
 CONFIG_KINDS = ("ConfigMap", "Secret")
 SHM = "..shm"  # the pod's /dev/shm: a tmpfs the sandbox's volumes hold (no user name has "..")
 SHM_SIZE = 64 << 20  # bytes, as containerd's and runc spec's
@@ -420,6 +421,12 @@ def _sandbox_doc(pod: kube.Pod, volumes: Sequence[PodVolume], directory: str
         wanted = pod.metadata.annotations.get(network.POD_ANNOTATION)
         if wanted is not None:
             spec["networks"] = [{"name": n} for n in _network_names(wanted)]
+    deps = pod.metadata.annotations.get(DEPENDS_ON)
+    if deps is not None:
+        try:
+            spec["dependsOn"] = _parse_deps(deps)
+        except ValueError as exc:
+            raise PodError(f"metadata.annotations['{DEPENDS_ON}']", str(exc)) from None
     annotations = {ANN_VOLUMES: volumes_digest(volumes)} if volumes else {}
     if pod.spec.subdomain and not pod.spec.host_network:
         annotations[ANN_SUBDOMAIN] = pod.spec.subdomain  # hostname.subdomain resolves too
@@ -429,6 +436,27 @@ def _sandbox_doc(pod: kube.Pod, volumes: Sequence[PodVolume], directory: str
                      "annotations": annotations},
         "spec": spec,
     }
+
+
+def _parse_deps(text: str) -> list[dict[str, object]]:
+    """The depends-on annotation: ``NAME[:CONDITION[:restart]]``, separated by commas."""
+    out: list[dict[str, object]] = []
+    for item in (i.strip() for i in text.split(",")):
+        if not item:
+            continue
+        name, _, rest = item.partition(":")
+        condition, _, flag = rest.partition(":")
+        entry: dict[str, object] = {"name": name.strip()}
+        if condition.strip():
+            if condition.strip() not in ("Started", "Ready", "Completed"):
+                raise ValueError(f"{item!r}: the condition is Started, Ready or Completed")
+            entry["condition"] = condition.strip()
+        if flag.strip():
+            if flag.strip() != "restart":
+                raise ValueError(f"{item!r}: after the condition only ':restart' may follow")
+            entry["restart"] = True
+        out.append(entry)
+    return out
 
 
 def _network_names(text: str) -> list[str]:

@@ -273,7 +273,10 @@ class Controller:
         # with each image container's digest in its hash: what the plan and status.json use
         self.effective = self.resolver.digests.with_digests(self.desired)
         plan = planner.plan(self.effective, self.observed, self.history, now,
-                            allow_empty=self.allow_empty, backoff=self.backoff)
+                            allow_empty=self.allow_empty, backoff=self.backoff,
+                            ready={n: r.ready for n, r in self.probers.readiness.items()
+                                   if self.observed.get(n) is not None
+                                   and self.observed[n].id == r.instance})
         self.last_plan = plan
         for note in plan.notes:
             if note not in self._last_notes:

@@ -90,8 +90,10 @@ class Probers:
                 continue
             if not any(probes):
                 self._stop(name)
-                self.readiness[name] = Readiness(True, obs.created or time.time(),
-                                                 instance=obs.id)
+                cur = self.readiness.get(name)
+                if cur is None or not cur.ready or cur.instance != obs.id:
+                    self.readiness[name] = Readiness(True, time.time(), instance=obs.id)
+                    self.host.kick()  # what waits for it to be ready is planned again
                 continue
             key = json.dumps([obs.id, obs.pid, *(p.model_dump(mode="json") if p else None
                                                  for p in probes)], sort_keys=True)

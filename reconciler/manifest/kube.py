@@ -21,20 +21,21 @@ from pydantic import ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from reconciler.manifest import model, quantity
-from reconciler.manifest.probes import (  # noqa: F401 - kube.X names, as before
-    ExecAction,
-    GRPCAction,
-    HeaderName,
-    HTTPGetAction,
-    HTTPHeader,
-    Port,
-    PortName,
-    PortOrName,
-    Probe,
-    TCPSocketAction,
-)
+from reconciler.manifest import probes as _probes
 from reconciler.manifest.probes import matching as _matching
 from reconciler.manifest.probes import one_of as _one_of
+
+# kube.X as before the probe models moved to manifest/probes.py (shared with our kind)
+ExecAction = _probes.ExecAction
+GRPCAction = _probes.GRPCAction
+HeaderName = _probes.HeaderName
+HTTPGetAction = _probes.HTTPGetAction
+HTTPHeader = _probes.HTTPHeader
+Port = _probes.Port
+PortName = _probes.PortName
+PortOrName = _probes.PortOrName
+Probe = _probes.Probe
+TCPSocketAction = _probes.TCPSocketAction
 
 # --- names and small value types ------------------------------------------------------
 

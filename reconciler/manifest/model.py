@@ -342,6 +342,28 @@ def check_ports(ports: Sequence[Port]) -> None:
         ips.append(ip)
 
 
+class Dependency(_Model):
+    """Another object this one waits for (compose's depends_on)."""
+
+    name: str = Field(description="A Container's name, or pod/NAME (pod/NAMESPACE/NAME) for "
+                                  "a v1 Pod.")
+    condition: Literal["Started", "Ready", "Completed"] = Field(
+        "Started", description="Started (its containers run), Ready (they are READY) or "
+                               "Completed (they exited 0); default Started.")
+    restart: bool = Field(False, description="Restart this object when that one is "
+                                             "restarted or made again; default false.")
+
+    @pydantic.field_validator("name")
+    @classmethod
+    def _ref(cls, value: str) -> str:
+        parts = value.split("/")
+        names = parts[1:] if parts[0] == "pod" and len(parts) in (2, 3) else parts
+        if len(names) != 1 and parts[0] != "pod" or not all(
+                len(n) <= 63 and _NAME_RE.match(n) for n in names):
+            raise ValueError(f"{value!r} is not a Container's name or pod/NAME")
+        return value
+
+
 class Spec(_Model):
     """What to run and how. Exactly one of rootfs, bundle and image. mounts, resources and
     state are changed on the running container; any other change replaces the container
@@ -425,6 +447,10 @@ class Spec(_Model):
         default_factory=list, description="Container ports published on the host; with "
                                           "hostNetwork, hostPort must equal containerPort. "
                                           "Changed on the running container. Default [].")
+    depends_on: list[Dependency] = Field(
+        default_factory=list, description="Objects to wait for before this one is made: "
+                                          "created in order, deleted in reverse order. "
+                                          "Changed without a restart. Default [].")
     liveness_probe: probes.Probe | None = Field(
         None, description="Kubernetes' livenessProbe: failureThreshold failures in a row "
                           "stop the container (its probe's or the spec's grace), and the "
@@ -530,7 +556,8 @@ class Container(_Model):
 # prefixes of the manifest. Everything else in a manifest needs a new instance.
 LIVE_PATHS = ("/spec/mounts", "/spec/resources", "/spec/state", "/spec/networks",
               "/spec/ports", "/spec/livenessProbe", "/spec/readinessProbe",
-              "/spec/startupProbe", "/metadata/labels", "/metadata/annotations")
+              "/spec/startupProbe", "/spec/dependsOn", "/metadata/labels",
+              "/metadata/annotations")
 LIVE_SPEC_FIELDS = frozenset(p.split("/")[2] for p in LIVE_PATHS if p.startswith("/spec/"))
 
 
