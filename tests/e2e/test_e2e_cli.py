@@ -227,11 +227,11 @@ def test_get_watch_prints_a_row_again_when_it_changes(e2e: E2E) -> None:
     e2e.wait_phase("w", "Running")
     with streamed(e2e, "get", "w", "-w", "--no-headers") as watch:
         first = watch.wait_line(lambda line: line.startswith("w "), 10, what="w's first row")
-        assert first.split()[1:3] == ["Running", "Running"]
+        assert first.split()[1:4] == ["1/1", "Running", "Running"]
         e2e.write("w.yaml", labelled(e2e, "w", {"app": "web"}, state="Paused"))
-        again = watch.wait_line(lambda line: line.split()[1:2] == ["Paused"], 10,
+        again = watch.wait_line(lambda line: line.split()[2:3] == ["Paused"], 10,
                                 what="w Paused")
-        assert again.split()[:3] == ["w", "Paused", "Paused"]
+        assert again.split()[:4] == ["w", "0/1", "Paused", "Paused"]
         assert watch.proc.poll() is None  # still watching
     assert (e2e.runc("w") or {}).get("status") == "paused"  # runc's word, not ours
 
@@ -250,8 +250,8 @@ def test_get_watch_with_a_selector(e2e: E2E) -> None:
         e2e.write("other.yaml", labelled(e2e, "other", {"app": "db"}, state="Paused"))
         e2e.wait_phase("other", "Paused")
         e2e.write("w.yaml", labelled(e2e, "w", {"app": "web"}, state="Paused"))
-        again = watch.wait_line(lambda line: line.split()[:2] == ["w", "Paused"], 10,
-                                what="w Paused")
+        again = watch.wait_line(lambda line: line.split()[:3] == ["w", "0/1", "Paused"],
+                                10, what="w Paused")
         assert again.split()[-1] == "app=web"
     assert not [line for line in watch.seen if line.startswith("other")]  # not selected
 

@@ -68,7 +68,7 @@ def test_get_describe_logs_exec_a_pod(world: E2E) -> None:  # noqa: F811 (the fi
     rows = table(ok(e2e, "get"))
     assert rows["web"][:4] == ["web", "2/2", "Running", "0"]
     assert rows["NAME"][:5] == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
-    assert rows["plain"][:3] == ["plain", "Running", "Running"]
+    assert rows["plain"][:4] == ["plain", "1/1", "Running", "Running"]
     assert not [n for n in rows if n.startswith("default_web")]
     assert set(table(ok(e2e, "get", "pods"))) == {"NAME", "web"}
     assert set(table(ok(e2e, "get", "po", "web"))) == {"NAME", "web"}
