@@ -245,7 +245,8 @@ def plan(
                 continue
             sandbox = observed.get(want.pod.sandbox)
         deps = want.container.spec.depends_on
-        if deps and (have is None or have.status is Status.STOPPED):
+        if deps and (have is None or have.status is Status.STOPPED) \
+                and want.container.spec.state is not RunState.STOPPED:
             why = next((w for d in deps if (w := dependencies.waiting_for(
                 d, desired.specs, observed, history, ready)) is not None), None)
             if why is not None:

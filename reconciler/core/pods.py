@@ -439,7 +439,7 @@ def _sandbox_doc(pod: kube.Pod, volumes: Sequence[PodVolume], directory: str
 
 
 def _parse_deps(text: str) -> list[dict[str, object]]:
-    """The depends-on annotation: ``NAME[:CONDITION[:restart]]``, separated by commas."""
+    """The depends-on annotation: ``NAME[:CONDITION]``, separated by commas."""
     out: list[dict[str, object]] = []
     for item in (i.strip() for i in text.split(",")):
         if not item:
@@ -451,10 +451,14 @@ def _parse_deps(text: str) -> list[dict[str, object]]:
             if condition.strip() not in ("Started", "Ready", "Completed"):
                 raise ValueError(f"{item!r}: the condition is Started, Ready or Completed")
             entry["condition"] = condition.strip()
-        if flag.strip():
-            if flag.strip() != "restart":
-                raise ValueError(f"{item!r}: after the condition only ':restart' may follow")
-            entry["restart"] = True
+        if flag.strip():  # restart: true would stop the sandbox under running containers
+            raise ValueError(f"{item!r}: restart is not supported on a Pod's dependencies"
+                             " yet (give NAME or NAME:CONDITION)")
+        try:
+            model.Dependency.model_validate(entry)
+        except pydantic.ValidationError as exc:
+            raise ValueError(f"{item!r}: {exc.errors()[0]['msg'].removeprefix('Value error, ')}"
+                             ) from None
         out.append(entry)
     return out
 

@@ -51,6 +51,7 @@ class Readiness:
     message: str | None = None
     started: bool = True  # its startup probe passed (or it has none)
     instance: str | None = None
+    pid: int | None = None  # a restart keeps the instance id, not the process
 
 
 class Host(Protocol):
@@ -71,6 +72,7 @@ class Probers:
         self.host = host
         self.readiness: dict[str, Readiness] = {}  # written by the probers alone
         self._tasks: dict[str, tuple[str, anyio.CancelScope]] = {}  # name -> (key, scope)
+        self._pids: dict[str, int] = {}  # name -> the process its prober probes
 
     def sync(self, desired: DesiredState, observed: Mapping[str, Observed],
              tg: anyio.abc.TaskGroup) -> None:
@@ -92,7 +94,8 @@ class Probers:
                 self._stop(name)
                 cur = self.readiness.get(name)
                 if cur is None or not cur.ready or cur.instance != obs.id:
-                    self.readiness[name] = Readiness(True, time.time(), instance=obs.id)
+                    self.readiness[name] = Readiness(True, time.time(), instance=obs.id,
+                                                     pid=obs.pid)
                     self.host.kick()  # what waits for it to be ready is planned again
                 continue
             key = json.dumps([obs.id, obs.pid, *(p.model_dump(mode="json") if p else None
@@ -119,8 +122,9 @@ class Probers:
                    scope: anyio.CancelScope) -> None:
         spec = want.container.spec
         assert obs.pid is not None
-        old = self.readiness.get(name)
-        keep = old is not None and old.instance == obs.id and old.started
+        self._pids[name] = obs.pid
+        old = self.readiness.get(name)  # the same process (its probes changed): kept
+        keep = old is not None and (old.instance, old.pid) == (obs.id, obs.pid) and old.started
         started = anyio.Event()
         if spec.startup_probe is None or keep:
             started.set()
@@ -202,8 +206,7 @@ class Probers:
                     self.host.event(name, "Ready", f"readiness probe: {result.message}")
             else:
                 ok_run, bad_run = 0, bad_run + 1
-                if (ready or cur is None or cur.message == "probes starting") \
-                        and bad_run >= p.failure_threshold:
+                if bad_run >= p.failure_threshold:
                     self._set(name, obs.id, ready=False, started=True,
                               message=f"readiness probe failed: {result.message}")
                     if ready:
@@ -219,11 +222,20 @@ class Probers:
                 ready, started, instance, message):
             return
         since = cur.since if cur is not None and cur.ready == ready else time.time()
-        self.readiness[name] = Readiness(ready, since, message, started, instance)
+        self.readiness[name] = Readiness(ready, since, message, started, instance,
+                                         self._pids.get(name))
         self.host.kick()  # a pass publishes it, and plans what waited for it
 
     async def _probe(self, want: Desired, obs: Observed, p: Probe) -> netprobe.Result:
-        """One probe, bounded by its timeoutSeconds."""
+        """One probe, bounded by its timeoutSeconds; whatever goes wrong is its failure,
+        never the daemon's."""
+        try:
+            return await self._probe_once(want, obs, p)
+        except Exception as exc:
+            log.warning("%s: a probe raised %r", want.name, exc)
+            return netprobe.Result(False, f"{type(exc).__name__}: {exc}")
+
+    async def _probe_once(self, want: Desired, obs: Observed, p: Probe) -> netprobe.Result:
         assert obs.pid is not None
         if p.exec is not None:
             try:

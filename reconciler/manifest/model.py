@@ -357,10 +357,15 @@ class Dependency(_Model):
     @classmethod
     def _ref(cls, value: str) -> str:
         parts = value.split("/")
-        names = parts[1:] if parts[0] == "pod" and len(parts) in (2, 3) else parts
-        if len(names) != 1 and parts[0] != "pod" or not all(
-                len(n) <= 63 and _NAME_RE.match(n) for n in names):
-            raise ValueError(f"{value!r} is not a Container's name or pod/NAME")
+        if parts[0] == "pod" and len(parts) in (2, 3):
+            names = parts[1:]
+        elif len(parts) == 1:
+            names = parts
+        else:
+            names = []
+        if not names or not all(len(n) <= 63 and _NAME_RE.match(n) for n in names):
+            raise ValueError(f"{value!r} is not a Container's name, pod/NAME or "
+                             "pod/NAMESPACE/NAME")
         return value
 
 
@@ -558,7 +563,9 @@ LIVE_PATHS = ("/spec/mounts", "/spec/resources", "/spec/state", "/spec/networks"
               "/spec/ports", "/spec/livenessProbe", "/spec/readinessProbe",
               "/spec/startupProbe", "/spec/dependsOn", "/metadata/labels",
               "/metadata/annotations")
-LIVE_SPEC_FIELDS = frozenset(p.split("/")[2] for p in LIVE_PATHS if p.startswith("/spec/"))
+LIVE_SPEC_FIELDS = frozenset(  # field names (model_dump's exclude), not the camelCase keys
+    name for name, f in Spec.model_fields.items()
+    if f"/spec/{f.alias or name}" in LIVE_PATHS)
 
 
 def canonical_json(container: Container) -> str:

@@ -85,8 +85,8 @@ async def run(fn: Callable[..., Result], *args: Any, timeout: float) -> Result:
             return Result(False, f"timed out after {timeout:g}s")
         except OSError as exc:
             return Result(False, exc.strerror or str(exc))
-        except ValueError as exc:  # a reply we cannot parse
-            return Result(False, str(exc))
+        except Exception as exc:  # a reply we cannot parse (h2's ProtocolError, ...)
+            return Result(False, f"{type(exc).__name__}: {exc}".rstrip(": "))
 
     return await anyio.to_thread.run_sync(call, limiter=_LIMIT)
 
@@ -182,7 +182,10 @@ def grpc(pid: int, host: str, port: int, service: str, deadline: float) -> Resul
         sock.close()
     status = trailers.get("grpc-status", "")
     if status not in ("", "0"):
-        return Result(False, f"gRPC status {status}: {trailers.get('grpc-message', '')}".strip())
+        words = {"5": "NOT_FOUND (no such service)", "12": "UNIMPLEMENTED (no health"
+                 " service)", "14": "UNAVAILABLE"}.get(status, "")
+        detail = trailers.get("grpc-message", "") or words
+        return Result(False, f"gRPC status {status}" + (f": {detail}" if detail else ""))
     serving = _health_status(body[5:]) if len(body) >= 5 else 0
     return Result(serving == 1, f"health status {_GRPC_STATUS.get(serving, serving)}")
 

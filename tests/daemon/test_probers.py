@@ -433,10 +433,6 @@ async def test_a_new_instance_starts_again_from_not_ready() -> None:
 
 
 
-@pytest.mark.xfail(strict=True, reason="_startup's success sets the readiness message to None "
-                   "(not 'probes starting'), and _readiness records a failure's message only "
-                   "when ready or still 'probes starting': behind a startup probe, a readiness "
-                   "probe that never passes never says why")
 async def test_readiness_behind_a_startup_probe_says_why_it_fails() -> None:
     async def test(w: World) -> None:
         w.rt.answers["/ready"] = 1
@@ -503,9 +499,6 @@ async def test_a_tcp_probe_in_the_instances_network_namespace(anyio_backend: str
 
 @as_root
 @real_time
-@pytest.mark.xfail(strict=True, reason="h2.exceptions.ProtocolError from a malformed HTTP/2 "
-                   "reply escapes runtime.probe.run and Probers._probe: the prober task raises "
-                   "into the loop's task group (the daemon's) instead of failing the probe")
 async def test_a_malformed_grpc_reply_fails_the_probe(anyio_backend: str) -> None:
     async def test(w: World) -> None:
         with answering(b"\x00\x00\x01\x00\x00\x00\x00\x00\x00x") as port:  # DATA, stream 0

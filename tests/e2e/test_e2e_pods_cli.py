@@ -74,7 +74,8 @@ def test_get_describe_logs_exec_a_pod(world: E2E) -> None:  # noqa: F811 (the fi
     assert set(table(ok(e2e, "get", "po", "web"))) == {"NAME", "web"}
     assert set(table(ok(e2e, "get", "containers"))) == {"NAME", "plain"}
     assert set(table(ok(e2e, "get", "pod/web"))) == {"NAME", "web"}
-    assert table(ok(e2e, "get", "default_web_server"))["default_web_server"][1] == "Running"
+    assert table(ok(e2e, "get", "default_web_server"))["default_web_server"][1:3] == [
+        "1/1", "Running"]
     listed = json.loads(ok(e2e, "get", "-o", "json"))
     pod: dict[str, Any] = next(x for x in listed if x.get("kind") == "Pod")
     assert (pod["name"], pod["namespace"], pod["ready"], pod["status"]) == \

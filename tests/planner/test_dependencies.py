@@ -275,11 +275,11 @@ def test_restarted_since() -> None:
 
 def test_pod_annotation_becomes_the_sandboxs_depends_on() -> None:
     state = build({"/m/a.yaml": [ctr("db"), pod("cache"), pod(
-        "web", " db:Ready , pod/cache:Started:restart,, pod/cache:Completed ,")]})
+        "web", " db:Ready , pod/cache:Started,, pod/cache:Completed ,")]})
     assert state.problems == ()
     box = state.specs["default_web"].container.spec.depends_on
     assert [(d.name, d.condition, d.restart) for d in box] == [
-        ("db", "Ready", False), ("pod/cache", "Started", True),
+        ("db", "Ready", False), ("pod/cache", "Started", False),
         ("pod/cache", "Completed", False)]
     for name in ("default_web_app", "default_web_prep"):  # the sandbox alone waits
         assert state.specs[name].container.spec.depends_on == []
@@ -293,7 +293,10 @@ def test_pod_annotation_default_condition() -> None:
 
 @pytest.mark.parametrize(("text", "message"), [
     ("db:Healthy", "'db:Healthy': the condition is Started, Ready or Completed"),
-    ("db:Ready:again", "'db:Ready:again': after the condition only ':restart' may follow"),
+    ("db:Ready:again", "'db:Ready:again': restart is not supported on a Pod's dependencies"
+                       " yet (give NAME or NAME:CONDITION)"),
+    ("db:Ready:restart", "'db:Ready:restart': restart is not supported on a Pod's"
+                         " dependencies yet (give NAME or NAME:CONDITION)"),
     ("db:ready", "'db:ready': the condition is Started, Ready or Completed"),
 ])
 def test_pod_annotation_mistakes_are_findings_at_the_annotation(text: str,
@@ -312,14 +315,10 @@ def test_pod_annotation_bad_names_are_findings(text: str) -> None:
     state = build({"/m/a.yaml": [pod("web", text)]})
     ((file, _, _, message),) = said(state)
     assert file == "/m/a.yaml"
-    assert "is not a Container's name or pod/NAME" in message
+    assert "is not a Container's name, pod/NAME or pod/NAMESPACE/NAME" in message
     assert not any(n.startswith("default_web") for n in state.specs)
 
 
-@pytest.mark.xfail(strict=True, reason="core.pods._parse_deps checks conditions and flags, not "
-                   "names: a bad name fails later, in the sandbox's model, as a finding at "
-                   "'spec' ('sandbox: cannot be run as given: spec.dependsOn.0.name: Value "
-                   "error, ...'), not at the annotation the user wrote")
 @pytest.mark.parametrize("text", BAD_NAMES)
 def test_pod_annotation_bad_names_are_findings_at_the_annotation(text: str) -> None:
     state = build({"/m/a.yaml": [pod("web", text)]})
@@ -517,9 +516,6 @@ def test_an_undefined_dependency_of_a_kept_object_blocks_it() -> None:
     assert p.actions == ()
 
 
-@pytest.mark.xfail(strict=True, reason="planner.plan computes dependsOn for any object not "
-                   "running, desired Stopped included: it is listed in Plan.blocked (and status"
-                   " shows 'waits for db to start') though nothing would be made anyway")
 def test_a_desired_stopped_object_waits_for_nothing() -> None:
     state = build({"/m/a.yaml": [ctr("db", state="Stopped"),
                                  ctr("web", "db", state="Stopped")]})
@@ -531,9 +527,6 @@ def test_a_desired_stopped_object_waits_for_nothing() -> None:
 # -- the plan: live changes of dependsOn ------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="dependsOn is in LIVE_PATHS but model.identity does not"
-                   " exclude it (camelCase names against model_dump's field names): adding one "
-                   "changes spec_hash and the planner recreates the container")
 def test_adding_depends_on_to_a_running_object_is_a_live_update() -> None:
     before = build({"/m/a.yaml": [ctr("db"), ctr("web")]})
     after = build({"/m/a.yaml": [ctr("db"), ctr("web", "db")]}, before)
@@ -684,10 +677,6 @@ def test_restart_of_a_pod_dependency_restarts_a_dependent() -> None:
     assert p.actions[0].reason == "its dependency pod/cache was started again (restart: true)"
 
 
-@pytest.mark.xfail(strict=True, reason="a pod sandbox's RESTART for restart: true stops and "
-                   "deletes the running sandbox while the pod's containers still run in its "
-                   "namespaces; a RECREATE of a sandbox waits for them ('the new sandbox waits "
-                   "for the pod's containers to stop')")
 def test_a_dependent_pods_sandbox_is_not_stopped_under_its_containers() -> None:
     state = build({"/m/a.yaml": [ctr("db"), pod("web", "db:Started:restart")]})
     obs = observe(state, status={"default_web_prep": Status.STOPPED})
