@@ -173,6 +173,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     namespace_option(p)
     p.set_defaults(func=cmd_describe)
 
+    p = sub.add_parser("unlock", help="let a change through a container's held update lock")
+    _common(p)
+    p.add_argument("name", help="a container with spec.updateLock")
+    p.add_argument("--force", action="store_true",
+                   help="required: the lock is the app's, this overrides it (an event)")
+    p.set_defaults(func=cmd_unlock)
+
     p = sub.add_parser("events", help="the event history")
     _common(p)
     p.add_argument("name", nargs="?", help="a container, or a pod: all its containers' events")
@@ -711,6 +718,25 @@ def _manifest_in(source: str, name: str, *, files: dict[str, list[object]] | Non
                 isinstance(doc.get("metadata"), dict) and doc["metadata"].get("name") == name):
             return doc
     return None
+
+
+def cmd_unlock(args: argparse.Namespace) -> int:
+    """``unlock NAME --force``: what waits for NAME's update lock goes on (the daemon reads
+    the override at its next look, within a second, and logs it as an event)."""
+    from reconciler.daemon.locks import write_force
+
+    if not args.force:
+        raise errors.UsageError("the update lock is the app's: give --force to override it")
+    record = (_daemon_state(args.state_dir).get("containers") or {}).get(args.name)
+    if record is None:
+        raise errors.ReconcilerError(f'container "{args.name}" not found')
+    if record.get("phase") != "Locked":
+        print(f"container/{args.name}: nothing waits for its lock now; the override"  # noqa: T201
+              " holds for its current instance")
+    who = os.environ.get("SUDO_USER") or os.environ.get("USER") or f"uid {os.getuid()}"
+    write_force(args.state_dir, args.name, record.get("instance"), who)
+    print(f"container/{args.name} unlocked (forced)")  # noqa: T201
+    return 0
 
 
 def cmd_describe(args: argparse.Namespace) -> int:

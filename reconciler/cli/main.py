@@ -26,7 +26,8 @@ _MODULES = ("validate", "verbs", "daemon", "inspect", "cp", "image", "fleet", "c
 # neither pydantic nor the runtime), which keeps the readers quick to start.
 _OWNER = {"validate": "validate", "schema": "validate", "apply": "verbs",
           "delete": "verbs", "restart": "verbs", "run": "daemon", "get": "daemon",
-          "describe": "daemon", "events": "daemon", "diff": "daemon", "logs": "inspect",
+          "describe": "daemon", "unlock": "daemon", "events": "daemon", "diff": "daemon",
+          "logs": "inspect",
           "exec": "inspect", "stats": "inspect", "inspect": "inspect", "top": "inspect",
           "cp": "cp",
           "image": "image", "fleet": "fleet", "config": "config_cmd"}
@@ -41,6 +42,7 @@ _COMMANDS = {
     "run": "watch a manifests directory and converge containers to it",
     "get": "list containers and pods with their status",
     "describe": "spec, status, last exit, errors and events of one",
+    "unlock": "let a change through a container's held update lock",
     "events": "the event history",
     "diff": "what the daemon would do now; exit 0 converged, 1 not,"
             " 2 manifest errors or an unavailable source",

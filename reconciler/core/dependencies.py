@@ -81,10 +81,16 @@ def cycles(graph: Mapping[Key, Iterable[Key]]) -> list[list[Key]]:
     return sorted(found)
 
 
+CRASH_LOOP = 2  # failed exits in a row (the backoff's count) that make a running one failing
+STEADY = 1.0  # seconds a dependency must have run to count as started: one that exits at
+#               once is seen failing, not started (its exit is recorded within this)
+
+
 def waiting_for(dep: Dependency, specs: Mapping[str, Desired],
                 observed: Mapping[str, Observed], history: Mapping[str, History],
-                ready: Mapping[str, bool]) -> str | None:
-    """Why ``dep`` is not met yet, in words (a failed dependency says so); None: met."""
+                ready: Mapping[str, bool], now: float | None = None) -> str | None:
+    """Why ``dep`` is not met yet, in words (a failed dependency says so); None: met.
+    ``now``: Started and Ready also need the dependency to have run ``STEADY`` seconds."""
     names = units(dep.name, specs)
     if not names:
         return f"waits for {dep.name} (not defined)"
@@ -99,6 +105,8 @@ def waiting_for(dep: Dependency, specs: Mapping[str, Desired],
                             f" {last.exit_code})")
                 continue
             return f"waits for {dep.name} to complete"
+        if running and last is not None and last.failed and hist.crashes >= CRASH_LOOP:
+            return f"dependency {dep.name} failed to start: it exits (code {last.exit_code})"
         if not running:
             if hist.last_error:
                 return f"dependency {dep.name} failed to start: {hist.last_error}"
@@ -107,6 +115,8 @@ def waiting_for(dep: Dependency, specs: Mapping[str, Desired],
             return f"waits for {dep.name} to start"
         if dep.condition == "Ready" and not ready.get(unit, False):
             return f"waits for {dep.name} to be ready"
+        if now is not None and hist.started_at is not None and now - hist.started_at < STEADY:
+            return f"waits for {dep.name} to have started"
     return None
 
 

@@ -57,6 +57,7 @@ class ExitStatus:
     signal: int | None  # the signal that killed it, when killed
     oom_killed: bool = False
     finished_at: float | None = None
+    unhealthy: bool = False  # stopped for a failed liveness or startup probe
 
     @property
     def exit_code(self) -> int:
@@ -67,10 +68,14 @@ class ExitStatus:
 
     @property
     def failed(self) -> bool:
-        return self.exit_code != 0
+        """A failure for the restart policy: a non-zero code, or a probe's stop (the
+        kubelet's rule: a liveness kill restarts under OnFailure too)."""
+        return self.exit_code != 0 or self.unhealthy
 
     def text(self) -> str:
         """``exited with code 3``, ``killed by signal 9 (code 137)``, ``OOM-killed (code 137)``."""
+        if self.unhealthy:
+            return f"stopped for a failed probe (code {self.exit_code})"
         if self.oom_killed:
             return f"OOM-killed (code {self.exit_code})"
         if self.signal:

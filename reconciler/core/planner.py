@@ -206,12 +206,17 @@ def plan(
     allow_empty: bool = False,
     backoff: Backoff = Backoff(),  # noqa: B008 - frozen value
     ready: Mapping[str, bool] | None = None,
+    locks: Mapping[str, str] | None = None,
 ) -> Plan:
-    """``ready``: each unit's READY (daemon.probes), for dependsOn's Ready condition."""
+    """``ready``: each unit's READY (daemon.probes), for dependsOn's Ready condition;
+    ``locks``: objects whose update lock holds disruptive steps back now, with what holds
+    it (the loop leaves out locks that timed out or were overridden)."""
+    locks = locks or {}
     actions: list[Action] = []
     notes: list[str] = []
     waiting: dict[str, float] = {}
     blocked: dict[str, str] = {}
+    wakes: list[float] = []
     ready = ready or {}
     members = _pod_members(observed)
     ordered: set[str] = set()  # deletes held back only by a pod's order (still deletes)
@@ -229,6 +234,10 @@ def plan(
                 ordered.add(name)
             elif (waits := _pod_delete_waits(have, members)) is not None:
                 notes.append(f"{name}: delete waits for {waits}")
+                ordered.add(name)
+            elif name in locks and have.status in (Status.RUNNING, Status.PAUSED):
+                blocked[name] = f"Locked: delete waits ({locks[name]})"
+                notes.append(f"{name}: {blocked[name]}")
                 ordered.add(name)
             else:
                 actions.append(_delete(have))
@@ -248,21 +257,30 @@ def plan(
         if deps and (have is None or have.status is Status.STOPPED) \
                 and want.container.spec.state is not RunState.STOPPED:
             why = next((w for d in deps if (w := dependencies.waiting_for(
-                d, desired.specs, observed, history, ready)) is not None), None)
+                d, desired.specs, observed, history, ready, now)) is not None), None)
             if why is not None:
                 blocked[name] = why
                 notes.append(f"{name}: {why}")
+                if why.endswith("to have started"):  # looked at again when it has
+                    wakes.append(now + dependencies.STEADY / 4)
                 continue
         action = _converge(want, have, hist, sandbox=sandbox)
         if action is None and deps and have is not None and have.status is Status.RUNNING:
             again = [d.name for d in deps if dependencies.restarted_since(
                 d, desired.specs, history, hist.started_at)]
-            if again and all(dependencies.waiting_for(d, desired.specs, observed, history,
-                                                      ready) is None for d in deps):
+            pending = [w for d in deps if (w := dependencies.waiting_for(
+                d, desired.specs, observed, history, ready, now)) is not None]
+            if again and any(w.endswith("to have started") for w in pending):
+                wakes.append(now + dependencies.STEADY / 4)
+            if again and not pending:
                 action = _make(Kind.RESTART, want, have, hist,
                                f"its dependency {', '.join(again)} was started again"
                                " (restart: true)", Cause.DEPENDENCY)
         if action is None:
+            continue
+        if name in locks and _disruptive(action, have):
+            blocked[name] = f"Locked: {action.kind.value} waits ({locks[name]})"
+            notes.append(f"{name}: {blocked[name]}")
             continue
         if (want.pod is not None and want.pod.role is pods.Role.SANDBOX
                 and action.kind is Kind.RECREATE
@@ -281,26 +299,35 @@ def plan(
     actions, refused = _guard_prune(actions, desired, observed, allow_empty=allow_empty,
                                     ordered=ordered)
     notes += refused
-    return Plan(actions=tuple(actions), wake_at=min(waiting.values(), default=None),
+    return Plan(actions=tuple(actions), wake_at=min([*waiting.values(), *wakes], default=None),
                 notes=tuple(notes), waiting=waiting, warnings=tuple(refused),
                 blocked=blocked)
 
 
+def _disruptive(action: Action, have: Observed | None) -> bool:
+    """What an update lock holds back: stopping a running instance (a recreate, a stop, a
+    restart it did not ask for), never a live change or a start."""
+    running = have is not None and have.status in (Status.RUNNING, Status.PAUSED)
+    return running and action.kind in (Kind.RECREATE, Kind.STOP, Kind.RESTART, Kind.DELETE)
+
+
 def _dependent_left(have: Observed, observed: Mapping[str, Observed],
                     desired: DesiredState) -> str | None:
-    """Another object being deleted whose applied dependsOn names ``have``'s: deletion
-    goes in reverse order, so ``have`` waits for it."""
+    """Another object that still runs and depends on ``have``'s (by its desired dependsOn,
+    or its applied one if it is being deleted too): deletion goes in reverse order, so
+    ``have`` waits for it; an object left depending on a deleted one holds it."""
     mine = ("Pod", have.annotations[ANN_POD]) if ANN_POD in have.annotations \
         else ("Container", have.name)
     for other in observed.values():
-        if other.name == have.name or other.name in desired.specs:
+        if other.name == have.name:
             continue
         if ANN_POD in other.annotations and ANN_POD in have.annotations \
                 and other.annotations[ANN_POD] == have.annotations[ANN_POD]:
             continue  # the pod's own order (_pod_delete_waits) applies within it
-        applied = applied_container(other)
-        if applied is not None and any(dependencies.key_of(d.name) == mine
-                                       for d in applied.spec.depends_on):
+        want = desired.specs.get(other.name)  # still desired: what it asks for now
+        container = want.container if want is not None else applied_container(other)
+        if container is not None and any(dependencies.key_of(d.name) == mine
+                                         for d in container.spec.depends_on):
             return other.annotations.get(ANN_POD) or other.name
     return None
 

@@ -16,7 +16,9 @@ the loop (the status writer, the metrics thread) reads only the published view.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import math
 import time
 import types
 from collections.abc import Callable, Mapping
@@ -36,6 +38,7 @@ from reconciler.core.history import History
 from reconciler.core.instance import ANN_POD_ROLE
 from reconciler.core.observed import ExitStatus, Limits, Observed, Stats, Status
 from reconciler.daemon import view as view_mod
+from reconciler.daemon.locks import UpdateLocks
 from reconciler.daemon.probes import Probers
 from reconciler.daemon.status import Store, history_from_json
 from reconciler.daemon.worker import Worker
@@ -52,6 +55,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("reconciler")
 
 STATUS_EVERY = 0.05  # seconds between two writes of status.json
+LOCK_EVERY = 1.0  # seconds between two looks at a held update lock
 STATUS_AFTER = 0.005  # ... and after the change: the workers it started go first
 
 
@@ -115,6 +119,8 @@ class Controller:
         self._tg: anyio.abc.TaskGroup | None = None
         self._network_recovered = False
         self.probers = Probers(self)
+        self.locks = UpdateLocks(store.dir, lambda name, reason, message, warning: self.event(
+            name, reason, message, warning=warning))
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -272,8 +278,9 @@ class Controller:
         started = time.perf_counter()
         # with each image container's digest in its hash: what the plan and status.json use
         self.effective = self.resolver.digests.with_digests(self.desired)
+        locks = self.locks.check(self.effective, self.observed, now)
         plan = planner.plan(self.effective, self.observed, self.history, now,
-                            allow_empty=self.allow_empty, backoff=self.backoff,
+                            allow_empty=self.allow_empty, backoff=self.backoff, locks=locks,
                             ready={n: r.ready for n, r in self.probers.readiness.items()
                                    if self.observed.get(n) is not None
                                    and self.observed[n].id == r.instance})
@@ -297,6 +304,8 @@ class Controller:
         if self.metrics is not None:
             self.metrics.passes.inc()
             self.metrics.pass_seconds.observe(time.perf_counter() - started)
+        if self.locks.since:  # a held lock is looked at again every second
+            return min(plan.wake_at or math.inf, now + LOCK_EVERY)
         return plan.wake_at
 
     def _dispatch(self, action: planner.Action) -> None:
@@ -462,6 +471,9 @@ class Controller:
                           known: ExitStatus | None) -> None:
         exit_ = known or await self.runtime.exit_status(instance)
         hist = self.history.get(name, History())
+        if exit_ is not None and self.probers.killed.get(name) == instance:
+            del self.probers.killed[name]
+            exit_ = dataclasses.replace(exit_, unhealthy=True)
         if exit_ is None or (hist.last_exit == exit_):
             return
         self.history[name] = planner.on_exit(hist, exit_, by_us=by_us, backoff=self.backoff)

@@ -73,6 +73,7 @@ class Probers:
         self.readiness: dict[str, Readiness] = {}  # written by the probers alone
         self._tasks: dict[str, tuple[str, anyio.CancelScope]] = {}  # name -> (key, scope)
         self._pids: dict[str, int] = {}  # name -> the process its prober probes
+        self.killed: dict[str, str] = {}  # name -> the instance a failed probe stopped
 
     def sync(self, desired: DesiredState, observed: Mapping[str, Observed],
              tg: anyio.abc.TaskGroup) -> None:
@@ -275,6 +276,7 @@ class Probers:
         self.host.event(name, "Killing", f"{why}; stopping it ({sig}, {grace}s grace), its"
                                          f" restart policy decides what follows", warning=True)
         self._set(name, obs.id, ready=False, started=False, message=why)
+        self.killed[name] = obs.id  # its exit is a failure, whatever its code (loop.record_exit)
         rt = self.host.runtime
         try:
             await rt.signal(obs.id, sig)

@@ -157,7 +157,8 @@ def history_to_json(hist: History) -> dict[str, Any]:
     if hist.last_exit is not None:
         e = hist.last_exit
         doc["lastExit"] = {"code": e.code, "signal": e.signal, "oomKilled": e.oom_killed,
-                           "finishedAt": e.finished_at}
+                           "finishedAt": e.finished_at,
+                           **({"unhealthy": True} if e.unhealthy else {})}
     return doc
 
 

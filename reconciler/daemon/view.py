@@ -178,9 +178,12 @@ def status_document(view: ControllerView, clock: PhaseClock) -> dict[str, Any]:
         ph, message = phase(want, obs, hist, busy=view.busy.get(name),
                             waiting=waiting.get(name), now=now)
         message = _manifest_trouble(desired, name, want, obs) or message
-        if plan is not None and name in plan.blocked and ph in ("Pending", "Stopped",
-                                                                "Exited"):
-            message = plan.blocked[name]  # dependsOn: what it waits for, or what failed
+        if plan is not None and name in plan.blocked:
+            why = plan.blocked[name]
+            if why.startswith("Locked"):
+                ph, message = "Locked", why.removeprefix("Locked: ")
+            elif ph in ("Pending", "Stopped", "Exited"):
+                message = why  # dependsOn: what it waits for, or what failed
         if want is None:
             message = message or "not in any manifest (kept)"
         last = hist.last_exit

@@ -369,6 +369,16 @@ class Dependency(_Model):
         return value
 
 
+class UpdateLock(_Model):
+    """A file the app holds while a restart would hurt it (balena's updates.lock)."""
+
+    path: ContainerPath = Field(description="The lock file, a path inside the container "
+                                            "(e.g. in a volume it writes).")
+    timeout_seconds: int | None = Field(
+        None, ge=1, description="How long a held lock may delay a disruptive change; "
+                                "unset: for as long as it is held.")
+
+
 class Spec(_Model):
     """What to run and how. Exactly one of rootfs, bundle and image. mounts, resources and
     state are changed on the running container; any other change replaces the container
@@ -456,6 +466,11 @@ class Spec(_Model):
         default_factory=list, description="Objects to wait for before this one is made: "
                                           "created in order, deleted in reverse order. "
                                           "Changed without a restart. Default [].")
+    update_lock: UpdateLock | None = Field(
+        None, description="While this file exists in the container (and the PID it holds, "
+                          "if any, is alive), a recreate, a restart for a change, a stop or "
+                          "a delete waits; `reconciler unlock NAME --force` or "
+                          "timeoutSeconds overrides it. Changed without a restart.")
     liveness_probe: probes.Probe | None = Field(
         None, description="Kubernetes' livenessProbe: failureThreshold failures in a row "
                           "stop the container (its probe's or the spec's grace), and the "
@@ -561,7 +576,7 @@ class Container(_Model):
 # prefixes of the manifest. Everything else in a manifest needs a new instance.
 LIVE_PATHS = ("/spec/mounts", "/spec/resources", "/spec/state", "/spec/networks",
               "/spec/ports", "/spec/livenessProbe", "/spec/readinessProbe",
-              "/spec/startupProbe", "/spec/dependsOn", "/metadata/labels",
+              "/spec/startupProbe", "/spec/dependsOn", "/spec/updateLock", "/metadata/labels",
               "/metadata/annotations")
 LIVE_SPEC_FIELDS = frozenset(  # field names (model_dump's exclude), not the camelCase keys
     name for name, f in Spec.model_fields.items()

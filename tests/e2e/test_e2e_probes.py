@@ -14,8 +14,6 @@ restart and the daemon's pass; nothing else is timed. The daemon runs with netwo
 which runs it inside a namespace of its own (``net_e2e``) to show that network probes go
 to the object's address.
 
-Three strict xfails pin product bugs (their reasons say what goes wrong): a liveness kill
-under OnFailure, a dependency that exits at once, and files removed a moment apart.
 """
 
 from __future__ import annotations
@@ -284,10 +282,6 @@ def test_liveness_failure_restarts_the_container_within_its_bound(
     assert len(messages(e2e, "web", "Killing")) == 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: a liveness kill is left to the restart policy as a plain exit, so under"
-    " OnFailure a process that exits 0 on SIGTERM is never started again (Kubernetes"
-    " restarts a container that failed its liveness probe unless restartPolicy is Never)"))
 def test_liveness_failure_restarts_under_on_failure_after_a_clean_exit(e2e: E2E) -> None:
     e2e.write("web.yaml", e2e.manifest("web", SLEEP_LOOP, restartPolicy="OnFailure",
                                        livenessProbe=exec_probe("false", failureThreshold=1)))
@@ -538,11 +532,6 @@ def test_depends_on_ready_chain_starts_in_order_and_deletes_in_reverse(e2e: E2E)
     assert deleted["c"] < deleted["b"] < deleted["a"], deleted
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: the source keeps each deleted file for --settle from the look that found"
-    " it gone, so files removed a moment apart leave desired state in separate passes, and"
-    " the planner holds a dependency's delete only for dependents that are deleted too: b"
-    " (and then a) are deleted while c, which depends on b, still runs"))
 def test_dependency_outlived_by_its_dependent_file_is_not_deleted_first(e2e: E2E) -> None:
     e2e.write("a.yaml", e2e.manifest("a"))
     e2e.write("b.yaml", e2e.manifest("b", dependsOn=needs("a", condition="Started")))
@@ -635,11 +624,6 @@ def test_failed_dependency_leaves_its_dependent_pending_with_the_reason(e2e: E2E
         assert not [r for r in e2e.reasons(n) if r in ("Created", "Restarted", "Failed")]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: a dependency that exits at once (exit 1 under Never; a crash loop under"
-    " OnFailure with no readiness probe) is observed running by the pass right after its"
-    " start, before its exit is recorded, so Started (and Ready) are met and the dependent"
-    " is created; the 'failed to start' message is never reached"))
 def test_dependency_that_exits_at_once_holds_its_dependent(e2e: E2E) -> None:
     e2e.write("once.yaml", e2e.manifest("once", "echo boom; exit 1", restartPolicy="Never"))
     e2e.write("loop.yaml", e2e.manifest("loop", "exit 2", restartPolicy="OnFailure"))

@@ -548,12 +548,14 @@ def test_deletion_goes_in_reverse_order() -> None:
     assert kinds(plan(gone, obs)) == [(Kind.DELETE, "db")]
 
 
-def test_a_dependency_deleted_alone_goes_at_once() -> None:
-    """web is still desired (keeping its last good spec, with a finding): db does not wait
-    for it."""
+def test_a_dependency_deleted_alone_waits_for_its_dependent() -> None:
+    """web still runs and depends on db (keeping its last good spec, with a finding): db's
+    delete waits for it, in reverse order, whether web goes later or not at all."""
     state = build({"/m/a.yaml": [ctr("db"), ctr("web", "db")]})
     later = build({"/m/a.yaml": [ctr("web", "db")]}, state)
-    assert kinds(plan(later, observe(state))) == [(Kind.DELETE, "db")]
+    got = plan(later, observe(state))
+    assert kinds(got) == []
+    assert "db: delete waits for web (it depends on this)" in got.notes
 
 
 def test_deletion_of_a_chain() -> None:
