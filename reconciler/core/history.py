@@ -27,6 +27,8 @@ class History:
     last_error: str | None = None
     generation: int = 0  # the newest instance generation made for this object
     live_blocked: str | None = None  # a manifest (JSON) the runtime could not apply live
+    update_failed: str | None = None  # a revision (spec hash) a MakeBeforeBreak rolled back
+    update_error: str | None = None  # ... and why
 
 
 def on_started(hist: History, spec_hash: str, now: float, *, restart: bool,
@@ -65,6 +67,12 @@ def on_failure(hist: History, spec_hash: str, error: str, now: float) -> History
     return replace(hist, spec_hash=spec_hash, crashes=0 if fresh else hist.crashes,
                    failures=1 if fresh else hist.failures + 1, failed_at=now,
                    last_error=error)
+
+
+def on_update_failed(hist: History, spec_hash: str, why: str) -> History:
+    """A MakeBeforeBreak's new revision never became ready: not tried again until the
+    manifest changes (the old instance runs on)."""
+    return replace(hist, update_failed=spec_hash, update_error=why)
 
 
 def on_live_impossible(hist: History, manifest_json: str) -> History:

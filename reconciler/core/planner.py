@@ -40,6 +40,7 @@ from reconciler.core.history import on_exit as on_exit
 from reconciler.core.history import on_failure as on_failure
 from reconciler.core.history import on_live_impossible as on_live_impossible
 from reconciler.core.history import on_started as on_started
+from reconciler.core.history import on_update_failed as on_update_failed
 from reconciler.core.history import restart_due as restart_due
 from reconciler.core.instance import (
     ANN_POD,
@@ -161,6 +162,26 @@ class SyncVolumes:
 
 
 @dataclass(frozen=True)
+class AwaitReady:
+    """MakeBeforeBreak: until the new instance is READY (then the handover), or
+    ``deadline`` seconds pass or the manifest changes again (then it is deleted and
+    ``old`` keeps running: a rollback)."""
+
+    instance: str
+    old: str
+    deadline: float
+
+
+@dataclass(frozen=True)
+class Handover:
+    """MakeBeforeBreak: the object's published ports and name move from ``old`` to
+    ``new`` (the new mapping added before the old one is removed)."""
+
+    old: str
+    new: str
+
+
+@dataclass(frozen=True)
 class UpdateNetworks:
     """Interfaces and published ports made what ``container`` asks, on the live instance
     (CNI ADD/DEL in its namespace: same init PID)."""
@@ -170,7 +191,7 @@ class UpdateNetworks:
 
 
 Step = (Create | Start | Stop | Delete | UpdateMounts | UpdateLimits | RecordApplied
-        | SetRunState | SyncVolumes | UpdateNetworks)
+        | SetRunState | SyncVolumes | UpdateNetworks | AwaitReady | Handover)
 
 
 @dataclass(frozen=True)
@@ -264,6 +285,12 @@ def plan(
                 if why.endswith("to have started"):  # looked at again when it has
                     wakes.append(now + dependencies.STEADY / 4)
                 continue
+        if (have is not None and have.spec_hash != want.spec_hash
+                and hist.update_failed == want.spec_hash and _make_before_break(want, have)):
+            blocked[name] = f"UpdateFailed: {hist.update_error or 'not ready in time'}"
+            notes.append(f"{name}: {blocked[name]} (the old instance runs on; change the"
+                         " manifest to try again)")
+            continue
         action = _converge(want, have, hist, sandbox=sandbox)
         if action is None and deps and have is not None and have.status is Status.RUNNING:
             again = [d.name for d in deps if dependencies.restarted_since(
@@ -490,6 +517,8 @@ def _converge(want: Desired, have: Observed | None, hist: History, *,
         return _make(Kind.RECREATE, want, have, hist, f"found half-made ({have.status.value})",
                      Cause.HALF_MADE, sandbox=sandbox)
     if have.spec_hash != want.spec_hash:
+        if _make_before_break(want, have):
+            return _rollout(want, have, hist)
         return _make(Kind.RECREATE, want, have, hist, _changed(want, have), Cause.SPEC_CHANGED,
                      sandbox=sandbox)
     if have.status is Status.STOPPED:
@@ -509,6 +538,24 @@ def _converge(want: Desired, have: Observed | None, hist: History, *,
         return Action(Kind.RESUME, want.name, "desired state Running", want,
                       steps=(SetRunState(have.id, RunState.RUNNING),), cause=Cause.RUN_STATE)
     return None
+
+
+def _make_before_break(want: Desired, have: Observed) -> bool:
+    """A changed object whose strategy is MakeBeforeBreak and whose old instance serves."""
+    return (want.pod is None and have.status is Status.RUNNING
+            and want.container.spec.update_strategy.type == "MakeBeforeBreak")
+
+
+def _rollout(want: Desired, have: Observed, hist: History) -> Action:
+    """The new instance beside the old, ready, the handover, then the old one goes."""
+    generation = max(hist.generation, have.generation) + 1
+    iid = instance_id(want.name, generation)
+    deadline = float(want.container.spec.update_strategy.progress_deadline_seconds)
+    steps: tuple[Step, ...] = (
+        Create(iid, generation, None), Start(iid), AwaitReady(iid, have.id, deadline),
+        Handover(have.id, iid), _stop(have, applied_container(have)), Delete(have.id))
+    return Action(Kind.RECREATE, want.name, f"{_changed(want, have)} (make before break)",
+                  want, steps=steps, cause=Cause.SPEC_CHANGED)
 
 
 def _make(kind: Kind, want: Desired, have: Observed | None, hist: History, reason: str,

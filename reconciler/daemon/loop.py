@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import math
 import time
@@ -233,6 +234,9 @@ class Controller:
             applied = _applied(obs)
             if applied is None or obs.pid is None or obs.status is not Status.RUNNING:
                 continue
+            current = self.observed.get(obs.name)
+            if current is not None and current.id != obs.id:
+                continue  # a stray (a make-before-break cut short): it is being removed
             member = obs.annotations.get(ANN_POD_ROLE, "sandbox") != "sandbox"
             try:
                 told = await self.network.ensure(obs.name, applied, obs.id, obs.pid,
@@ -384,7 +388,7 @@ class Controller:
         listed: dict[str, Observed] = {}
         later: list[tuple[str, Observed]] = []
         for obs in found:  # the newest generation is the object's; older ones are strays
-            if obs.name in listed and listed[obs.name].generation > obs.generation:
+            if obs.name in listed and _keeps(listed[obs.name], obs, self.store):
                 self._stray(obs, mark)
                 continue
             if obs.name in listed:
@@ -572,6 +576,18 @@ class Controller:
             self._disk_trouble("status", exc)
             return
         self._disk_warned = False
+
+
+def _keeps(kept: Observed, other: Observed, store: Store) -> bool:
+    """Of two instances of one object, whether ``kept`` stays (``other`` is a stray): the
+    one a make-before-break says serves (a daemon killed in one), else the newer."""
+    try:
+        serving = json.loads((store.dir / "rollouts" / f"{kept.name}.json").read_text())
+    except (OSError, ValueError):
+        serving = None
+    if isinstance(serving, dict) and serving.get("serving") in (kept.id, other.id):
+        return bool(serving["serving"] == kept.id)
+    return kept.generation > other.generation
 
 
 def _log_fields(names: list[str | None], action: str) -> dict[str, str]:

@@ -104,6 +104,7 @@ class Networks:
         self.networks: dict[str, netmodel.Network] = {}
         self.desired_names: frozenset[str] | None = None  # the objects desired now
         self.records: dict[str, _Record] = {}
+        self.serving: dict[str, str] = {}  # object -> its serving instance, while it has two
         self.book: dict[str, dict[str, str]] = {}  # network -> object -> address (no prefix)
         self.refused: dict[str, str] = {}  # network -> why it cannot be made on this host
         self._checked: dict[str, str] = {}  # network -> config hash its routes were checked for
@@ -203,7 +204,7 @@ class Networks:
     # -- attaching ------------------------------------------------------------------------------
 
     async def ensure(self, name: str, container: Container, instance: str, pid: int | None,
-                     *, sandbox_member: bool = False) -> Told:
+                     *, sandbox_member: bool = False, publish: bool = True) -> Told:
         """Make ``instance``'s interfaces and ports what ``container`` asks: ADD what is
         missing, DEL what is not wanted or stale (a network's config changed, a new
         netns after a restart). Idempotent; the changes made, as events."""
@@ -232,7 +233,8 @@ class Networks:
         rec.names = dns_names(container)
         try:
             told += await self._links(rec, want)
-            told += await self._ports(rec, list(container.spec.ports) if want else [])
+            if publish or rec.ports:  # a make-before-break's new instance: at handover
+                told += await self._ports(rec, list(container.spec.ports) if want else [])
         finally:
             self._hosts_changed()
         if not rec.links:
@@ -268,8 +270,9 @@ class Networks:
         first = not rec.links  # the default route goes through an object's first network
         used = {link.ifname for link in rec.links.values()}
         ifname = next(f"eth{i}" for i in range(len(used) + 1) if f"eth{i}" not in used)
-        link = _Link(net_name, ifname, self._address(net, rec.object), net.config_hash(),
-                     mac=cni.stable_mac(net_name, rec.object))
+        ips = self._address(net, rec)
+        link = _Link(net_name, ifname, ips, net.config_hash(),
+                     mac=cni.stable_mac(net_name, ips[0]))
         rec.links[net_name] = link
         await anyio.to_thread.run_sync(self._save, rec)  # before ADD: a crash DELs it
         async with self._lock(net_name):
@@ -368,6 +371,30 @@ class Networks:
         if sock is not None:
             sock.close()
 
+    async def handover(self, name: str, old: str, new: str, container: Container) -> Told:
+        """MakeBeforeBreak's switch: ``new`` takes the object's name and addresses (the
+        book, every hosts file) and its published ports (the new mapping is added, then
+        the old one removed: no moment without one); ``old`` keeps its interfaces until it
+        is deleted."""
+        new_rec, old_rec = self.records.get(new), self.records.get(old)
+        self.serving[name] = new
+        told: Told = []
+        if new_rec is not None:
+            for net_name, link in new_rec.links.items():
+                self.book.setdefault(net_name, {})[name] = ",".join(
+                    ip.split("/")[0] for ip in link.ips)
+            self._save_book()
+            for key, (owner, sock) in list(self._held.items()):
+                if owner == old:  # the reservation changes hands, never closes
+                    self._held[key] = (new, sock)
+            try:
+                told += await self._ports(new_rec, list(container.spec.ports))
+            finally:
+                if old_rec is not None and old_rec.ports:
+                    await self._unmap(old_rec)
+        self._hosts_changed()
+        return told
+
     async def release(self, instance: str) -> Told:
         """Everything of ``instance`` deleted (before the instance is): ports, links, pin."""
         rec = self.records.get(instance)
@@ -390,28 +417,41 @@ class Networks:
         await anyio.to_thread.run_sync(cni.unpin, Path(rec.netns))
         self._record_path(rec.instance).unlink(missing_ok=True)
         self.records.pop(rec.instance, None)
+        if self.serving.get(rec.object) == rec.instance:
+            del self.serving[rec.object]
         self._let_go()
 
     # -- addresses -------------------------------------------------------------------------------
 
-    def _address(self, net: netmodel.Network, obj: str) -> list[str]:
-        """The object's addresses on ``net`` (CIDR): the book's, else the first free."""
+    def _address(self, net: netmodel.Network, rec: _Record) -> list[str]:
+        """The object's addresses on ``net`` (CIDR): the book's, else the first free; a
+        make-before-break's new instance, beside the old that holds them, gets its own
+        (the book follows at the handover)."""
+        obj = rec.object
         mine = self.book.setdefault(net.name, {})
         out: list[str] = []
-        kept = [a for a in mine.get(obj, "").split(",") if a]
+        taken = {ip.split("/")[0] for r in self.records.values()
+                 if r.object == obj and r.instance != rec.instance
+                 for link in r.links.values() for ip in link.ips}
+        kept = [a for a in mine.get(obj, "").split(",") if a and a not in taken]
+        if taken:
+            kept = []
         for sub in net.spec.subnets:
             subnet = sub.network
             have = next((a for a in kept if ipaddress.ip_address(a) in subnet), None)
             if have is None:
                 have = self._free(net, subnet, sub.gateway_ip)
             out.append(have)
-        mine[obj] = ",".join(out)
-        self._save_book()
+        if not taken:
+            mine[obj] = ",".join(out)
+            self._save_book()
         return [f"{a}/{net.spec.subnets[i].network.prefixlen}" for i, a in enumerate(out)]
 
     def _free(self, net: netmodel.Network, subnet: Any, gateway: str) -> str:
         used = {a for objs in [self.book.get(net.name, {})] for v in objs.values()
                 for a in v.split(",")}
+        used |= {ip.split("/")[0] for r in self.records.values()
+                 for link in r.links.values() for ip in link.ips}
         used.add(gateway)
         store = self.ipam_dir / net.name
         if store.is_dir():
@@ -504,8 +544,9 @@ class Networks:
     def _hosts_changed(self) -> None:
         """Every attached object's hosts file made current (only those that changed)."""
         by_object: dict[str, _Record] = {}
-        for rec in self.records.values():
-            by_object[rec.object] = rec
+        for rec in self.records.values():  # two of one object (make-before-break): the
+            if self.serving.get(rec.object, rec.instance) == rec.instance:  # serving one
+                by_object.setdefault(rec.object, rec)
         for obj, rec in by_object.items():
             path = self.etc_dir(obj) / "hosts"
             if path.parent.is_dir():

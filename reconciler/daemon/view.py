@@ -180,8 +180,8 @@ def status_document(view: ControllerView, clock: PhaseClock) -> dict[str, Any]:
         message = _manifest_trouble(desired, name, want, obs) or message
         if plan is not None and name in plan.blocked:
             why = plan.blocked[name]
-            if why.startswith("Locked"):
-                ph, message = "Locked", why.removeprefix("Locked: ")
+            if why.startswith(("Locked: ", "UpdateFailed: ")):
+                ph, _, message = why.partition(": ")  # get's STATUS, then why
             elif ph in ("Pending", "Stopped", "Exited"):
                 message = why  # dependsOn: what it waits for, or what failed
         if want is None:

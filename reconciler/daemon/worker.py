@@ -16,17 +16,19 @@ worker is the only writer of its object's entries in the loop's ``observed``,
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from reconciler import errors
+from reconciler import atomic, errors
 from reconciler.core import planner
 from reconciler.core.history import History
 from reconciler.core.observed import ExitStatus, Limits, Observed, Status
@@ -37,8 +39,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from reconciler.core.backoff import Backoff
-    from reconciler.core.desired import Desired
+    from reconciler.core.desired import Desired, DesiredState
     from reconciler.daemon.network import Networks
+    from reconciler.daemon.probes import Probers
+    from reconciler.daemon.status import Store
     from reconciler.manifest.model import Container
     from reconciler.resolve.spec import Resolver
     from reconciler.runtime.types import Runtime
@@ -51,6 +55,9 @@ class Loop(Protocol):
     runtime: Runtime
     resolver: Resolver
     network: Networks | None
+    probers: Probers
+    store: Store
+    effective: DesiredState | None
     backoff: Backoff
     clock: Callable[[], float]
     observed: dict[str, Observed]
@@ -192,6 +199,9 @@ class Worker:
             async with ctl.slots:
                 await self._steps(action)
             outcome = "success"
+        except RolledBack as exc:
+            ctl.event(self.name, exc.reason, str(exc), warning=exc.reason == "UpdateFailed")
+            outcome = "rolledback"
         except errors.LiveUpdateImpossible as exc:
             assert action.desired is not None
             ctl.history[self.name] = planner.on_live_impossible(
@@ -227,6 +237,7 @@ class Worker:
         ctl, name, rt = self.ctl, self.name, self.ctl.runtime
         told: list[tuple[str, str]] = []  # live changes, told once recorded
         made: Observed | None = None
+        rollout = next((s for s in action.steps if isinstance(s, planner.AwaitReady)), None)
         for step in action.steps:
             if isinstance(step, planner.Stop):
                 exit_ = await self._stop(step)
@@ -245,6 +256,9 @@ class Worker:
                 if action.cause is Cause.STRAY:
                     ctl.event(name, "InstanceRemoved", f"{step.instance}: {action.reason}")
                     continue
+                if rollout is not None:  # the old instance, after the handover
+                    _rollout_file(ctl.store, name).unlink(missing_ok=True)
+                    continue
                 ctl.observed.pop(name, None)
                 if action.kind is Kind.DELETE:
                     if action.cause is not Cause.SANDBOX_GONE:  # made again: same counts
@@ -257,9 +271,13 @@ class Worker:
                 spec = await ctl.resolver.instance(action.desired, step)
                 if ctl.network is not None:
                     spec = replace(spec, etc_files=ctl.network.etc_files(action.desired))
+                if rollout is not None:  # which one serves, for a daemon killed meanwhile
+                    _write_rollout(ctl.store, name, old=rollout.old, new=step.instance,
+                                   serving=rollout.old)
                 made = await rt.create(spec)
                 ctl.observed[name] = made
-                await self._attach(action.desired, step.instance, made.pid)
+                await self._attach(action.desired, step.instance, made.pid,
+                                   publish=rollout is None)
             elif isinstance(step, planner.Start):
                 assert made is not None and action.desired is not None
                 await rt.start(step.instance)
@@ -288,6 +306,23 @@ class Worker:
                     ctl.event(name, reason, message)
                 obs = await ctl.read_state(name, step.instance)
                 await ctl.readback(name, step.instance, step.container, pid=obs.pid)
+            elif isinstance(step, planner.AwaitReady):
+                assert action.desired is not None
+                waited = await self._await_ready(step, action.desired.spec_hash)
+                told.append(("Ready", f"{step.instance} ready after {waited:.1f}s; handing"
+                                      f" over from {step.old}"))
+            elif isinstance(step, planner.Handover):
+                assert action.desired is not None
+                if ctl.network is not None:
+                    told += await ctl.network.handover(name, step.old, step.new,
+                                                       action.desired.container)
+                _write_rollout(ctl.store, name, old=step.old, new=step.new, serving=step.new)
+                for reason, message in told:
+                    ctl.event(name, reason, message)
+                told = []
+                ctl.event(name, "HandedOver", f"{step.new} serves; {step.old} stops after"
+                                              f" {HANDOVER_DRAIN:g}s for what it still serves")
+                await anyio.sleep(HANDOVER_DRAIN)  # connections made before the switch end
             elif isinstance(step, planner.UpdateNetworks):
                 if ctl.network is not None:
                     assert action.desired is not None
@@ -317,7 +352,51 @@ class Worker:
         if action.kind in _DONE_EVENT:
             ctl.event(name, _DONE_EVENT[action.kind], action.reason)
 
-    async def _attach(self, want: Desired, instance: str, pid: int | None) -> None:
+    async def _await_ready(self, step: planner.AwaitReady, spec_hash: str) -> float:
+        """Until the new instance is READY; a deadline passed or a newer manifest rolls
+        back: the new instance is deleted, the old one is the object's again."""
+        ctl = self.ctl
+        started = anyio.current_time()
+        while True:
+            r = ctl.probers.readiness.get(self.name)
+            if r is not None and r.instance == step.instance and r.ready:
+                return anyio.current_time() - started
+            want = ctl.effective.specs.get(self.name) if ctl.effective is not None else None
+            if want is None or want.spec_hash != spec_hash:
+                await self._roll_back(step)
+                raise RolledBack("UpdateSuperseded", f"{step.instance} deleted before its"
+                                 f" handover: the manifest changed again; {step.old} runs on")
+            if anyio.current_time() - started >= step.deadline:
+                why = (f"{step.instance} not ready within progressDeadlineSeconds"
+                       f" ({step.deadline:g}s)" + (f": {r.message}" if r and r.message else ""))
+                await self._roll_back(step)
+                ctl.history[self.name] = planner.on_update_failed(
+                    ctl.history.get(self.name, History()), spec_hash, why)
+                raise RolledBack("UpdateFailed", f"{why}; rolled back, {step.old} runs on"
+                                 " (this revision is not tried again until the manifest"
+                                 " changes)")
+            obs = ctl.observed.get(self.name)
+            if obs is None or obs.id != step.instance or obs.status is not Status.RUNNING:
+                if anyio.current_time() - started >= 1.0:  # exited: it will not get ready
+                    step = replace(step, deadline=0.0)
+            await anyio.sleep(0.05)
+
+    async def _roll_back(self, step: planner.AwaitReady) -> None:
+        ctl, rt = self.ctl, self.ctl.runtime
+        with anyio.CancelScope(shield=True):
+            self.unwatch(step.instance)
+            await self._release(step.instance)
+            with contextlib.suppress(errors.RuntimeFailure):
+                await rt.signal(step.instance, "SIGKILL")
+            await rt.delete(step.instance, keep_logs=True)
+            _rollout_file(ctl.store, self.name).unlink(missing_ok=True)
+            old = await rt.state(step.old)
+            ctl.observed[self.name] = old
+            if old.status is Status.RUNNING:
+                self.watch(step.old)
+
+    async def _attach(self, want: Desired, instance: str, pid: int | None, *,
+                      publish: bool = True) -> None:
         """The network step between create and start; a failure deletes the instance
         again (the object is Failed with the plugin's words, and retried with backoff)."""
         net = self.ctl.network
@@ -325,7 +404,7 @@ class Worker:
             return
         try:
             told = await net.ensure(self.name, want.container, instance, pid,
-                                    sandbox_member=_member(want))
+                                    sandbox_member=_member(want), publish=publish)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._release(instance)
@@ -406,6 +485,27 @@ class Worker:
 
 
 PRE_STOP_MIN_GRACE = 2.0  # seconds the signal still gets after a slow hook (the kubelet's)
+
+
+HANDOVER_DRAIN = 1.0  # seconds between the handover and the old instance's stop signal
+
+
+class RolledBack(Exception):  # noqa: N818 - an outcome, with its event's reason
+    """A make-before-break that ended with the old instance still serving."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _rollout_file(store: Store, name: str) -> Path:
+    return store.dir / "rollouts" / f"{name}.json"
+
+
+def _write_rollout(store: Store, name: str, *, old: str, new: str, serving: str) -> None:
+    """Which instance serves while an object has two (loop._relist reads it at a start)."""
+    atomic.write(_rollout_file(store, name),
+                 json.dumps({"old": old, "new": new, "serving": serving}).encode())
 
 
 def _member(want: Desired) -> bool:

@@ -379,6 +379,19 @@ class UpdateLock(_Model):
                                 "unset: for as long as it is held.")
 
 
+class UpdateStrategy(_Model):
+    """How a change that needs a new instance is made."""
+
+    type: Literal["Recreate", "MakeBeforeBreak"] = Field(
+        "Recreate", description="Recreate (default): stop the old, then make the new. "
+                                "MakeBeforeBreak: make the new beside the old, move its ports "
+                                "and name to it once it is ready, then stop the old.")
+    progress_deadline_seconds: int = Field(
+        600, ge=1, le=86400, description="MakeBeforeBreak: a new instance not ready by then "
+                                         "is deleted and the old one keeps running "
+                                         "(UpdateFailed); default 600.")
+
+
 class Spec(_Model):
     """What to run and how. Exactly one of rootfs, bundle and image. mounts, resources and
     state are changed on the running container; any other change replaces the container
@@ -466,6 +479,10 @@ class Spec(_Model):
         default_factory=list, description="Objects to wait for before this one is made: "
                                           "created in order, deleted in reverse order. "
                                           "Changed without a restart. Default [].")
+    update_strategy: UpdateStrategy = Field(
+        default_factory=UpdateStrategy,
+        description="Recreate (default) or MakeBeforeBreak, with its progressDeadlineSeconds."
+                    " Changed without a restart.")
     update_lock: UpdateLock | None = Field(
         None, description="While this file exists in the container (and the PID it holds, "
                           "if any, is alive), a recreate, a restart for a change, a stop or "
@@ -576,7 +593,8 @@ class Container(_Model):
 # prefixes of the manifest. Everything else in a manifest needs a new instance.
 LIVE_PATHS = ("/spec/mounts", "/spec/resources", "/spec/state", "/spec/networks",
               "/spec/ports", "/spec/livenessProbe", "/spec/readinessProbe",
-              "/spec/startupProbe", "/spec/dependsOn", "/spec/updateLock", "/metadata/labels",
+              "/spec/startupProbe", "/spec/dependsOn", "/spec/updateLock",
+              "/spec/updateStrategy", "/metadata/labels",
               "/metadata/annotations")
 LIVE_SPEC_FIELDS = frozenset(  # field names (model_dump's exclude), not the camelCase keys
     name for name, f in Spec.model_fields.items()

@@ -73,12 +73,13 @@ def chain(net: Network, *, ipam_dir: str, default_route: bool = True) -> list[Co
     return plugins
 
 
-def stable_mac(network: str, obj: str) -> str:
-    """A locally administered unicast MAC per object and network: an object made again
-    with its address keeps its MAC too, so no peer's ARP cache holds a stale one."""
+def stable_mac(network: str, address: str) -> str:
+    """A locally administered unicast MAC per network and address: an address always
+    comes with the same MAC (an object made again keeps both, so no ARP cache holds a
+    stale one), and two instances of one object, side by side, never share one."""
     import hashlib
 
-    digest = hashlib.sha256(f"{network}/{obj}".encode()).digest()[:5]
+    digest = hashlib.sha256(f"{network}/{address.split('/')[0]}".encode()).digest()[:5]
     return ":".join(["02", *(f"{b:02x}" for b in digest)])
 
 
