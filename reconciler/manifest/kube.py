@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 import posixpath
 import re
 from collections.abc import Iterable, Iterator
@@ -740,24 +739,15 @@ class ContainerPort(model._Model):
     host_port: Port | None = Field(
         None, description="Publish containerPort on this host port (with hostNetwork, equal "
                           "to containerPort); no host port twice in the pod.")
-    host_ip: str | None = Field(None, alias="hostIP",
-                                description="Publish hostPort on this host address only; "
-                                            "default: every address.")
+    host_ip: model.IPAddress | None = Field(
+        None, alias="hostIP", description="Publish hostPort on this host address only; "
+                                          "default: every address.")
     name: PortName | None = Field(
         None, description="A name unique in the container (at most 15 lowercase letters, "
                           "digits, '-'), that a probe's port can use.")
     protocol: Literal["TCP", "UDP", "SCTP"] = Field("TCP", description="TCP (default), UDP "
                                                                        "or SCTP.")
 
-    @pydantic.field_validator("host_ip")
-    @classmethod
-    def _ip(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                ipaddress.ip_address(value)
-            except ValueError:
-                raise ValueError(f"{value!r} is not an IP address") from None
-        return value
 
 
 def _resource_name(name: str) -> str:

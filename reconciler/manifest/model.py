@@ -82,6 +82,15 @@ def _quantity(value: str) -> str:
     return value
 
 
+def _ip_address(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address") from None
+    return value
+
+
+IPAddress = Annotated[str, pydantic.AfterValidator(_ip_address)]
 HostPath = Annotated[str, pydantic.AfterValidator(_host_path)]
 ContainerPath = Annotated[str, pydantic.AfterValidator(_container_path)]
 Quantity = Annotated[
@@ -310,20 +319,10 @@ class Port(_Model):
 
     container_port: int = Field(ge=1, le=65535, description="The port in the container.")
     host_port: int = Field(ge=1, le=65535, description="The port on the host.")
-    host_ip: str | None = Field(None, alias="hostIP",
-                                description="Publish on this host address only; default: "
-                                            "every address, loopback included.")
+    host_ip: IPAddress | None = Field(None, alias="hostIP",
+                                      description="Publish on this host address only; "
+                                                  "default: every address, loopback included.")
     protocol: PortProtocol = Field("TCP", description="TCP (default), UDP or SCTP.")
-
-    @pydantic.field_validator("host_ip")
-    @classmethod
-    def _ip(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                ipaddress.ip_address(value)
-            except ValueError:
-                raise ValueError(f"{value!r} is not an IP address") from None
-        return value
 
     @property
     def key(self) -> tuple[int, str, str]:
