@@ -253,15 +253,18 @@ class Probers:
             g = p.http_get
             assert isinstance(g.port, int)
             host = g.host or self.host.probe_address(want)
+            headers = [(h.name, h.value) for h in g.http_headers]
+            if g.scheme == "HTTP":  # on the event loop: no thread, no TLS
+                return await netprobe.on_loop(netprobe.http_async, obs.pid, host, g.port,
+                                              g.path, headers, timeout=p.timeout_seconds)
             return await netprobe.run(netprobe.http, obs.pid, host, g.port, g.path, g.scheme,
-                                      [(h.name, h.value) for h in g.http_headers],
-                                      timeout=p.timeout_seconds)
+                                      headers, timeout=p.timeout_seconds)
         if p.tcp_socket is not None:
             t = p.tcp_socket
             assert isinstance(t.port, int)
             host = t.host or self.host.probe_address(want)
-            return await netprobe.run(netprobe.tcp, obs.pid, host, t.port,
-                                      timeout=p.timeout_seconds)
+            return await netprobe.on_loop(netprobe.tcp_async, obs.pid, host, t.port,
+                                          timeout=p.timeout_seconds)
         assert p.grpc is not None
         return await netprobe.run(netprobe.grpc, obs.pid, self.host.probe_address(want),
                                   p.grpc.port, p.grpc.service or "", timeout=p.timeout_seconds)
