@@ -197,3 +197,19 @@ def test_a_daemon_killed_during_an_update_leaves_one_serving_instance(net_e2e: E
     wait_until(lambda: e2e.runc_names() == ["web"], 15, what="one instance left")
     status = e2e.status()["networks"]["ports"]
     assert list(status) == ["web"], status
+
+
+def test_a_newer_manifest_supersedes_an_update(net_e2e: E2E) -> None:
+    e2e = net_e2e
+    write(e2e, server("one"))
+    e2e.start()
+    pid = e2e.wait_running("web", 20)
+    wait_until(lambda: serves(e2e, "one"), 15, what="v1 answering")
+    write(e2e, server("two", ready=False))  # never ready: its update waits
+    wait_until(lambda: len(e2e.runc_names()) == 2, 15, what="v2 beside v1")
+    write(e2e, server("three"))
+    wait_until(lambda: "UpdateSuperseded" in e2e.reasons("web"), 15, what="UpdateSuperseded")
+    wait_until(lambda: serves(e2e, "three"), 30, what="v3 answering")
+    wait_until(lambda: e2e.runc_names() == ["web"], 15, what="one instance left")
+    assert e2e.running_pid("web") != pid
+    assert "UpdateFailed" not in e2e.reasons("web")
