@@ -644,6 +644,15 @@ def _container_table(items: list[dict[str, Any]], *, wide: bool, labels: bool = 
     return _table(rows)
 
 
+def _ready_words(c: dict[str, Any]) -> str:
+    """describe's Ready line: yes or no, since when, and why not."""
+    if c.get("ready") is None:
+        return "-"
+    since = f" since {_when(c['readySince'])}" if c.get("readySince") else ""
+    why = f" ({c['readyMessage']})" if c.get("readyMessage") and not c["ready"] else ""
+    return f"{'yes' if c['ready'] else 'no'}{since}{why}"
+
+
 def _ready_text(c: dict[str, Any]) -> str:
     """READY of a ``kind: Container``: 1/1 or 0/1 (kubectl's column); a daemon older than
     probes says nothing of it: running is ready."""
@@ -766,7 +775,9 @@ def _describe_container(store: Store, whole: dict[str, Any], c: dict[str, Any]) 
     out = [f"Name:          {c['name']}", f"Labels:        {labels[0]}",
            *[f"               {x}" for x in labels[1:]], f"Source:        {c.get('source')}",
            f"Desired state: {c.get('desiredState')}", f"Phase:         {c['phase']}",
-           f"Message:       {c.get('message') or ''}", f"PID:           {c.get('pid') or '-'}",
+           f"Message:       {c.get('message') or ''}",
+           f"Ready:         {_ready_words(c)}",
+           f"PID:           {c.get('pid') or '-'}",
            f"Restarts:      {c['restarts']}", f"Spec hash:     {c.get('specHash')}",
            f"Instance:      {c.get('instance') or '-'}",
            f"Cgroup:        {_cgroup(whole, c)}"]

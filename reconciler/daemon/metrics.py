@@ -53,6 +53,7 @@ class DaemonMetrics:
 # (row key, metric name, help) of the per-container gauges, labelled by name
 _CONTAINER_GAUGES = (
     ("up", "reconciler_container_up", "1 when the container is running."),
+    ("ready", "reconciler_container_ready", "1 when the container is READY (its probes)."),
     ("restarts", "reconciler_container_restarts", "Restarts since it was defined."),
     ("exit", "reconciler_container_last_exit_code", "Exit code of the last run."),
     ("cpu", "reconciler_container_cpu_seconds", "CPU time used (cgroup)."),
@@ -87,6 +88,10 @@ class _StateCollector(Collector):
         for name, obs in sorted(view.observed.items()):
             hist = view.history.get(name)
             rows["up"].append(([name], 1.0 if obs.status.value == "running" else 0.0))
+            r = view.readiness.get(name)
+            ready = r is not None and r.instance == obs.id and r.ready \
+                and obs.status.value == "running"
+            rows["ready"].append(([name], 1.0 if ready else 0.0))
             rows["restarts"].append(([name], float(hist.restarts if hist else 0)))
             if hist is not None and hist.last_exit is not None:
                 rows["exit"].append(([name], float(hist.last_exit.exit_code)))
