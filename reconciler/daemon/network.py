@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from reconciler import atomic, errors
+from reconciler.core.pods import ANN_SUBDOMAIN
 from reconciler.manifest import network as netmodel
 from reconciler.runtime import cni
 
@@ -53,7 +54,7 @@ def dns_names(container: Container) -> list[str]:
     host = container.spec.hostname
     if host and host not in names:
         names.append(host)
-    sub = container.metadata.annotations.get("io.reconciler.subdomain")
+    sub = container.metadata.annotations.get(ANN_SUBDOMAIN)
     if sub:
         names.append(f"{host or container.metadata.name}.{sub}")
     return names
@@ -395,16 +396,15 @@ class Networks:
         self._hosts_changed()
         return told
 
-    async def release(self, instance: str) -> Told:
+    async def release(self, instance: str) -> None:
         """Everything of ``instance`` deleted (before the instance is): ports, links, pin."""
         rec = self.records.get(instance)
         if rec is None:
-            return []
+            return
         try:
             await self._release(rec)
         finally:
             self._hosts_changed()
-        return []
 
     async def _release(self, rec: _Record) -> None:
         if rec.ports:
@@ -433,9 +433,7 @@ class Networks:
         taken = {ip.split("/")[0] for r in self.records.values()
                  if r.object == obj and r.instance != rec.instance
                  for link in r.links.values() for ip in link.ips}
-        kept = [a for a in mine.get(obj, "").split(",") if a and a not in taken]
-        if taken:
-            kept = []
+        kept = [] if taken else [a for a in mine.get(obj, "").split(",") if a]
         for sub in net.spec.subnets:
             subnet = sub.network
             have = next((a for a in kept if ipaddress.ip_address(a) in subnet), None)
@@ -448,8 +446,7 @@ class Networks:
         return [f"{a}/{net.spec.subnets[i].network.prefixlen}" for i, a in enumerate(out)]
 
     def _free(self, net: netmodel.Network, subnet: Any, gateway: str) -> str:
-        used = {a for objs in [self.book.get(net.name, {})] for v in objs.values()
-                for a in v.split(",")}
+        used = {a for v in self.book.get(net.name, {}).values() for a in v.split(",")}
         used |= {ip.split("/")[0] for r in self.records.values()
                  for link in r.links.values() for ip in link.ips}
         used.add(gateway)

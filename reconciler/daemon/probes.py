@@ -17,7 +17,6 @@ stopped instance ends it.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Mapping
@@ -71,7 +70,7 @@ class Probers:
     def __init__(self, host: Host) -> None:
         self.host = host
         self.readiness: dict[str, Readiness] = {}  # written by the probers alone
-        self._tasks: dict[str, tuple[str, anyio.CancelScope]] = {}  # name -> (key, scope)
+        self._tasks: dict[str, tuple[object, anyio.CancelScope]] = {}  # name -> (key, scope)
         self._pids: dict[str, int] = {}  # name -> the process its prober probes
         self.killed: dict[str, str] = {}  # name -> the instance a failed probe stopped
 
@@ -99,8 +98,7 @@ class Probers:
                                                      pid=obs.pid)
                     self.host.kick()  # what waits for it to be ready is planned again
                 continue
-            key = json.dumps([obs.id, obs.pid, *(p.model_dump(mode="json") if p else None
-                                                 for p in probes)], sort_keys=True)
+            key = (obs.id, obs.pid, probes)  # frozen models: compared, not serialised
             if name in self._tasks and self._tasks[name][0] == key:
                 continue
             self._stop(name)

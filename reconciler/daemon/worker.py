@@ -375,10 +375,6 @@ class Worker:
                 raise RolledBack("UpdateFailed", f"{why}; rolled back, {step.old} runs on"
                                  " (this revision is not tried again until the manifest"
                                  " changes)")
-            obs = ctl.observed.get(self.name)
-            if obs is None or obs.id != step.instance or obs.status is not Status.RUNNING:
-                if anyio.current_time() - started >= 1.0:  # exited: it will not get ready
-                    step = replace(step, deadline=0.0)
             await anyio.sleep(0.05)
 
     async def _roll_back(self, step: planner.AwaitReady) -> None:

@@ -20,6 +20,7 @@ even after the container, or the daemon, died in between.
 from __future__ import annotations
 
 import errno
+import hashlib
 import ipaddress
 import json
 import logging
@@ -47,8 +48,6 @@ def bridge_name(network: str) -> str:
     name = f"rc-{network}"
     if len(name) <= 15:
         return name
-    import hashlib
-
     return f"rc-{network[:5]}-{hashlib.sha256(network.encode()).hexdigest()[:6]}"
 
 
@@ -77,8 +76,6 @@ def stable_mac(network: str, address: str) -> str:
     """A locally administered unicast MAC per network and address: an address always
     comes with the same MAC (an object made again keeps both, so no ARP cache holds a
     stale one), and two instances of one object, side by side, never share one."""
-    import hashlib
-
     digest = hashlib.sha256(f"{network}/{address.split('/')[0]}".encode()).digest()[:5]
     return ":".join(["02", *(f"{b:02x}" for b in digest)])
 
@@ -245,10 +242,6 @@ def delete_link(name: str) -> bool:
     res = subprocess.run(["ip", "link", "del", name], capture_output=True, check=False,
                          timeout=10)
     return res.returncode == 0
-
-
-def link_exists(name: str) -> bool:
-    return os.path.exists(f"/sys/class/net/{name}")
 
 
 _PROTO = {"TCP": (socket.SOCK_STREAM, 0), "UDP": (socket.SOCK_DGRAM, 0),
