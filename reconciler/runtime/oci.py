@@ -386,11 +386,13 @@ def _apply_seccomp(linux: Config, process: Config, choice: model.SeccompProfile 
     if kind is model.SeccompType.RUNTIME_DEFAULT:
         if default is None:
             return
-        profile = seccomp.for_capabilities(bounding, path=default)
+        profile = seccomp.for_capabilities(bounding, path=default, hardened=True)
         if profile is None:
-            _warn_no_seccomp(default)
-        else:
-            linux["seccomp"] = profile
+            raise errors.RuntimeFailure(
+                f"seccompProfile: the default profile {default} is missing, and a container "
+                f"does not start without one (install golang-github-containers-common, or "
+                f"set seccompProfile: Unconfined for this container)", container=name)
+        linux["seccomp"] = profile
         return
     assert choice is not None and choice.localhost_profile is not None
     path = os.path.join(root, choice.localhost_profile)
@@ -407,7 +409,3 @@ def _apply_seccomp(linux: Config, process: Config, choice: model.SeccompProfile 
             f"looked up under the daemon's --seccomp-root, {root})", container=name)
     linux["seccomp"] = profile
 
-
-@functools.cache
-def _warn_no_seccomp(path: str) -> None:
-    logger.warning("seccomp profile %s not found: containers run without seccomp", path)

@@ -16,6 +16,14 @@ The daemon's default (Kubernetes' ``RuntimeDefault``) keeps only the native arch
 ``runc init`` compiles a third of the filter, which is most of its start-up cost here
 (docs/runtime.md, "seccomp"). A profile named by a manifest (``Localhost``) keeps the
 sub-architectures its ``archMap`` lists, or its own ``architectures``: its author chose.
+
+The default is also narrowed to what Docker's own profile allows (``harden``): Podman's
+file lets any process make namespaces (``unshare``, ``clone`` with ``CLONE_NEWUSER``),
+mount in them and use the kernel keyring, which is the kernel attack surface a user
+namespace opens. Without ``CAP_SYS_ADMIN`` those calls fail with EPERM, ``clone`` with a
+namespace flag fails with the profile's default (ENOSYS), and ``clone3`` (whose flags
+seccomp cannot read) fails with ENOSYS so the C library falls back to ``clone``
+(docs/security.md).
 """
 
 from __future__ import annotations
@@ -118,6 +126,44 @@ def convert(
     return out
 
 
+# Docker's default profile allows these only with CAP_SYS_ADMIN (namespaces and mounts),
+# or not at all (the keyring); Podman's allows them to everyone.
+_NEEDS_SYS_ADMIN = frozenset({
+    "unshare", "setns", "mount", "umount", "umount2", "pivot_root", "fsopen", "fsconfig",
+    "fsmount", "fspick", "open_tree", "move_mount", "mount_setattr",
+})
+_NEVER = frozenset({"keyctl", "add_key", "request_key"})
+# CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET: clone(2)'s first
+# argument on every architecture but s390 (whose first two arguments are swapped).
+_CLONE_NAMESPACES = 0x7E020000
+_EPERM, _ENOSYS = 1, 38
+
+
+def harden(linux_seccomp: dict[str, Any], caps: Iterable[str], *, machine: str) -> dict[str, Any]:
+    """``linux_seccomp`` (an OCI profile) without what Docker's default denies to ``caps``."""
+    granted = frozenset("CAP_" + c.upper().removeprefix("CAP_") for c in caps)
+    if "CAP_SYS_ADMIN" in granted:
+        denied = _NEVER
+    else:
+        denied = _NEVER | _NEEDS_SYS_ADMIN | {"clone", "clone3"}
+    rules: list[dict[str, Any]] = []
+    for rule in linux_seccomp["syscalls"]:
+        names = [n for n in rule["names"] if n not in denied]
+        if names:
+            rules.append({**rule, "names": names})
+    rules.append({"names": sorted(denied - {"clone", "clone3"}), "action": "SCMP_ACT_ERRNO",
+                  "errnoRet": _EPERM})
+    if "CAP_SYS_ADMIN" not in granted:
+        # clone with a namespace flag falls to the default action (ENOSYS), as in
+        # Docker's profile: an unconditional rule beside this one would override it.
+        index = 1 if machine.startswith("s390") else 0
+        rules.append({"names": ["clone"], "action": "SCMP_ACT_ALLOW",
+                      "args": [{"index": index, "value": _CLONE_NAMESPACES, "valueTwo": 0,
+                                "op": "SCMP_CMP_MASKED_EQ"}]})
+        rules.append({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": _ENOSYS})
+    return {**linux_seccomp, "syscalls": rules}
+
+
 def for_capabilities(
     caps: Iterable[str],
     *,
@@ -125,16 +171,15 @@ def for_capabilities(
     machine: str | None = None,
     kernel: str | None = None,
     native_only: bool = True,
+    hardened: bool = False,
 ) -> dict[str, Any] | None:
-    """``linux.seccomp`` for this host (or ``machine``/``kernel``); None if ``path`` is missing."""
+    """``linux.seccomp`` for this host (or ``machine``/``kernel``); None if ``path`` is
+    missing. ``hardened``: with Docker's denials on top (``harden``), for the default."""
     try:
         profile = _load(path)
     except FileNotFoundError:
         return None
-    return convert(
-        profile,
-        caps,
-        machine=machine or platform.machine(),
-        kernel=kernel or os.uname().release,
-        native_only=native_only,
-    )
+    machine = machine or platform.machine()
+    out = convert(profile, caps, machine=machine, kernel=kernel or os.uname().release,
+                  native_only=native_only)
+    return harden(out, caps, machine=machine) if hardened else out

@@ -418,11 +418,13 @@ def test_seccomp_from_the_real_profile_follows_capabilities() -> None:
     admin = build(make(capabilities={"add": ["SYS_ADMIN"]}))["linux"]["seccomp"]
     assert default["defaultAction"] == "SCMP_ACT_ERRNO"
     assert default["defaultErrnoRet"] == 38  # ENOSYS, so new syscalls fall back gracefully
-    # This profile allows mount/umount2 to everyone (CAP_SYS_ADMIN guards them in the
-    # kernel); bpf, fanotify_init, setns and friends are what it ties to CAP_SYS_ADMIN.
-    for profile in (default, admin):
-        assert rules(profile, "mount", "SCMP_ACT_ALLOW")
-        assert rules(profile, "umount2", "SCMP_ACT_ALLOW")
+    # Podman's profile allows mount, umount2 and unshare to everyone; the default, hardened
+    # as Docker's, allows them only with CAP_SYS_ADMIN, and the keyring to nobody.
+    for name in ("mount", "umount2", "unshare"):
+        assert not rules(default, name, "SCMP_ACT_ALLOW")
+        assert [r["errnoRet"] for r in rules(default, name, "SCMP_ACT_ERRNO")] == [1]
+        assert rules(admin, name, "SCMP_ACT_ALLOW")
+    assert not rules(admin, "keyctl", "SCMP_ACT_ALLOW")
     assert not rules(default, "bpf", "SCMP_ACT_ALLOW")
     assert [r["errnoRet"] for r in rules(default, "bpf", "SCMP_ACT_ERRNO")] == [1]  # EPERM
     assert rules(admin, "bpf", "SCMP_ACT_ALLOW")
@@ -510,19 +512,36 @@ def test_seccomp_conversion_filters_by_kernel_arch_and_caps(
             assert set(rule) == {"names", "action"}
 
 
-def test_a_missing_profile_means_no_seccomp_and_one_warning(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_a_missing_default_profile_fails_closed(tmp_path: Path) -> None:
     missing = str(tmp_path / "nope.json")
     assert seccomp.for_capabilities(["CHOWN"], path=missing) is None
-    with caplog.at_level(logging.WARNING, logger=oci.__name__):
-        first = build(seccomp_profile=missing)
-        second = build(seccomp_profile=missing)
-    assert "seccomp" not in first["linux"]
-    assert first == second
-    assert [r.getMessage() for r in caplog.records] == [
-        f"seccomp profile {missing} not found: containers run without seccomp"
-    ]
+    with pytest.raises(errors.RuntimeFailure, match=f"the default profile {missing} is missing"):
+        build(seccomp_profile=missing)
+
+
+def test_the_default_is_hardened_as_docker_s_profile() -> None:
+    """Podman's profile allows unshare, mount and keyctl to anyone; the default does not."""
+    profile = {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38, "syscalls": [
+        {"names": ["read", "unshare", "clone", "clone3", "keyctl", "mount"],
+         "action": "SCMP_ACT_ALLOW"},
+        {"names": ["setns"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
+    ]}
+    plain = seccomp.harden(seccomp.convert(profile, [], machine="x86_64", kernel="6.1"), [],
+                           machine="x86_64")
+    allowed = {n for r in plain["syscalls"] if r["action"] == "SCMP_ACT_ALLOW" and "args" not in r
+               for n in r["names"]}
+    assert allowed == {"read"}
+    eperm = {n for r in plain["syscalls"] if r.get("errnoRet") == 1 for n in r["names"]}
+    assert {"unshare", "keyctl", "add_key", "mount", "setns"} <= eperm
+    [clone] = [r for r in plain["syscalls"] if r["names"] == ["clone"]]
+    assert clone["args"] == [{"index": 0, "value": 0x7E020000, "valueTwo": 0,
+                              "op": "SCMP_CMP_MASKED_EQ"}]
+    names = [n for r in plain["syscalls"] for n in r["names"]]
+    assert names.count("setns") == 1  # one rule per call: libseccomp refuses conflicting ones
+    admin = seccomp.harden(seccomp.convert(profile, ["SYS_ADMIN"], machine="x86_64",
+                                           kernel="6.1"), ["SYS_ADMIN"], machine="x86_64")
+    allowed = {n for r in admin["syscalls"] if r["action"] == "SCMP_ACT_ALLOW" for n in r["names"]}
+    assert allowed == {"read", "unshare", "clone", "clone3", "mount"}  # the keyring: never
 
 
 def test_a_profile_that_appears_later_is_used_and_a_broken_one_is_our_error(
@@ -566,7 +585,10 @@ def test_seccomp_profile_runtime_default_unconfined_and_localhost(tmp_path: Path
     for ref in ("podman.json", str(tmp_path / "podman.json")):  # under the root, or absolute
         mine = seccomp_of({"type": "Localhost", "localhostProfile": ref},
                           seccomp_root=str(tmp_path))["seccomp"]
-        assert mine["syscalls"] == default["syscalls"]
+        # a Localhost profile is taken as its author wrote it: not hardened
+        assert any("unshare" in r["names"] and r["action"] == "SCMP_ACT_ALLOW"
+                   for r in mine["syscalls"])
+        assert mine["syscalls"] != default["syscalls"]
         if platform.machine() == "x86_64":  # the file's archMap: its sub-architectures too
             assert mine["architectures"] == ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86",
                                              "SCMP_ARCH_X32"]
