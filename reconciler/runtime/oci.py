@@ -20,7 +20,6 @@ and give a restarted container the same mounts as the live one.
 from __future__ import annotations
 
 import copy
-import functools
 import json
 import logging
 import os
