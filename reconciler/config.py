@@ -24,6 +24,8 @@ SETTINGS: dict[str, tuple[str, str, str]] = {
     "runc_root": ("RECONCILER_RUNC_ROOT", "runcRoot", paths.DEFAULT_RUNC_ROOT),
     "manifests": ("RECONCILER_MANIFESTS", "manifests", paths.DEFAULT_MANIFESTS),
     "networks": ("RECONCILER_NETWORKS", "networks", "auto"),  # run: on, off, auto
+    # run and validate: a policy file, or a built-in level (privileged, baseline, restricted)
+    "policy": ("RECONCILER_POLICY", "policy", "baseline"),
 }
 SYSTEM_FILE = "/etc/reconciler/config.yaml"
 

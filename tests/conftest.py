@@ -35,6 +35,9 @@ for _name in [n for n in os.environ if n.startswith("RECONCILER_") and n != "REC
 # Daemons the tests start make no bridge or firewall rule on this machine's network: the
 # networking tests pass --networks on to a daemon inside a network namespace of their own.
 os.environ["RECONCILER_NETWORKS"] = "off"
+# Most tests run rootfs: trees from temp dirs, which the default policy (baseline, no host
+# paths) refuses: they run at privileged. The policy's own tests pass --policy.
+os.environ["RECONCILER_POLICY"] = "privileged"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

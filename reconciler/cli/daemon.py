@@ -57,6 +57,13 @@ def _setting_option(p: argparse.ArgumentParser, flag: str, name: str) -> None:
                    help=f"default: %(default)s ({env} or config file)")
 
 
+def _policy_arg(value: str) -> str:
+    """A level's name as it is; a file's path made absolute (the daemon may chdir)."""
+    from reconciler.manifest.policy import LEVELS
+
+    return value if value in LEVELS else os.path.abspath(value)
+
+
 def _default(name: str) -> str:
     """A setting's value before flags. A broken config file is a usage error here: the
     parser is built before main() handles errors, and a traceback helps no one."""
@@ -90,10 +97,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--manifests-owner", type=_owner, default=0, metavar="USER|UID",
                    help="besides root, the one user who may write the manifests directory,"
                         " its files and its parents (default: root)")
-    p.add_argument("--policy", metavar="FILE",
-                   help="a security policy (kind: Policy; docs/security.md): what it forbids"
-                        " is an error on that object; the file is read again when it"
-                        " changes (default: none)")
+    p.add_argument("--policy", metavar="FILE|LEVEL", default=_default("policy"),
+                   help="the security policy (docs/security.md): a file (kind: Policy, read"
+                        " again when it changes) or a built-in level: privileged, baseline,"
+                        " restricted; what it forbids is an error on that object (default:"
+                        " %(default)s; RECONCILER_POLICY or config file)")
     p.add_argument("--insecure-manifests-dir", action="store_true",
                    help="read the manifests directory even if others can write it, or its"
                         " files or parents, or its links lead outside it (a WARNING at"
@@ -256,7 +264,7 @@ def _run(args: argparse.Namespace, first_list: proc.Spawned | None) -> int:
         concurrency=args.concurrency, allow_empty=args.allow_empty, poll=args.poll,
         manifests_owner=args.manifests_owner,
         insecure_manifests_dir=args.insecure_manifests_dir,
-        policy=os.path.abspath(args.policy) if args.policy else None,
+        policy=_policy_arg(args.policy),
         backoff=Backoff(initial=args.backoff_initial, cap=args.backoff_max,
                         reset_after=args.backoff_reset),
         metrics_addr=args.metrics_addr,

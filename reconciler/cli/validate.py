@@ -46,9 +46,10 @@ def register(subparsers: _Subparsers) -> None:
         " (default: 1Mi)",
     )
     parser.add_argument(
-        "--policy", metavar="FILE",
-        help="check against this daemon policy too (as run --policy does); a broken policy"
-        " file is its own findings")
+        "--policy", metavar="FILE|LEVEL", default=None,
+        help="check against this daemon policy (as run --policy does): a file, or a"
+        " built-in level (privileged, baseline, restricted); a broken policy file is its own"
+        " findings (default: the daemon's, RECONCILER_POLICY or config file, else baseline)")
     parser.add_argument(
         "--source", choices=("directory", "etcd"), default="directory",
         help="with --policy: check as the policy's rules for this source"
@@ -67,10 +68,14 @@ def run_validate(args: argparse.Namespace) -> int:
     max_size = _max_size(args.max_size)
     paths, findings = _collect(args.paths)
     check = None
-    if args.policy:
+    if args.policy is None:
+        from reconciler import config
+
+        args.policy = config.default("policy")
+    if args.policy != "privileged":
         from reconciler.manifest import policy as policy_mod
 
-        policy, problems = loader.load_policy(args.policy)
+        policy, problems = loader.policy_from(args.policy)
         if policy is None:
             findings += problems
         else:

@@ -104,6 +104,8 @@ class DesiredState:
     config: Mapping[tuple[str, str], ConfigObject] = field(default_factory=dict)
     held: Mapping[str, str] = field(default_factory=dict)  # pod key -> why it is not made
     networks: Mapping[str, network.Network] = field(default_factory=dict)  # the default too
+    # objects (kind, key) a policy with ``enforce: evict`` forbids: deleted, not kept
+    evicted: frozenset[tuple[str, str]] = frozenset()
 
     @property
     def available(self) -> bool:
@@ -141,12 +143,15 @@ def build(
                      if s.available or sid not in known  # not known: its offline copy
                      for key, result in s.origins.items())
     broken = frozenset(key for key, _, result in origins if not result.ok)
+    evicted = frozenset(f.evicts for _, _, result in origins for f in result.findings
+                        if f.evicts is not None)
 
     def held(source: str, source_id: str) -> bool:
         return source in broken or source_id in unavailable
 
     claims = _claims(origins,
-                     units=[d for d in before.values() if held(d.source, d.source_id)],
+                     units=[d for d in before.values()
+                            if held(d.source, d.source_id) and d.key not in evicted],
                      config=[c for c in before_config.values() if held(c.source, c.source_id)])
     chosen: dict[tuple[str, str], _Claim] = {}
     conflicts: dict[str, tuple[str, ...]] = {}
@@ -202,6 +207,7 @@ def build(
         config=types.MappingProxyType(config),
         held=types.MappingProxyType(unmade),
         networks=types.MappingProxyType(networks),
+        evicted=evicted,
     )
 
 

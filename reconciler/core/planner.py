@@ -400,6 +400,9 @@ def _hold_delete(desired: DesiredState, have: Observed) -> str | None:
     if not desired.source_available(sid):
         why = desired.unavailable.get(sid or "") or desired.reason
         return f"manifests source unavailable ({why})"
+    pod = have.annotations.get(ANN_POD)
+    if (("Pod", pod) if pod else ("Container", have.name)) in desired.evicted:
+        return None  # the policy says evict: its last good revision is not kept
     if have.source is not None and have.source in desired.broken_sources:
         return f"its manifest {have.source} has errors; running on its last good spec"
     contested = have.annotations.get(ANN_POD) or have.name

@@ -26,6 +26,7 @@ from reconciler.core.desired import SourceSnapshot
 from reconciler.core.observed import Limits, Stats
 from reconciler.daemon.loop import Controller
 from reconciler.daemon.notify import Notifier
+from reconciler.daemon.policy import PolicyWatch
 from reconciler.daemon.status import Store
 from reconciler.daemon.view import health
 from reconciler.images.store import ImageStore
@@ -36,7 +37,6 @@ from reconciler.sources import Source, directory
 if TYPE_CHECKING:
     from reconciler.daemon.fleet import FleetOptions
     from reconciler.daemon.network import Networks
-    from reconciler.daemon.policy import PolicyWatch
 
 log = logging.getLogger("reconciler")
 
@@ -62,7 +62,7 @@ class Options:
     runtime_classes: dict[str, tuple[str, ...]] | None = None  # None: the runtime's defaults
     sources: tuple[str, ...] = ("directory",)  # and/or "etcd" (then ``fleet`` says where)
     fleet: FleetOptions | None = None
-    policy: str | None = None  # a policy file (manifest/policy.py); None: nothing checked
+    policy: str = "baseline"  # a policy file (manifest/policy.py), or a built-in level
     networks: str = "off"  # on, off, auto (on if the CNI plugins are there); the CLI's: auto
     default_subnet: str | None = None  # None: network.DEFAULT_SUBNET
     cni_path: str = "/usr/lib/cni"
@@ -95,15 +95,11 @@ async def serve(
                          cgroup_parent=parent, pods_dir=paths.pods_dir(opts.state_dir),
                          sources=tuple(s.id for s in sources),
                          network=_networks(opts), default_subnet=opts.default_subnet)
-        policy_watch = None
-        if opts.policy is not None:
-            from reconciler.daemon.policy import PolicyWatch
-
-            policy_watch = PolicyWatch(
-                opts.policy, sources,
-                event=lambda reason, message, warning: ctl.event(None, reason, message,
-                                                                 warning=warning))
-            policy_watch.load_first()  # before any source looks: nothing unchecked gets in
+        policy_watch = PolicyWatch(
+            opts.policy, sources,
+            event=lambda reason, message, warning: ctl.event(None, reason, message,
+                                                             warning=warning))
+        policy_watch.load_first()  # before any source looks: nothing unchecked gets in
         server = None
         if opts.metrics_addr:  # prometheus_client and the HTTP server only when asked for
             from reconciler.daemon.metrics import DaemonMetrics, MetricsServer
@@ -118,8 +114,7 @@ async def serve(
                 log.info("metrics on http://%s/metrics", opts.metrics_addr)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_signals, tg.cancel_scope, sources, policy_watch)
-                if policy_watch is not None:
-                    tg.start_soon(policy_watch.run)
+                tg.start_soon(policy_watch.run)
                 # The first relist (runc) and the first look (the files) at the same time:
                 # each is most of a restart's cost, and neither needs the other.
                 async with anyio.create_task_group() as starting:

@@ -87,6 +87,9 @@ class Finding:
     line: int | None
     path: str
     message: str
+    # a policy with ``enforce: evict`` forbids this object (kind, key): it is deleted,
+    # not kept running on its last good revision
+    evicts: tuple[str, str] | None = None
 
     def __str__(self) -> str:
         where = self.file if self.line is None else f"{self.file}:{self.line}"
@@ -206,6 +209,15 @@ def load_bytes(data: bytes, *, file: str, base_dir: str | None,
                                           for d in documents), ())
 
 
+def policy_from(value: str) -> tuple[policy.Policy | None, list[Finding]]:
+    """``--policy VALUE``: a built-in level by its name (``baseline``), else a file."""
+    from reconciler.manifest import policy
+
+    if value in policy.LEVELS:
+        return policy.builtin(value), []
+    return load_policy(value)
+
+
 def load_policy(path: str | os.PathLike[str]) -> tuple[policy.Policy | None, list[Finding]]:
     """A policy file (``run --policy``, ``validate --policy``): one ``kind: Policy``
     document, or its findings, each on its line as a manifest's are."""
@@ -217,6 +229,9 @@ def load_policy(path: str | os.PathLike[str]) -> tuple[policy.Policy | None, lis
             data = fh.read(MAX_SIZE + 1)
     except OSError as exc:
         return None, [Finding(file, None, "", f"cannot read file: {exc.strerror or exc}")]
+    if len(data) > MAX_SIZE:
+        return None, [Finding(file, None, "", f"the file is larger than {MAX_SIZE} bytes: "
+                                              "not a policy")]
     text = _decode(data)
     if isinstance(text, Finding):
         return None, [_in_file(text, file)]
@@ -680,8 +695,11 @@ def _document(
                      for err in (said if findings or said else errors)]
         return None, sorted(findings, key=lambda f: f.line or 0)
     if not findings and check is not None:
+        key = key_of(typing.cast("Document", document))
         findings = [Finding(file, _value_line(root, v.path), _format_path(v.path),
-                            f"{v.message} (policy: {v.rule})") for v in check(document)]
+                            f"{v.message} (policy: {v.rule}{', evicted' if v.evict else ''})",
+                            key if v.evict else None)
+                    for v in check(document)]
     if findings:
         return None, sorted(findings, key=lambda f: f.line or 0)
     return Loaded(typing.cast("Document", document), file, start, index), []

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
 
 import pydantic
@@ -119,6 +119,9 @@ class Rules(model._Model):
     max_resources: MaxResources | None = Field(
         None, description="Limits every container must set, at most these.")
     run_as_non_root: bool = Field(False, description="Require a non-root user at any level.")
+    enforce: Literal["report", "evict"] = Field(
+        "report", description="report: a running object that a changed policy forbids keeps "
+                              "running and is reported; evict: it is stopped and deleted.")
 
 
 class Policy(Rules):
@@ -127,9 +130,9 @@ class Policy(Rules):
     api_version: Literal["reconciler/v1"] = Field(alias="apiVersion",
                                                   description="Must be reconciler/v1.")
     kind: Literal["Policy"] = Field(description="Must be Policy.")
-    enforce: Literal["report"] = Field(
-        "report", description="report: a running object that now violates the policy "
-                              "keeps running and is reported (evict is not supported yet).")
+    manifest_links: list[model.HostPath] = Field(
+        default_factory=list, description="Directories outside the manifests directory that "
+                                          "a symlink in it may lead into.")
     sources: dict[Literal["directory", "etcd"], Rules] = Field(
         default_factory=dict, description="A policy of its own for a source.")
 
@@ -143,6 +146,16 @@ class Violation:
     path: tuple[PathElem, ...]  # as the YAML says it: ("spec", "mounts", 0, "source")
     rule: str  # the policy's word for what forbids it: "hostPaths", "allow.hostNetwork"
     message: str
+    evict: bool = False  # enforce: evict: the object is deleted, not kept on its last good
+
+
+LEVELS: tuple[Level, ...] = ("privileged", "baseline", "restricted")
+
+
+def builtin(level: Level) -> Policy:
+    """``--policy LEVEL``: a level with nothing widened (no host paths at all)."""
+    return Policy.model_validate({"apiVersion": "reconciler/v1", "kind": "Policy",
+                                  "level": level})
 
 
 Check = Callable[[Any], list[Violation]]
@@ -152,6 +165,9 @@ def checker(rules: Rules | None) -> Check | None:
     """The loader's ``check`` hook for ``rules`` (None: no policy, nothing checked)."""
     if rules is None:
         return None
+    if rules.enforce == "evict":
+        return lambda document: [replace(v, evict=True)
+                                 for v in violations(document, rules)]
     return lambda document: list(violations(document, rules))
 
 
@@ -184,9 +200,7 @@ def _container(c: model.Container, r: Rules) -> Iterator[Violation]:
             if not _port_allowed(port.host_port, r):
                 yield Violation(("spec", "ports", i, "hostPort"), "hostPorts",
                                 f"host port {port.host_port} is not allowed")
-        if s.seccomp_profile is not None and s.seccomp_profile.type.value == "Unconfined":
-            yield Violation(("spec", "seccompProfile", "type"), "level",
-                            f"an Unconfined seccomp profile is not allowed at {r.level}")
+        yield from _seccomp(("spec",), s.seccomp_profile, r)
     if r.level == "restricted" and s.allow_privilege_escalation:
         yield Violation(("spec", "allowPrivilegeEscalation"), "level",
                         "privilege escalation is not allowed at restricted")
@@ -257,9 +271,7 @@ def _kube_container(at: tuple[PathElem, ...], c: Any, pod_sc: Any,
                                 f"host port {port.host_port} is not allowed")
         for profile, where in ((sc.seccomp_profile if sc else None, (*at, "securityContext")),
                                (pod_sc.seccomp_profile, ("spec", "securityContext"))):
-            if profile is not None and profile.type.value == "Unconfined":
-                yield Violation((*where, "seccompProfile", "type"), "level",
-                                f"an Unconfined seccomp profile is not allowed at {r.level}")
+            yield from _seccomp(where, profile, r)
     if r.level == "restricted":  # as Kubernetes' restricted: said, not defaulted
         if sc is None or sc.allow_privilege_escalation is not False:
             yield Violation((*at, "securityContext", "allowPrivilegeEscalation"), "level",
@@ -278,6 +290,22 @@ def _kube_container(at: tuple[PathElem, ...], c: Any, pod_sc: Any,
     limits = c.resources.limits
     yield from _limits((*at, "resources", "limits"), limits.get("memory"), limits.get("cpu"),
                        None, r, pids_settable=False)  # a Pod has no pids limit to set
+
+
+def _seccomp(at: tuple[PathElem, ...], profile: Any, r: Rules) -> Iterator[Violation]:
+    """No ``Unconfined``, and a ``Localhost`` profile only from the daemon's
+    ``--seccomp-root`` (root's), as the kubelet's are from its seccomp directory: an
+    absolute path could name any file, one that allows everything included."""
+    if profile is None:
+        return
+    if profile.type.value == "Unconfined":
+        yield Violation((*at, "seccompProfile", "type"), "level",
+                        f"an Unconfined seccomp profile is not allowed at {r.level}")
+    name = profile.localhost_profile
+    if name is not None and (os.path.isabs(name) or ".." in name.split("/")):
+        yield Violation((*at, "seccompProfile", "localhostProfile"), "level",
+                        f"a Localhost profile outside the daemon's --seccomp-root ({name}) is"
+                        f" not allowed at {r.level}")
 
 
 def _first(*values: Any) -> Any:

@@ -35,3 +35,6 @@ class Source(Protocol):
     def rescan(self) -> None: ...
 
     def set_check(self, check: policy.Check | None) -> None: ...
+
+    def set_links(self, prefixes: tuple[str, ...]) -> None:
+        """Where links in the source may lead beyond it (the policy's manifestLinks)."""

@@ -183,6 +183,15 @@ class ManifestSource:
         event loop, so the look thread never sees it change under it."""
         self._check = check
 
+    def set_links(self, prefixes: tuple[str, ...]) -> None:
+        """The policy's ``manifestLinks``: where a link in the directory may lead, from the
+        next look on; set between looks, as ``set_check``. Without trust checks
+        (``--insecure-manifests-dir``) links lead anywhere already."""
+        if self.trust is not None:
+            real = tuple(os.path.realpath(p) for p in prefixes)
+            self.trust = replace(self.trust, allowed_link_prefixes=real)
+            self._tracker.trust = self.trust
+
     def rescan(self) -> None:
         """Ask ``run`` for a full look now: from any thread, or a task such as a SIGHUP receiver."""
         self._rescan.set()

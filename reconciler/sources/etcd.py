@@ -104,6 +104,9 @@ class EtcdSource:
         self._check = check
         self._parsed = {}
 
+    def set_links(self, prefixes: tuple[str, ...]) -> None:
+        """Keys have no links."""
+
     def rescan(self) -> None:
         """SIGHUP: read everything again."""
         self._rescan.set()

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -177,7 +178,7 @@ def test_no_policy_checks_nothing() -> None:
     ("level: medium\n", "3: level: must be 'privileged', 'baseline' or 'restricted'"),
     ("hostPorts: ['99999']\n", "3: hostPorts[0]: '99999' is not within 1-65535"),
     ("bogus: 1\n", "3: bogus: unknown field"),
-    ("enforce: evict\n", "3: enforce:"),
+    ("enforce: kill\n", "3: enforce: must be 'report' or 'evict'"),
     ("sources: {fleet: {}}\n", "3: sources"),
     ("capabilities: [NOT_A_CAP]\n", "capabilities[0]: 'NOT_A_CAP' is not a Linux capability"),
 ])
@@ -240,3 +241,93 @@ def test_the_most_specific_host_path_rule_decides(tmp_path: Path) -> None:
     other = CONTAINER + "  mounts: [{type: bind, source: /srv/other, destination: /x}]\n"
     assert any("may only be mounted read-only (hostPaths: /srv readOnly)" in f
                for f in findings(other, rules, tmp_path))
+
+
+def test_a_level_by_its_name_is_a_policy_with_nothing_widened(tmp_path: Path) -> None:
+    for level in policy.LEVELS:
+        found, problems = loader.policy_from(level)
+        assert found is not None and problems == [] and found.level == level
+        assert found.host_paths == [] and found.enforce == "report"
+    out = findings(CONTAINER, loader.policy_from("baseline")[0] or policy.builtin("baseline"),
+                   tmp_path)
+    assert any("spec.rootfs: host path /srv/rootfs/web is not under an allowed prefix" in f
+               for f in out), out
+    found, problems = loader.policy_from(str(tmp_path / "baseline"))  # a path: a file
+    assert found is None and "cannot read file" in str(problems[0])
+
+
+def test_an_oversized_policy_file_is_refused_unread(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text("apiVersion: reconciler/v1\nkind: Policy\n" + "#" * loader.MAX_SIZE)
+    found, problems = loader.load_policy(path)
+    assert found is None
+    assert [str(p) for p in problems] == [
+        f"{path}: the file is larger than {loader.MAX_SIZE} bytes: not a policy"]
+
+
+def test_enforce_evict_marks_the_object_for_deletion(tmp_path: Path) -> None:
+    from reconciler.core import desired
+
+    bad = CONTAINER.replace("/srv/rootfs/web", "/")
+    report = policy_of("", tmp_path)
+    path = tmp_path / "m.yaml"
+    path.write_text(bad)
+    kept = loader.load_file(path, check=policy.checker(report))
+    assert [f.evicts for f in kept.findings] == [None]
+    evict = policy_of("enforce: evict\n", tmp_path)
+    gone = loader.load_file(path, check=policy.checker(evict))
+    assert [f.evicts for f in gone.findings] == [("Container", "web")]
+    assert "(policy: hostPaths, evicted)" in str(gone.findings[0])
+    # The previous state ran it; keep-last-good carries it over under report, not evict.
+    before = desired.build(desired.SourceSnapshot(
+        "directory", True, None, {str(path): loader.FileResult(
+            str(path), "d0", (loader.Loaded(kept_doc(tmp_path), str(path), 1, 0),), ())}), None)
+    assert "web" in before.specs
+    for result, carried in ((kept, True), (gone, False)):
+        after = desired.build(desired.SourceSnapshot("directory", True, None,
+                                                     {str(path): result}), before)
+        assert ("web" in after.specs) is carried
+        assert (("Container", "web") in after.evicted) is not carried
+
+
+def kept_doc(tmp_path: Path) -> Any:
+    good = tmp_path / "good.yaml"
+    good.write_text(CONTAINER)
+    [doc] = loader.load_file(good).documents
+    return doc.document
+
+
+def test_a_policy_file_others_can_change_is_not_trusted(tmp_path: Path) -> None:
+    import os
+
+    from reconciler.daemon.policy import untrusted
+
+    path = tmp_path / "policy.yaml"
+    path.write_text("apiVersion: reconciler/v1\nkind: Policy\n")
+    tmp_path.chmod(0o755)
+    assert untrusted(str(path)) is None  # /tmp is sticky: root's entry below it is safe
+    path.chmod(0o666)
+    assert untrusted(str(path)) == f"{path} is writable by everyone (mode 0666)"
+    path.chmod(0o644)
+    tmp_path.chmod(0o775)
+    assert untrusted(str(path)) == f"{tmp_path} is writable by its group (mode 0775)"
+    tmp_path.chmod(0o755)
+    os.chown(path, 1000, 0)
+    assert untrusted(str(path)) == f"{path} is owned by uid 1000"
+    os.chown(path, 0, 0)
+    link = tmp_path / "link.yaml"
+    link.symlink_to(path)
+    os.lchown(link, 1000, 0)
+    assert untrusted(str(link)) == f"{link} is owned by uid 1000"
+
+
+def test_a_localhost_profile_comes_from_the_seccomp_root(tmp_path: Path) -> None:
+    rules = policy_of("hostPaths: [{path: /srv/rootfs}]\n", tmp_path)
+    for name, refused in (("web.json", False), ("/usr/share/containers/seccomp.json", True)):
+        doc = CONTAINER + (f"  seccompProfile: {{type: Localhost, localhostProfile: '{name}'}}\n")
+        out = findings(doc, rules, tmp_path)
+        assert bool(out) is refused, out
+        if refused:
+            assert "spec.seccompProfile.localhostProfile: a Localhost profile outside" in out[0]
+    assert findings(CONTAINER + "  seccompProfile: {type: Localhost, localhostProfile: "
+                    "/etc/x.json}\n", policy.builtin("privileged"), tmp_path) == []
