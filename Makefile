@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STATE := $(CURDIR)/.state
 SYS_PKGS := runc conmon catatonit busybox-static umoci skopeo golang-github-containers-common \
             docker-registry vim git etcd-server etcd-client openssl \
-            containernetworking-plugins iptables
+            containernetworking-plugins iptables gcc libc6-dev
 ROOTFS := $(STATE)/rootfs/busybox
 
 .PHONY: deps sysdeps venv rootfs image config test run down bench lint completions clean fuzz
