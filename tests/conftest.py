@@ -121,9 +121,19 @@ class HostSandbox:
         for pidfile in self.state_dir.glob("containers/*/bundle/conmon.pid"):
             with contextlib.suppress(ValueError, OSError):
                 os.kill(int(pidfile.read_text()), 9)
+        # hostUsers: false roots are bound under /run too, in a directory of this state dir's
+        from reconciler.runtime.idmap import visible_root
+
+        exposed = visible_root(self.state_dir.absolute(), "-").parent
         for mnt in sorted(_mount_points(), key=len, reverse=True):
-            if mnt.startswith(str(self.base) + "/"):
+            if mnt.startswith((str(self.base) + "/", str(exposed) + "/")):
                 _detach(mnt)
+        if exposed.is_dir():
+            for leftover in exposed.iterdir():
+                with contextlib.suppress(OSError):
+                    leftover.rmdir()
+            with contextlib.suppress(OSError):
+                exposed.rmdir()
         for leaf in sorted(leaves):
             remove_cgroup_tree(leaf)
             parent = leaf.rstrip("/").rsplit("/", 1)[0]

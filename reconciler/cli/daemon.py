@@ -102,6 +102,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         " again when it changes) or a built-in level: privileged, baseline,"
                         " restricted; what it forbids is an error on that object (default:"
                         " %(default)s; RECONCILER_POLICY or config file)")
+    p.add_argument("--userns-user", default="reconciler", metavar="USER",
+                   help="hostUsers: false objects get id ranges from this user's lines in"
+                        " /etc/subuid and /etc/subgid (default: %(default)s)")
+    p.add_argument("--subuid-file", default="/etc/subuid", metavar="FILE",
+                   help="where the subordinate uids are (default: %(default)s)")
+    p.add_argument("--subgid-file", default="/etc/subgid", metavar="FILE",
+                   help="where the subordinate gids are (default: %(default)s)")
     p.add_argument("--insecure-manifests-dir", action="store_true",
                    help="read the manifests directory even if others can write it, or its"
                         " files or parents, or its links lead outside it (a WARNING at"
@@ -265,6 +272,8 @@ def _run(args: argparse.Namespace, first_list: proc.Spawned | None) -> int:
         manifests_owner=args.manifests_owner,
         insecure_manifests_dir=args.insecure_manifests_dir,
         policy=_policy_arg(args.policy),
+        userns=(args.userns_user, os.path.abspath(args.subuid_file),
+                os.path.abspath(args.subgid_file)),
         backoff=Backoff(initial=args.backoff_initial, cap=args.backoff_max,
                         reset_after=args.backoff_reset),
         metrics_addr=args.metrics_addr,

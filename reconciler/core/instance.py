@@ -56,6 +56,15 @@ def split_id(instance: str) -> tuple[str, int]:
 
 
 @dataclass(frozen=True)
+class IdMap:
+    """A user namespace's mapping: ids 0..size-1 inside are ``uid``/``gid`` onward outside."""
+
+    uid: int
+    gid: int
+    size: int
+
+
+@dataclass(frozen=True)
 class InstanceSpec:
     """Everything the runtime needs to make one instance, every default resolved.
 
@@ -84,3 +93,4 @@ class InstanceSpec:
     run_as_non_root: bool = False  # refuse to start as uid 0 (checked on the effective user)
     runtime_class: str | None = None  # runtimeClassName: another OCI runtime than runc
     etc_files: Mapping[str, str] = field(default_factory=dict)  # /etc/hosts -> the network's
+    id_map: IdMap | None = None  # hostUsers: false: the host ids its user namespace maps to

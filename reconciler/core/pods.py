@@ -91,6 +91,7 @@ class PodInfo:
     host_pid: bool = False
     host_ipc: bool = False
     share_pid: bool = False
+    host_users: bool = True  # False: the sandbox makes a user namespace the others join
     runtime_class: str | None = None
     dir: str = ""  # the pod's directory (volumes, termination logs)
     volumes: tuple[PodVolume, ...] = ()  # the pod's (made by the sandbox, checked by all)
@@ -121,6 +122,7 @@ class PodInfo:
         if self.role is Role.SANDBOX or sandbox_pid is None:
             return out
         shared = ["network", "uts", "ipc"] + (["pid"] if self.share_pid else [])
+        shared += [] if self.host_users else ["user"]
         names = {"network": "net"}
         for kind in shared:
             if kind not in out:
@@ -196,6 +198,7 @@ def expand(pod: kube.Pod, *, config: ConfigObjects, pods_dir: str) -> list[Unit]
         "identity": identity, "identity_doc": identity_doc, "key": pod.key, "sandbox": sandbox,
         "host_network": spec.host_network, "host_pid": spec.host_pid,
         "host_ipc": spec.host_ipc, "share_pid": spec.share_process_namespace,
+        "host_users": spec.host_users,
         "runtime_class": spec.runtime_class_name, "dir": directory,
     }
     units = []
@@ -241,6 +244,7 @@ def pod_identity(pod: kube.Pod, volumes: Sequence[PodVolume], *, inits: Sequence
     doc = {
         "hostNetwork": spec.host_network, "hostPID": spec.host_pid,
         "hostIPC": spec.host_ipc, "shareProcessNamespace": spec.share_process_namespace,
+        **({} if spec.host_users else {"hostUsers": False}),  # hashes of older pods hold
         "hostname": spec.hostname, "subdomain": spec.subdomain,
         "runtimeClassName": spec.runtime_class_name,
         "volumes": [[v.name, v.kind, v.path if v.kind == "host" else "", v.size, v.host_type,
@@ -320,6 +324,7 @@ def _container_doc(pod: kube.Pod, c: kube.KubeContainer, *, role: Role, where: s
         "restartPolicy": _restart_policy(pod, role),
         "terminationGracePeriodSeconds": pod.spec.termination_grace_period_seconds,
         "hostNetwork": pod.spec.host_network,
+        **({} if pod.spec.host_users else {"hostUsers": False}),
     }
     if c.command is not None:
         spec["command"] = [_expand(a, env) for a in c.command]
@@ -403,6 +408,7 @@ def _sandbox_doc(pod: kube.Pod, volumes: Sequence[PodVolume], directory: str
         "rootfs": posixpath.join(posixpath.dirname(directory), INFRA_DIR),
         "command": list(INFRA_ARGV),
         "hostNetwork": pod.spec.host_network,
+        **({} if pod.spec.host_users else {"hostUsers": False}),
         "readOnlyRootFilesystem": True,
         "capabilities": {"drop": ["ALL"]},
         "restartPolicy": "Always",

@@ -42,6 +42,7 @@ from reconciler.daemon import view as view_mod
 from reconciler.daemon.locks import UpdateLocks
 from reconciler.daemon.probes import Probers
 from reconciler.daemon.status import Store, history_from_json
+from reconciler.daemon.userns import IdRanges
 from reconciler.daemon.worker import Worker
 from reconciler.resolve.spec import Resolver
 
@@ -79,9 +80,11 @@ class Controller:
         sources: tuple[str, ...] = (),
         network: Networks | None = None,
         default_subnet: str | None = None,
+        id_ranges: IdRanges | None = None,
     ) -> None:
         self.runtime = runtime
         self.network = network
+        self.id_ranges = id_ranges or IdRanges(store.dir.as_posix())
         self.default_subnet = default_subnet
         self.sources = frozenset(sources)  # no pass before each has sent its first snapshot
         self.pods_dir = pods_dir

@@ -28,6 +28,7 @@ from reconciler.daemon.loop import Controller
 from reconciler.daemon.notify import Notifier
 from reconciler.daemon.policy import PolicyWatch
 from reconciler.daemon.status import Store
+from reconciler.daemon.userns import IdRanges
 from reconciler.daemon.view import health
 from reconciler.images.store import ImageStore
 from reconciler.resolve.spec import Resolver
@@ -63,6 +64,7 @@ class Options:
     sources: tuple[str, ...] = ("directory",)  # and/or "etcd" (then ``fleet`` says where)
     fleet: FleetOptions | None = None
     policy: str = "baseline"  # a policy file (manifest/policy.py), or a built-in level
+    userns: tuple[str, str, str] = ("reconciler", "/etc/subuid", "/etc/subgid")  # user, files
     networks: str = "off"  # on, off, auto (on if the CNI plugins are there); the CLI's: auto
     default_subnet: str | None = None  # None: network.DEFAULT_SUBNET
     cni_path: str = "/usr/lib/cni"
@@ -94,7 +96,9 @@ async def serve(
                          stats_reader=lambda i: _cgroup_stats(runtime, i),
                          cgroup_parent=parent, pods_dir=paths.pods_dir(opts.state_dir),
                          sources=tuple(s.id for s in sources),
-                         network=_networks(opts), default_subnet=opts.default_subnet)
+                         network=_networks(opts), default_subnet=opts.default_subnet,
+                         id_ranges=IdRanges(opts.state_dir, user=opts.userns[0],
+                                            subuid=opts.userns[1], subgid=opts.userns[2]))
         policy_watch = PolicyWatch(
             opts.policy, sources,
             event=lambda reason, message, warning: ctl.event(None, reason, message,
@@ -216,7 +220,7 @@ async def _signals(scope: anyio.CancelScope, sources: list[Source],
             if signum == signal.SIGHUP:
                 log.info("SIGHUP: rescanning the manifests")
                 if policy_watch is not None:
-                    policy_watch.check_now()
+                    policy_watch.check_now(force=True)
                 for source in sources:
                     source.rescan()
                 continue

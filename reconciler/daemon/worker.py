@@ -31,6 +31,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from reconciler import atomic, errors
 from reconciler.core import planner
 from reconciler.core.history import History
+from reconciler.core.instance import ANN_POD
 from reconciler.core.observed import ExitStatus, Limits, Observed, Status
 from reconciler.core.planner import Action, Cause, Kind
 from reconciler.manifest.model import Resources, RunState
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from reconciler.daemon.network import Networks
     from reconciler.daemon.probes import Probers
     from reconciler.daemon.status import Store
+    from reconciler.daemon.userns import IdRanges
     from reconciler.manifest.model import Container
     from reconciler.resolve.spec import Resolver
     from reconciler.runtime.types import Runtime
@@ -55,6 +57,7 @@ class Loop(Protocol):
     runtime: Runtime
     resolver: Resolver
     network: Networks | None
+    id_ranges: IdRanges
     probers: Probers
     store: Store
     effective: DesiredState | None
@@ -259,7 +262,11 @@ class Worker:
                 if rollout is not None:  # the old instance, after the handover
                     _rollout_file(ctl.store, name).unlink(missing_ok=True)
                     continue
-                ctl.observed.pop(name, None)
+                gone = ctl.observed.pop(name, None)
+                if action.kind is Kind.DELETE and gone is not None:
+                    pod = gone.annotations.get(ANN_POD)
+                    if pod is None or step.pod_gone:  # the object is gone: its ids too
+                        ctl.id_ranges.release(f"Pod/{pod}" if pod else f"Container/{name}")
                 if action.kind is Kind.DELETE:
                     if action.cause is not Cause.SANDBOX_GONE:  # made again: same counts
                         ctl.history.pop(name, None)
@@ -269,6 +276,9 @@ class Worker:
             elif isinstance(step, planner.Create):
                 assert action.desired is not None
                 spec = await ctl.resolver.instance(action.desired, step)
+                if not action.desired.container.spec.host_users:
+                    key = "/".join(action.desired.key)
+                    spec = replace(spec, id_map=ctl.id_ranges.range_for(key, name=name))
                 if ctl.network is not None:
                     spec = replace(spec, etc_files=ctl.network.etc_files(action.desired))
                 if rollout is not None:  # which one serves, for a daemon killed meanwhile

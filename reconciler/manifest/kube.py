@@ -1016,7 +1016,7 @@ class PodSpec(model._Model):
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset({
         "activeDeadlineSeconds", "affinity", "automountServiceAccountToken", "dnsConfig",
         "enableServiceLinks", "ephemeralContainers", "evictionResponders", "hostAliases",
-        "hostUsers", "hostnameOverride", "imagePullSecrets", "nodeName", "nodeSelector", "os",
+        "hostnameOverride", "imagePullSecrets", "nodeName", "nodeSelector", "os",
         "overhead", "preemptionPolicy", "priority", "priorityClassName", "readinessGates",
         "resourceClaims", "resources", "schedulerName", "schedulingGates", "schedulingGroup",
         "serviceAccount", "serviceAccountName", "setHostnameAsFQDN", "tolerations",
@@ -1045,6 +1045,10 @@ class PodSpec(model._Model):
     host_ipc: bool = Field(False, alias="hostIPC",
                            description="Use the host's IPC namespace (and not the pod's "
                                        "/dev/shm); default false.")
+    host_users: bool = Field(
+        True, description="false: the pod's containers run in a user namespace of the pod's "
+                          "own, root mapped to an unprivileged host range given to this pod "
+                          "alone. Not with hostNetwork, hostPID or hostIPC. Default true.")
     share_process_namespace: bool = Field(
         False, description="One PID namespace for the pod's containers, catatonit its PID 1; "
                            "not with hostPID. Default false.")
@@ -1112,6 +1116,11 @@ class PodSpec(model._Model):
     def _host(self) -> PodSpec:
         if self.host_pid and self.share_process_namespace:
             raise ValueError("hostPID and shareProcessNamespace cannot both be true")
+        shared = [f for f, on in (("hostNetwork", self.host_network), ("hostPID", self.host_pid),
+                                  ("hostIPC", self.host_ipc)) if on]
+        if not self.host_users and shared:
+            raise ValueError(f"hostUsers: false cannot be used with {shared[0]}: true (as"
+                             " Kubernetes)")
         if self.dns_policy == "None":
             raise ValueError("dnsPolicy None needs dnsConfig, which reconciler does not"
                              " support")

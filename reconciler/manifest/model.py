@@ -465,6 +465,10 @@ class Spec(_Model):
     host_network: bool = Field(
         False, description="Share the host's network namespace instead of getting a private "
                            "one; default false.")
+    host_users: bool = Field(
+        True, description="false: a user namespace of its own, its root an unprivileged "
+                          "host uid from a range the daemon gives this object alone "
+                          "(Kubernetes' hostUsers). Not with hostNetwork. Default true.")
     networks: list[Attachment] | None = Field(
         None, description="The networks it joins (each gives an interface, eth0 first, and "
                           "an address kept for as long as the object exists); unset: the "
@@ -548,6 +552,9 @@ class Spec(_Model):
             seen.add(mount.destination)
         if self.host_network and self.networks:
             raise ValueError("networks: a container with hostNetwork joins no other network")
+        if not self.host_users and self.host_network:
+            raise ValueError("hostUsers: false needs a network namespace of its own, not"
+                             " hostNetwork")
         for i, p in enumerate(self.ports):
             if self.host_network and p.host_port != p.container_port:
                 raise ValueError(f"ports[{i}]: with hostNetwork, hostPort must equal"

@@ -61,6 +61,11 @@ class Depot:
         return self.root / "layer" / "work"
 
     @property
+    def mapped(self) -> Path:
+        """hostUsers: false: the lower tree idmapped here, the overlay's lower layer."""
+        return self.root / "layer" / "mapped"
+
+    @property
     def pidfile(self) -> Path:
         return self.bundle / "pidfile"
 

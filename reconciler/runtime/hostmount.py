@@ -45,6 +45,14 @@ def bind(source: Path, target: Path) -> None:
         raise errors.MountError(f"cannot bind {source} on {target}: {os.strerror(err)}")
 
 
+def bind_dir(source: Path, target: Path) -> None:
+    """Bind the directory ``source`` (a mount point too) on ``target``, made if missing."""
+    target.mkdir(exist_ok=True)
+    if _libc.mount(os.fsencode(source), os.fsencode(target), None, MS_BIND, None) != 0:
+        err = ctypes.get_errno()
+        raise errors.MountError(f"cannot bind {source} on {target}: {os.strerror(err)}")
+
+
 def unmount(target: Path) -> None:
     """Detach every mount stacked at ``target``; a path with no mount is fine.
 

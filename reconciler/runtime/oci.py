@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from reconciler import errors
+from reconciler.core.instance import IdMap
 from reconciler.manifest import model, quantity
 from reconciler.runtime import seccomp
 
@@ -93,6 +94,7 @@ def build_config(
     entrypoint: Sequence[str] = (),
     namespaces: Mapping[str, str | None] | None = None,
     etc_files: Mapping[str, str] | None = None,
+    id_map: IdMap | None = None,
 ) -> Config:
     """The complete config.json of ``container``, as a new dict (``base`` is not changed).
 
@@ -105,7 +107,8 @@ def build_config(
     ``namespaces`` maps a namespace type to a path to join (a pod's sandbox's) or None
     for the host's; the types it does not name stay the container's own. ``etc_files``
     maps /etc/hosts and /etc/resolv.conf to the network's files (read-only binds), unless
-    the manifest mounts something there itself.
+    the manifest mounts something there itself. ``id_map``: a user namespace with that
+    mapping (a new one, or the pod's that ``namespaces`` names).
     """
     spec = container.spec
     pod_namespaces = dict(namespaces or {})
@@ -121,6 +124,13 @@ def build_config(
         own[:] = [ns for ns in own if ns.get("type") != kind]
         if path is not None:
             own.append({"type": kind, "path": path})
+    if id_map is not None:
+        if not _has_namespace(own, "user"):
+            own.append({"type": "user"})
+        # runc wants the mapping when it joins the pod's namespace too: it finds the host
+        # uid of root there, for what it chowns (the console, /dev/pts).
+        linux["uidMappings"] = [{"containerID": 0, "hostID": id_map.uid, "size": id_map.size}]
+        linux["gidMappings"] = [{"containerID": 0, "hostID": id_map.gid, "size": id_map.size}]
     if pod_namespaces.get("uts") is not None:
         pass  # the sandbox set the pod's hostname in the namespace it holds
     elif spec.hostname is not None:

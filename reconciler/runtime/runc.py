@@ -58,7 +58,7 @@ from reconciler.core.observed import (
 )
 from reconciler.manifest import model, quantity
 from reconciler.paths import DEFAULT_RUNC_ROOT, DEFAULT_STATE_DIR, recorded_cgroup_parent
-from reconciler.runtime import cgroups, hostmount, oci, seccomp, volumes
+from reconciler.runtime import cgroups, hostmount, idmap, oci, seccomp, volumes
 from reconciler.runtime import depot as depots
 from reconciler.runtime.types import MountChange
 
@@ -214,12 +214,13 @@ class RuncRuntime:
             ANN_SPEC_HASH: spec.spec_hash,
             ANN_STOP_SIGNAL: spec.stop_signal,
         }
+        root = d.rootfs if spec.id_map is None else idmap.visible_root(self.state_dir, iid)
         config = oci.build_config(
-            spec.container, rootfs=str(d.rootfs), annotations=annotations,
+            spec.container, rootfs=str(root), annotations=annotations,
             cgroups_path=spec.cgroup_path,
             base=dict(spec.base) if spec.base is not None else None,
             entrypoint=list(spec.entrypoint), seccomp_root=self.seccomp_root,
-            namespaces=spec.namespaces, etc_files=spec.etc_files,
+            namespaces=spec.namespaces, etc_files=spec.etc_files, id_map=spec.id_map,
         )
         if spec.pod is not None and spec.pod.sysctls and spec.pod.role.value == "sandbox":
             config["linux"]["sysctl"] = dict(spec.pod.sysctls)  # in the namespaces it holds
@@ -235,8 +236,15 @@ class RuncRuntime:
                 os.replace(d.log, d.previous_log)
             elif spec.previous and spec.previous != iid:
                 self._adopt_logs(spec.previous, d)
-            hostmount.mount_overlay(lower=Path(spec.lower), upper=d.upper, work=d.work,
-                                    target=d.rootfs)
+            lower = Path(spec.lower)
+            if spec.id_map is not None:
+                await anyio.to_thread.run_sync(functools.partial(
+                    idmap.idmapped_root, spec.id_map, lower=lower, mapped=d.mapped,
+                    upper=d.upper, work=d.work))
+                lower = d.mapped
+            hostmount.mount_overlay(lower=lower, upper=d.upper, work=d.work, target=d.rootfs)
+            if spec.id_map is not None:
+                idmap.expose(d.rootfs, idmap.visible_root(self.state_dir, iid), spec.id_map)
             depots.write_json_atomic(d.config, config)
             d.applied.write_text(annotations[ANN_MANIFEST])
             log.debug("conmon for %s", iid, extra={"stage": "conmon", "object": spec.name})
@@ -768,7 +776,9 @@ class RuncRuntime:
                     log.warning("instance %s: killed pid %d in %s: runc no longer knows the "
                                 "instance", name, pid, cg.path)
         await self._wait_monitor(d)
+        idmap.conceal(idmap.visible_root(self.state_dir, name))
         hostmount.unmount(d.rootfs)
+        hostmount.unmount(d.mapped)  # before any rmtree: it is the image's own tree
         if cg is not None:
             cg.remove()
         if keep_logs:
@@ -780,6 +790,8 @@ class RuncRuntime:
             shutil.rmtree(d.root, ignore_errors=True)
         if d.bundle.exists() and hostmount.is_mountpoint(d.rootfs):
             raise errors.MountError(f"{d.rootfs} is still mounted", container=name)
+        if d.mapped.exists() and hostmount.is_mountpoint(d.mapped):
+            raise errors.MountError(f"{d.mapped} is still mounted", container=name)
         log.debug("deleted %s", name, extra={"stage": "deleted"})
 
     async def _wait_monitor(self, d: depots.Depot) -> None:

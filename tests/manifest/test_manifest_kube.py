@@ -369,7 +369,8 @@ def test_every_alias_is_in_the_rich_pod() -> None:
 
     walk(load(RICH))
     # in test_small_round_trips (apiVersion: of a fieldRef) and test_creation_timestamp_null
-    pod_only = {"hostPID", "apiVersion", "creationTimestamp"}
+    # hostUsers: false cannot go with RICH's hostNetwork (test_host_users_alone)
+    pod_only = {"hostPID", "apiVersion", "creationTimestamp", "hostUsers"}
     for cls in pod_models():
         missing = {f.alias for f in cls.model_fields.values()} - keys - pod_only
         assert not missing, f"{cls.__name__}: {missing} not in RICH"
@@ -684,7 +685,7 @@ UNSUPPORTED: list[tuple[str, Any, type[pydantic.BaseModel]]] = [
         ("preemptionPolicy", "Never"), ("readinessGates", []), ("resourceClaims", []),
         ("schedulingGates", []), ("setHostnameAsFQDN", True), ("hostAliases", []),
         ("dnsConfig", {"nameservers": ["1.1.1.1"]}), ("enableServiceLinks", False),
-        ("ephemeralContainers", []), ("os", {"name": "linux"}), ("hostUsers", False),
+        ("ephemeralContainers", []), ("os", {"name": "linux"}),
         ("activeDeadlineSeconds", 60), ("resources", {"limits": {"cpu": "1"}})]],
     *[(f"{S}.securityContext.{f}", v, kube.PodSecurityContext) for f, v in [
         ("fsGroupChangePolicy", "OnRootMismatch"), ("seLinuxChangePolicy", "Recursive"),
@@ -860,3 +861,15 @@ def test_unsupported_field_is_a_finding_on_its_line(path: str, value: Any, owner
     assert finding.path.endswith(field) and finding.line is not None
     assert finding.message.startswith("not supported by reconciler")
     assert f"{field}:" in text.splitlines()[finding.line - 1]
+
+
+def test_host_users_alone() -> None:
+    """hostUsers: false is a user namespace of the pod's own; not with a host namespace."""
+    spec: dict[str, Any] = {"hostUsers": False,
+                            "containers": [{"name": "c", "image": "busybox"}]}
+    base = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": spec}
+    assert kube.Pod.model_validate(base).spec.host_users is False
+    for shared in ("hostNetwork", "hostPID", "hostIPC"):
+        doc = {**base, "spec": {**spec, shared: True}}
+        with pytest.raises(pydantic.ValidationError, match=f"cannot be used with {shared}"):
+            kube.Pod.model_validate(doc)
