@@ -261,7 +261,7 @@ def plan(
                 notes.append(f"{name}: {blocked[name]}")
                 ordered.add(name)
             else:
-                actions.append(_delete(have))
+                actions.append(_delete(have, evicted=_key(have) in desired.evicted))
             continue
         sandbox: Observed | None = None
         if want.pod is not None and want.pod.role is not pods.Role.SANDBOX:
@@ -400,8 +400,7 @@ def _hold_delete(desired: DesiredState, have: Observed) -> str | None:
     if not desired.source_available(sid):
         why = desired.unavailable.get(sid or "") or desired.reason
         return f"manifests source unavailable ({why})"
-    pod = have.annotations.get(ANN_POD)
-    if (("Pod", pod) if pod else ("Container", have.name)) in desired.evicted:
+    if _key(have) in desired.evicted:
         return None  # the policy says evict: its last good revision is not kept
     if have.source is not None and have.source in desired.broken_sources:
         return f"its manifest {have.source} has errors; running on its last good spec"
@@ -590,14 +589,21 @@ def _make(kind: Kind, want: Desired, have: Observed | None, hist: History, reaso
     return Action(kind, want.name, reason, want, steps=tuple(steps), cause=cause)
 
 
-def _delete(have: Observed) -> Action:
+def _key(have: Observed) -> tuple[str, str]:
+    """The object an instance is of, as ``Desired.key``: ("Pod", "default/web")."""
+    pod = have.annotations.get(ANN_POD)
+    return ("Pod", pod) if pod else ("Container", have.name)
+
+
+def _delete(have: Observed, *, evicted: bool = False) -> Action:
     steps: list[Step] = []
     if have.status in (Status.RUNNING, Status.PAUSED):
         steps.append(_stop(have, applied_container(have)))
     sandbox = have.annotations.get(ANN_POD_ROLE) == pods.Role.SANDBOX.value
     steps.append(Delete(have.id, pod_gone=sandbox))
-    return Action(Kind.DELETE, have.name, "no longer in any manifest", steps=tuple(steps),
-                  cause=Cause.NOT_DESIRED)
+    why = ("evicted: the policy forbids it now (enforce: evict)" if evicted
+           else "no longer in any manifest")
+    return Action(Kind.DELETE, have.name, why, steps=tuple(steps), cause=Cause.NOT_DESIRED)
 
 
 def remove_stray(have: Observed, *, vanished: bool = False) -> Action:

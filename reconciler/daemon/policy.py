@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 POLL = 1.0
 
-Signature = tuple[int, int, int, int]
+Signature = tuple[int, int, int, int, int, int]
 
 
 class PolicyWatch:
@@ -67,10 +67,10 @@ class PolicyWatch:
             await anyio.sleep(POLL)
             self.check_now()
 
-    def check_now(self) -> None:
-        """Read the file again if it changed (SIGHUP calls this too)."""
+    def check_now(self, *, force: bool = False) -> None:
+        """Read the file again if it changed, or ``force`` (SIGHUP)."""
         seen = None if self.builtin else _signature(self.path)
-        if seen == self._seen:
+        if seen == self._seen and not (force and not self.builtin):
             return
         self._seen = seen
         found, problems = self._load()
@@ -133,4 +133,5 @@ def _signature(path: str) -> Signature | None:
         st = os.stat(path)
     except OSError:
         return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    # mode and owner too: a chmod back to root's makes a refused file readable
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode, st.st_uid)

@@ -304,12 +304,6 @@ def test_a_policy_others_can_write_is_refused_live_and_the_last_good_stays(e2e: 
     assert "PolicyLoaded" not in e2e.reasons()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "seen: after the PolicyError for a 0666 policy, chmod 0644 and SIGHUP log 'SIGHUP:"
-    " rescanning the manifests' but read no policy: no PolicyLoaded within 3 s, admin"
-    " (NET_ADMIN, allowed by the file as it now reads) stays refused. PolicyWatch.check_now"
-    " compares (dev, ino, size, mtime_ns), which a chmod leaves as they were, and returns"
-    " before reading, on SIGHUP too; the fixed file is read only once its content changes"))
 def test_a_policy_made_roots_again_is_read_on_sighup(e2e: E2E) -> None:
     policy = e2e.tmp / "policy.yaml"
     policy.write_text(policy_text(rules(e2e)))
