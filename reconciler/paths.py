@@ -52,6 +52,16 @@ def recorded_runtime_classes(state_dir: str | os.PathLike[str]
         return None
 
 
+STATUS_FALLBACK = "/run/reconciler/status"
+
+
+def status_fallback(state_dir: str | os.PathLike[str]) -> Path:
+    """Where the daemon writes its status while its state dir is full (a tmpfs): the CLI
+    reads it while it is newer than ``status.json``."""
+    key = os.path.realpath(os.fspath(state_dir)).encode()
+    return Path(STATUS_FALLBACK) / f"{hashlib.sha256(key).hexdigest()[:16]}.json"
+
+
 def cgroup_lock(parent: str) -> Path:
     """The lock file a live daemon holds for its cgroup parent."""
     digest = hashlib.sha256(("/" + parent.strip("/")).encode()).hexdigest()[:16]

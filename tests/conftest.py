@@ -128,6 +128,10 @@ class HostSandbox:
         for mnt in sorted(_mount_points(), key=len, reverse=True):
             if mnt.startswith((str(self.base) + "/", str(exposed) + "/")):
                 _detach(mnt)
+        from reconciler.paths import status_fallback
+
+        with contextlib.suppress(OSError):  # a full state dir's status copy
+            status_fallback(self.state_dir).unlink()
         if exposed.is_dir():
             for leftover in exposed.iterdir():
                 with contextlib.suppress(OSError):

@@ -367,6 +367,9 @@ def _honest(args: argparse.Namespace, status: dict[str, Any]) -> dict[str, Any]:
         if isinstance(source, dict) and source.get("available") is False:
             print(f"warning: manifests source {sid} is unavailable ({source.get('reason')});"  # noqa: T201
                   " nothing it defined is deleted while it is", file=sys.stderr)
+    if daemon.get("stateDir"):
+        print(f"warning: the daemon {daemon['stateDir']}; nothing new can be made until"  # noqa: T201
+              " there is room, and what runs keeps running", file=sys.stderr)
     why = _stale(args.state_dir, daemon)
     if why is None or not status.get("containers"):
         return status

@@ -119,6 +119,8 @@ class Controller:
         self._seq = 0  # bumped whenever a worker finishes something
         self._touched: dict[str, int] = {}
         self._disk_warned = False  # one warning per spell of a full disk
+        self.disk_problem: str | None = None  # why the state dir cannot be written, now
+        self._fell_back = False  # the status went to /run (paths.status_fallback)
         self._last_notes: tuple[str, ...] = ()  # logged once, not every pass
         self._tg: anyio.abc.TaskGroup | None = None
         self._network_recovered = False
@@ -369,6 +371,7 @@ class Controller:
             resync=self.resync,
             networks=self.network.view() if self.network is not None else {},
             readiness=types.MappingProxyType(dict(self.probers.readiness)),
+            disk=self.disk_problem,
         )
 
     # -- observing -------------------------------------------------------------------------
@@ -554,9 +557,9 @@ class Controller:
         return found or [None]
 
     def _disk_trouble(self, what: str, exc: OSError) -> None:
+        self.disk_problem = f"cannot write {what} in {self.store.dir}: {exc.strerror or exc}"
         if not self._disk_warned:
-            log.warning("cannot write %s in %s: %s (carrying on without)", what,
-                        self.store.dir, exc.strerror or exc)
+            log.warning("%s (carrying on without)", self.disk_problem)
             self._disk_warned = True
 
     def _load_history(self) -> None:
@@ -573,12 +576,24 @@ class Controller:
     def write_status(self) -> None:
         self.view = self._capture()
         self.status_pass = self.view.passes
+        doc = view_mod.status_document(self.view, self._since)
         try:
-            self.store.write_status(view_mod.status_document(self.view, self._since))
+            self.store.write_status(doc)
         except OSError as exc:
             self._disk_trouble("status", exc)
+            doc["daemon"]["stateDir"] = self.disk_problem  # said where the CLI looks
+            try:
+                self.store.write_status(doc, fallback=True)
+                self._fell_back = True
+            except OSError:
+                pass
             return
         self._disk_warned = False
+        self.disk_problem = None
+        if self._fell_back:
+            self._fell_back = False
+            with contextlib.suppress(OSError):
+                self.store.clear_fallback()
 
 
 def _keeps(kept: Observed, other: Observed, store: Store) -> bool:

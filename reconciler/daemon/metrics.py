@@ -136,6 +136,8 @@ def readiness(view: Any) -> tuple[bool, str]:
     desired = view.desired
     if desired is not None and not desired.available:
         return False, f"manifests source unavailable: {desired.reason}"
+    if view.disk:
+        return False, f"state dir: {view.disk}"
     return True, "first full pass done, every source readable"
 
 

@@ -10,6 +10,7 @@ events.jsonl is skipped by readers. The daemon is the only writer (it holds the 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -80,18 +81,30 @@ class Store:
 
     # -- status ----------------------------------------------------------------------------
 
-    def write_status(self, status: Mapping[str, Any]) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
+    def write_status(self, status: Mapping[str, Any], *, fallback: bool = False) -> None:
+        """``status.json``; with ``fallback``, the copy in /run the CLI reads while the
+        state dir is full (``paths.status_fallback``)."""
+        path = paths.status_fallback(self.dir) if fallback else self.status_path
+        path.parent.mkdir(parents=True, exist_ok=True)
         data = json.dumps(status, sort_keys=True, separators=(",", ":"), default=str)
-        atomic.write(self.status_path, data.encode(), fsync=False)
+        atomic.write(path, data.encode(), fsync=False)
+
+    def clear_fallback(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            paths.status_fallback(self.dir).unlink()
 
     def read_status(self) -> dict[str, Any]:
+        path = self.status_path
+        with contextlib.suppress(OSError):  # the daemon's copy while its state dir is full
+            fallback = paths.status_fallback(self.dir)
+            if fallback.stat().st_mtime >= path.stat().st_mtime:
+                path = fallback
         try:
-            data: dict[str, Any] = json.loads(self.status_path.read_text())
+            data: dict[str, Any] = json.loads(path.read_text())
         except FileNotFoundError:
             return {}
         except ValueError as exc:
-            raise errors.ReconcilerError(f"{self.status_path} is not valid JSON: {exc}") from exc
+            raise errors.ReconcilerError(f"{path} is not valid JSON: {exc}") from exc
         return data
 
     # -- events ----------------------------------------------------------------------------
@@ -105,8 +118,20 @@ class Store:
         with contextlib.suppress(FileNotFoundError):
             if self.events_path.stat().st_size > EVENTS_MAX_BYTES:
                 os.replace(self.events_path, self.events_path.with_suffix(".jsonl.1"))
-        with open(self.events_path, "a") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
+        line = (json.dumps(record, sort_keys=True) + "\n").encode()
+        fd = os.open(self.events_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                     0o600)
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                if os.write(fd, line) != len(line):  # a full disk takes what fits
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            except OSError:
+                with contextlib.suppress(OSError):  # no half line for the next to join
+                    os.ftruncate(fd, size)
+                raise
+        finally:
+            os.close(fd)
         return record
 
     def events(self, name: str | None = None) -> Iterator[dict[str, Any]]:

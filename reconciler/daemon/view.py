@@ -44,6 +44,7 @@ class ControllerView:
     resync: float = 30.0  # the relist period: status older than this and a margin is stale
     networks: Mapping[str, Any] = field(default_factory=dict)  # daemon.network's view
     readiness: Mapping[str, Readiness] = field(default_factory=dict)  # daemon.probes'
+    disk: str | None = None  # why the state dir cannot be written (a full disk), now
 
 
 def empty(cgroup_parent: str | None) -> ControllerView:
@@ -218,6 +219,7 @@ def status_document(view: ControllerView, clock: PhaseClock) -> dict[str, Any]:
             "resyncSeconds": view.resync,
             "pid": os.getpid(),
             "ready": view.ready,
+            "stateDir": view.disk,
             "cgroupParent": view.cgroup_parent,
             "source": None if desired is None else {
                 "available": desired.available, "reason": desired.reason},

@@ -16,9 +16,11 @@ worker is the only writer of its object's entries in the loop's ``observed``,
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -215,9 +217,13 @@ class Worker:
         except errors.RuntimeFailure as exc:
             self._failed(action, exc)
         except Exception as exc:  # a bug must not take the other objects down
-            log.exception("%s %s failed unexpectedly", action.kind.value, self.name,
-                          extra={"object": self.name, "action": action.kind.value})
-            self._failed(action, exc)
+            if isinstance(exc, OSError) and exc.errno in FULL:  # a full disk: no traceback
+                self._failed(action, errors.RuntimeFailure(
+                    f"{exc.strerror}{f' ({exc.filename})' if exc.filename else ''}"))
+            else:
+                log.exception("%s %s failed unexpectedly", action.kind.value, self.name,
+                              extra={"object": self.name, "action": action.kind.value})
+                self._failed(action, exc)
         finally:
             self.busy = None
             self.in_grace = False
@@ -238,6 +244,8 @@ class Worker:
 
     async def _steps(self, action: Action) -> None:
         ctl, name, rt = self.ctl, self.name, self.ctl.runtime
+        if any(isinstance(s, planner.Create) for s in action.steps):
+            _room(ctl.store.dir)  # before anything stops: the old revision keeps running
         told: list[tuple[str, str]] = []  # live changes, told once recorded
         made: Observed | None = None
         rollout = next((s for s in action.steps if isinstance(s, planner.AwaitReady)), None)
@@ -531,3 +539,22 @@ def _resources_text(before: Resources | None, after: Resources, limits: Limits) 
     got = (f"cgroup now: memory {limits.memory_bytes or 'max'}, cpu quota "
            f"{limits.cpu_quota_us or 'max'}/{limits.cpu_period_us}, pids {limits.pids or 'max'}")
     return f"{', '.join(parts) or 'unchanged'} ({got})"
+
+
+FULL = (errno.ENOSPC, errno.EDQUOT)
+ROOM = 1 << 20  # bytes free in the state dir's filesystem that a create needs, at least
+
+
+def _room(state_dir: Path) -> None:
+    """Refuse an action that makes an instance when the state dir's filesystem is full:
+    a recreate would stop the running revision and then fail to make the new one."""
+    try:
+        st = os.statvfs(state_dir)
+    except OSError:
+        return
+    free = st.f_bavail * st.f_frsize
+    if free < ROOM or (st.f_files and st.f_favail == 0):
+        raise errors.RuntimeFailure(
+            f"{os.strerror(errno.ENOSPC)}: the state dir {state_dir} has {free // 1024} KiB"
+            f" free ({ROOM // 1024} KiB needed); the running revision is kept until there is"
+            " room")

@@ -147,8 +147,11 @@ def test_not_ready_while_a_source_is_unavailable() -> None:
 
     down = DesiredState(specs={}, broken_sources=frozenset(), conflicts={}, problems=(),
                         unavailable={"directory": "manifests directory /m does not exist"})
-    assert readiness(types.SimpleNamespace(ready=False, desired=None))[0] is False
-    ok, why = readiness(types.SimpleNamespace(ready=True, desired=down))
+    assert readiness(types.SimpleNamespace(ready=False, desired=None, disk=None))[0] is False
+    ok, why = readiness(types.SimpleNamespace(ready=True, desired=down, disk=None))
     assert not ok and "does not exist" in why
     up = DesiredState(specs={}, broken_sources=frozenset(), conflicts={}, problems=())
-    assert readiness(types.SimpleNamespace(ready=True, desired=up))[0] is True
+    assert readiness(types.SimpleNamespace(ready=True, desired=up, disk=None))[0] is True
+    full = "cannot write status in /s: No space left on device"
+    ok, why = readiness(types.SimpleNamespace(ready=True, desired=up, disk=full))
+    assert not ok and why == f"state dir: {full}"

@@ -521,10 +521,6 @@ def test_a_running_container_keeps_running_and_logging_while_full(seen: Seen) ->
         f"chatty's loop went {first} -> {last} while the disk was full: blocked on its log?"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the recreate stops the old instance first: 'INFO recreate a: spec changed: command', "
-    "then 'WARNING recreate a failed: [Errno 28] No space left on device'; a has no "
-    "instance running until the disk has space again"))
 def test_a_changed_container_keeps_its_last_good_instance_while_full(seen: Seen) -> None:
     a = seen.before["a"]
     samples = seen.samples("full", "full+change")
@@ -543,28 +539,17 @@ def test_the_log_says_the_disk_is_full(seen: Seen) -> None:
     assert NO_SPACE.search(seen.log_lines(r"WARNING.*\bnew\b")), seen.log_full[-3000:]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "status.json cannot be written on the full disk ('WARNING cannot write status in "
-    "STATE: No space left on device (carrying on without)'), and get/describe read only "
-    "it: 'get new' and 'describe new' say 'error: container or pod \"new\" not found'"))
 def test_get_and_describe_say_why_new_is_not_running(seen: Seen) -> None:
     assert NO_SPACE.search(seen.get_new_full), f"get new:\n{seen.get_new_full}"
     assert NO_SPACE.search(seen.describe_new_full), f"describe new:\n{seen.describe_new_full}"
     assert NO_SPACE.search(seen.get_full), f"get:\n{seen.get_full}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "/readyz stays '200 ok: first full pass done, every source readable' while no "
-    "create can succeed and no status can be written"))
 def test_readyz_says_the_disk_is_full(seen: Seen) -> None:
     code, body = seen.readyz_full
     assert code == 503 and NO_SPACE.search(body), (code, body)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a full disk is an unexpected error with a traceback in the log: 'ERROR create new "
-    "failed unexpectedly' ... 'OSError: [Errno 28] No space left on device' (raised by "
-    "atomic.write of config.json, not translated into the runtime's errors)"))
 def test_a_full_disk_is_no_traceback_in_the_log(seen: Seen) -> None:
     assert "Traceback" not in seen.log, seen.log_lines(r"ERROR|Error:")
 
@@ -582,10 +567,6 @@ def test_every_container_keeps_a_whole_etc_hosts(seen: Seen) -> None:
     assert seen.hosts_after == [], "once there was space again"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "an event appended on the full disk is cut where the page ends (no rollback of the "
-    "short write), and the next event after recovery is appended to the torn record: "
-    "one line in the middle of events.jsonl that is not JSON, two events lost"))
 def test_no_torn_event_is_left_in_the_middle_of_the_event_log(seen: Seen) -> None:
     if seen.events_exact_fit:
         pytest.skip("the last event written filled its page exactly: none was cut short")
