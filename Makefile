@@ -55,10 +55,12 @@ config:
 	@mkdir -p $(dir $(CONFIG))
 	@if [ -e $(CONFIG) ] && ! grep -q '^$(CONFIG_MARK)' $(CONFIG); then \
 	  echo "$(CONFIG) is not make run's: left alone (pass --state-dir $(STATE)/lib" \
-	       "--runc-root $(STATE)/runc --manifests $(CURDIR)/manifests)"; \
+	       "--runc-root $(STATE)/runc --manifests $(CURDIR)/manifests" \
+	       "--policy $(CURDIR)/deploy/policy-demo.yaml)"; \
 	else \
-	  printf '%s in %s\nstateDir: %s\nruncRoot: %s\nmanifests: %s\n' '$(CONFIG_MARK)' \
-	    '$(CURDIR)' '$(STATE)/lib' '$(STATE)/runc' '$(CURDIR)/manifests' > $(CONFIG); \
+	  printf '%s in %s\nstateDir: %s\nruncRoot: %s\nmanifests: %s\npolicy: %s\n' \
+	    '$(CONFIG_MARK)' '$(CURDIR)' '$(STATE)/lib' '$(STATE)/runc' '$(CURDIR)/manifests' \
+	    '$(CURDIR)/deploy/policy-demo.yaml' > $(CONFIG); \
 	  echo "settings for every reconciler command: $(CONFIG) (reconciler config view)"; \
 	fi
 

@@ -28,6 +28,10 @@ SETTINGS: dict[str, tuple[str, str, str]] = {
     "policy": ("RECONCILER_POLICY", "policy", "baseline"),
 }
 SYSTEM_FILE = "/etc/reconciler/config.yaml"
+# values that are words, not paths: every networks value, and a policy that names a
+# built-in level (manifest/policy.py's LEVELS; not imported: this module stays light)
+NETWORKS = ("auto", "on", "off")
+LEVELS = ("privileged", "baseline", "restricted")
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,13 @@ def _read(path: Path) -> dict[str, str]:
             raise errors.UsageError(f"config file {path}: unknown setting {key!r} (known: "
                                     f"{', '.join(sorted(keys))})")
         if not isinstance(value, str) or not value:
-            raise errors.UsageError(f"config file {path}: {key} must be a path")
-        out[keys[key]] = os.path.normpath(os.path.join(path.parent, value))
+            raise errors.UsageError(f"config file {path}: {key} must be a string")
+        name = keys[key]
+        if name == "networks" and value not in NETWORKS:
+            raise errors.UsageError(f"config file {path}: networks must be one of"
+                                    f" {', '.join(NETWORKS)}, not {value!r}")
+        if name == "networks" or (name == "policy" and value in LEVELS):
+            out[name] = value  # a word, not a path
+        else:
+            out[name] = os.path.normpath(os.path.join(path.parent, value))
     return out

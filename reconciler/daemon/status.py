@@ -13,6 +13,7 @@ import contextlib
 import errno
 import fcntl
 import json
+import logging
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -25,6 +26,8 @@ from reconciler.core.history import History
 from reconciler.core.observed import ExitStatus
 
 EVENTS_MAX_BYTES = 4 << 20
+
+log = logging.getLogger(__name__)
 
 
 class Store:
@@ -39,8 +42,14 @@ class Store:
     # -- the daemon lock -------------------------------------------------------------------
 
     def lock(self) -> None:
-        """One daemon per state dir: a second one fails at once with a clear message."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        """One daemon per state dir: a second one fails at once with a clear message.
+        The state dir is made private (0700): it holds Secret values (pods' volumes, env in
+        config.json) and every container's files; runc and conmon run as root."""
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        mode = self.dir.stat().st_mode & 0o777
+        if mode & 0o077:
+            self.dir.chmod(0o700)
+            log.info("state dir %s: mode %04o made 0700 (it holds Secrets)", self.dir, mode)
         fd, holder = _flock(self.dir / "daemon.lock", f"{os.getpid()}")
         if fd is None:
             raise errors.StateDirLocked(

@@ -460,3 +460,22 @@ def test_a_pod_made_again_shows_only_its_own_life(state: Path,
     # a container of that name is not a pod: its own life only
     assert run(state, capsys, "events", "container/default_site_helper")[1].split()[-1] == \
         "gone"
+
+
+def test_a_config_file_s_words_are_not_paths(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from reconciler import config, errors
+
+    config_file = tmp_path / "conf" / "config.yaml"
+    config_file.parent.mkdir()
+    monkeypatch.setenv("RECONCILER_CONFIG", str(config_file))
+    monkeypatch.delenv("RECONCILER_POLICY", raising=False)
+    monkeypatch.delenv("RECONCILER_NETWORKS", raising=False)
+    config_file.write_text("networks: \"on\"\npolicy: restricted\n")
+    assert config.default("networks") == "on"
+    assert config.default("policy") == "restricted"  # a level, not conf/restricted
+    config_file.write_text("policy: policy.yaml\n")
+    assert config.default("policy") == str(tmp_path / "conf" / "policy.yaml")
+    config_file.write_text("networks: maybe\n")
+    with pytest.raises(errors.UsageError, match="networks must be one of auto, on, off"):
+        config.default("networks")
