@@ -119,6 +119,9 @@ class Rules(model._Model):
     max_resources: MaxResources | None = Field(
         None, description="Limits every container must set, at most these.")
     run_as_non_root: bool = Field(False, description="Require a non-root user at any level.")
+    user_namespaces: bool = Field(
+        False, description="Require hostUsers: false at any level: every container's root "
+                           "is an unprivileged host uid of a range of its own.")
     enforce: Literal["report", "evict"] = Field(
         "report", description="report: a running object that a changed policy forbids keeps "
                               "running and is reported; evict: it is stopped and deleted.")
@@ -184,6 +187,9 @@ def violations(document: object, rules: Rules) -> Iterator[Violation]:
 
 def _container(c: model.Container, r: Rules) -> Iterator[Violation]:
     s = c.spec
+    if r.user_namespaces and s.host_users:
+        yield Violation(("spec", "hostUsers"), "userNamespaces",
+                        "a user namespace is required (hostUsers: false)")
     strict = r.level != "privileged"
     if strict:
         for field, value in (("rootfs", s.rootfs), ("bundle", s.bundle)):
@@ -220,6 +226,9 @@ def _container(c: model.Container, r: Rules) -> Iterator[Violation]:
 
 def _pod(pod: Any, r: Rules) -> Iterator[Violation]:
     spec = pod.spec
+    if r.user_namespaces and spec.host_users:
+        yield Violation(("spec", "hostUsers"), "userNamespaces",
+                        "a user namespace is required (hostUsers: false)")
     strict = r.level != "privileged"
     if strict:
         for field, used, allowed, words in (

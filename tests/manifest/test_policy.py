@@ -331,3 +331,15 @@ def test_a_localhost_profile_comes_from_the_seccomp_root(tmp_path: Path) -> None
             assert "spec.seccompProfile.localhostProfile: a Localhost profile outside" in out[0]
     assert findings(CONTAINER + "  seccompProfile: {type: Localhost, localhostProfile: "
                     "/etc/x.json}\n", policy.builtin("privileged"), tmp_path) == []
+
+
+def test_user_namespaces_can_be_required(tmp_path: Path) -> None:
+    rules = policy_of("level: privileged\nuserNamespaces: true\n", tmp_path)
+    assert findings(CONTAINER, rules, tmp_path) == [
+        f"{tmp_path / 'm.yaml'}:4: spec.hostUsers: a user namespace is required (hostUsers: false)"
+        " (policy: userNamespaces)"]
+    assert findings(CONTAINER + "  hostUsers: false\n", rules, tmp_path) == []
+    out = findings(POD, rules, tmp_path)
+    assert len(out) == 1 and "spec.hostUsers: a user namespace is required" in out[0], out
+    pod = POD.replace("spec:\n", "spec:\n  hostUsers: false\n", 1)
+    assert findings(pod, rules, tmp_path) == []
