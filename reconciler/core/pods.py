@@ -368,6 +368,8 @@ def _container_doc(pod: kube.Pod, c: kube.KubeContainer, *, role: Role, where: s
             spec["readOnlyRootFilesystem"] = True
         if sc.capabilities is not None:
             spec["capabilities"] = sc.capabilities.model_dump(mode="json")
+        if sc.privileged:
+            spec["privileged"] = True
     escalate = getattr(sc, "allow_privilege_escalation", None)
     spec["allowPrivilegeEscalation"] = True if escalate is None else escalate
     seccomp = _pick(sc, psc, "seccomp_profile")

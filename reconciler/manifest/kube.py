@@ -808,16 +808,17 @@ class SecurityContext(model._Model):
     capabilities: model.Capabilities | None = Field(
         None, description="Capabilities to add to or drop from the default set (Docker's).")
     privileged: bool | None = Field(
-        None, description="Only false: privileged containers are refused.")
+        None, description="Every capability, no seccomp filter, no masked paths, every host "
+                          "device; a daemon policy allows it only with allow.privileged.")
     seccomp_profile: model.SeccompProfile | None = Field(
         None, description="The seccomp filter; default: the pod's, else RuntimeDefault (the "
                           "kubelet's default is Unconfined).")
 
     @pydantic.model_validator(mode="after")
     def _privileges(self) -> SecurityContext:
-        if self.privileged:
-            raise ValueError("privileged containers are not allowed (a daemon policy will be"
-                             " able to allow them)")
+        if self.privileged and self.allow_privilege_escalation is False:
+            raise ValueError("allowPrivilegeEscalation cannot be false when privileged is true"
+                             " (Kubernetes refuses it)")
         added = self.capabilities.add if self.capabilities is not None else []
         if self.allow_privilege_escalation is False and "SYS_ADMIN" in added:
             raise ValueError("allowPrivilegeEscalation: false cannot be set when adding"
@@ -1121,6 +1122,11 @@ class PodSpec(model._Model):
         if not self.host_users and shared:
             raise ValueError(f"hostUsers: false cannot be used with {shared[0]}: true (as"
                              " Kubernetes)")
+        if not self.host_users:
+            for where, c in self.all_containers():
+                if c.security_context is not None and c.security_context.privileged:
+                    raise ValueError(f"{where}.securityContext.privileged: a privileged"
+                                     " container cannot run with hostUsers: false")
         if self.dns_policy == "None":
             raise ValueError("dnsPolicy None needs dnsConfig, which reconciler does not"
                              " support")

@@ -465,6 +465,11 @@ class Spec(_Model):
     host_network: bool = Field(
         False, description="Share the host's network namespace instead of getting a private "
                            "one; default false.")
+    privileged: bool = Field(
+        False, description="Every capability, no seccomp filter, no masked or read-only "
+                           "/proc and /sys paths, and every host device: the host's root in "
+                           "all but namespaces. A daemon policy allows it only with "
+                           "allow.privileged. Default false.")
     host_users: bool = Field(
         True, description="false: a user namespace of its own, its root an unprivileged "
                           "host uid from a range the daemon gives this object alone "
@@ -555,6 +560,13 @@ class Spec(_Model):
         if not self.host_users and self.host_network:
             raise ValueError("hostUsers: false needs a network namespace of its own, not"
                              " hostNetwork")
+        if self.privileged and not self.host_users:
+            raise ValueError("privileged: a privileged container runs with the host's users,"
+                             " not hostUsers: false")
+        if self.privileged and "allow_privilege_escalation" in self.model_fields_set \
+                and not self.allow_privilege_escalation:
+            raise ValueError("privileged: allowPrivilegeEscalation cannot be false in a"
+                             " privileged container (Kubernetes refuses it too)")
         for i, p in enumerate(self.ports):
             if self.host_network and p.host_port != p.container_port:
                 raise ValueError(f"ports[{i}]: with hostNetwork, hostPort must equal"

@@ -201,6 +201,9 @@ def _container(c: model.Container, r: Rules) -> Iterator[Violation]:
         if s.host_network and not r.allow.host_network:
             yield Violation(("spec", "hostNetwork"), "allow.hostNetwork",
                             "the host's network namespace is not allowed")
+        if s.privileged and not r.allow.privileged:
+            yield Violation(("spec", "privileged"), "allow.privileged",
+                            "privileged containers are not allowed")
         yield from _caps(("spec", "capabilities", "add"), s.capabilities.add, r)
         for i, port in enumerate(s.ports):
             if not _port_allowed(port.host_port, r):

@@ -20,10 +20,12 @@ and give a restarted container the same mounts as the live one.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import os
 import resource
+import stat
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -172,8 +174,13 @@ def build_config(
                for dest, src in sorted((etc_files or {}).items()) if dest not in taken]
     linux["resources"] = _resources(linux.get("resources") or {}, spec.resources, keep_unset=True)
     linux["cgroupsPath"] = cgroups_path
-    _apply_seccomp(linux, process, spec.seccomp_profile, default=seccomp_profile,
-                   root=seccomp_root, name=container.name)
+    if spec.privileged:
+        _privileged(config, process, linux)
+        if spec.seccomp_profile is None:  # Docker's and the kubelet's rule: unconfined
+            linux.pop("seccomp", None)
+    if not spec.privileged or spec.seccomp_profile is not None:
+        _apply_seccomp(linux, process, spec.seccomp_profile, default=seccomp_profile,
+                       root=seccomp_root, name=container.name)
 
     merged = {**config.get("annotations", {}), **annotations}
     config["annotations"] = _with_ledger(merged, ledger)
@@ -223,6 +230,70 @@ def _defaults() -> Config:
     }
 
 
+def _privileged(config: Config, process: Config, linux: Config) -> None:
+    """``privileged: true``, as Docker and the kubelet make it: every capability, no
+    no_new_privs, nothing masked or read-only in /proc and /sys, every host device node
+    (and the cgroup's device rule allowing all)."""
+    process["capabilities"] = _capabilities(
+        None, model.Capabilities.model_validate({"add": ["ALL"]}))
+    process["noNewPrivileges"] = False
+    linux["maskedPaths"], linux["readonlyPaths"] = [], []
+    linux.setdefault("resources", {})["devices"] = [{"allow": True, "access": "rwm"}]
+    linux["devices"] = host_devices()
+    for m in config.get("mounts") or []:
+        if m.get("destination") in ("/sys", "/sys/fs/cgroup"):
+            m["options"] = [o for o in m.get("options", []) if o != "ro"]
+
+
+# capability numbers, as the kernel counts them (linux/capability.h)
+_CAP_NUMBERS = """CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID SETPCAP
+    LINUX_IMMUTABLE NET_BIND_SERVICE NET_BROADCAST NET_ADMIN NET_RAW IPC_LOCK IPC_OWNER
+    SYS_MODULE SYS_RAWIO SYS_CHROOT SYS_PTRACE SYS_PACCT SYS_ADMIN SYS_BOOT SYS_NICE
+    SYS_RESOURCE SYS_TIME SYS_TTY_CONFIG MKNOD LEASE AUDIT_WRITE AUDIT_CONTROL SETFCAP
+    MAC_OVERRIDE MAC_ADMIN SYSLOG WAKE_ALARM BLOCK_SUSPEND AUDIT_READ PERFMON BPF
+    CHECKPOINT_RESTORE""".split()
+
+
+@functools.cache
+def own_capabilities() -> frozenset[str]:
+    """The capabilities in this process's bounding set (a host's root may lack some, as
+    in a container or under a systemd CapabilityBoundingSet=): what ``ALL`` grants."""
+    try:
+        with open("/proc/self/status") as f:
+            line = next(x for x in f if x.startswith("CapBnd:"))
+        bits = int(line.split()[1], 16)
+    except (OSError, StopIteration, ValueError, IndexError):
+        return frozenset(model.CAPABILITIES)
+    return frozenset(n for i, n in enumerate(_CAP_NUMBERS) if bits >> i & 1) & frozenset(
+        model.CAPABILITIES)
+
+
+_SKIP_DEVICES = ("/dev/pts", "/dev/shm", "/dev/mqueue", "/dev/fd", "/dev/console")
+
+
+def host_devices(root: str = "/dev") -> list[Config]:
+    """Every character and block device node under ``root`` as ``linux.devices`` entries
+    (what a privileged container gets), links and runc's own mounts left out."""
+    out: list[Config] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if os.path.join(dirpath, d) not in _SKIP_DEVICES]
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            if path in _SKIP_DEVICES:
+                continue
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            kind = "c" if stat.S_ISCHR(st.st_mode) else "b" if stat.S_ISBLK(st.st_mode) else None
+            if kind is None:
+                continue
+            out.append({"path": path, "type": kind, "major": os.major(st.st_rdev),
+                        "minor": os.minor(st.st_rdev), "fileMode": stat.S_IMODE(st.st_mode),
+                        "uid": st.st_uid, "gid": st.st_gid})
+    return sorted(out, key=lambda d: str(d["path"]))
+
+
 def _has_namespace(namespaces: Iterable[Config], kind: str) -> bool:
     return any(ns.get("type") == kind for ns in namespaces)
 
@@ -263,8 +334,8 @@ def _capabilities(current: Config | None, change: model.Capabilities) -> Config:
     else:
         start = set(DEFAULT_CAPABILITIES)
     add, drop = set(change.add), set(change.drop)
-    if "ALL" in add:
-        names = set(model.CAPABILITIES) - drop
+    if "ALL" in add:  # every one this host's root has: runc cannot grant more
+        names = set(own_capabilities()) - drop
     elif "ALL" in drop:
         names = add
     else:

@@ -454,8 +454,13 @@ RULES: list[tuple[str, dict[str, Any], str]] = [
     ("subdomain", {"spec.subdomain": "a.b"}, "'a.b' is not a DNS-1123 label"),
     ("runtimeClassName", {"spec.runtimeClassName": "Runc"}, "is not a DNS-1123 subdomain"),
     ("grace negative", {"spec.terminationGracePeriodSeconds": -1}, "greater than or equal"),
-    ("privileged", {f"{C0}.securityContext": {"privileged": True}},
-     "privileged containers are not allowed (a daemon policy will be able to allow them)"),
+    ("privileged, no escalation", {f"{C0}.securityContext": {
+        "privileged": True, "allowPrivilegeEscalation": False}},
+     "allowPrivilegeEscalation cannot be false when privileged is true"),
+    ("privileged, hostUsers false", {f"{C0}.securityContext": {"privileged": True},
+                                     "spec.hostUsers": False},
+     "containers[0].securityContext.privileged: a privileged container cannot run with"
+     " hostUsers: false"),
     ("escalation+SYS_ADMIN", {f"{C0}.securityContext": {
         "allowPrivilegeEscalation": False, "capabilities": {"add": ["CAP_SYS_ADMIN"]}}},
      "allowPrivilegeEscalation: false cannot be set when adding CAP_SYS_ADMIN"),

@@ -343,3 +343,19 @@ def test_user_namespaces_can_be_required(tmp_path: Path) -> None:
     assert len(out) == 1 and "spec.hostUsers: a user namespace is required" in out[0], out
     pod = POD.replace("spec:\n", "spec:\n  hostUsers: false\n", 1)
     assert findings(pod, rules, tmp_path) == []
+
+
+def test_privileged_needs_allow_privileged(tmp_path: Path) -> None:
+    doc = CONTAINER + "  privileged: true\n"
+    rules = policy_of("hostPaths: [{path: /srv/rootfs}]\n", tmp_path)
+    assert [f.split(": ", 1)[1] for f in findings(doc, rules, tmp_path)] == [
+        "spec.privileged: privileged containers are not allowed (policy: allow.privileged)"]
+    wider = policy_of("hostPaths: [{path: /srv/rootfs}]\nallow: {privileged: true}\n",
+                      tmp_path)
+    assert findings(doc, wider, tmp_path) == []
+    pod = POD.replace("      image: busybox\n",
+                      "      image: busybox\n      securityContext: {privileged: true}\n")
+    out = findings(pod, rules, tmp_path)
+    assert any("spec.containers[0].securityContext.privileged: privileged containers are not"
+               " allowed (policy: allow.privileged)" in f for f in out), out
+    assert findings(pod, wider, tmp_path) == []

@@ -174,8 +174,8 @@ def test_user_cwd_hostname_and_read_only_root() -> None:
          set(DEFAULT_CAPS) - {"CAP_NET_RAW"} | {"CAP_SYS_ADMIN", "CAP_SYS_TIME"}),
         ([], ["ALL"], set()),
         (["NET_BIND_SERVICE"], ["ALL"], {"CAP_NET_BIND_SERVICE"}),
-        (["ALL"], [], {"CAP_" + c for c in model.CAPABILITIES}),
-        (["ALL"], ["SYS_ADMIN"], {"CAP_" + c for c in model.CAPABILITIES} - {"CAP_SYS_ADMIN"}),
+        (["ALL"], [], {"CAP_" + c for c in oci.own_capabilities()}),
+        (["ALL"], ["SYS_ADMIN"], {"CAP_" + c for c in oci.own_capabilities()} - {"CAP_SYS_ADMIN"}),
         (["CHOWN"], ["CHOWN"], set(DEFAULT_CAPS)),  # as Docker: an explicit add wins
     ],
 )
@@ -722,3 +722,22 @@ def test_the_generated_config_runs_under_runc(tmp_path: Path) -> None:
                     path.rmdir()
                 except OSError:
                     pass
+
+
+def test_privileged_is_docker_s() -> None:
+    config = build(make(privileged=True))
+    assert caps(config)["bounding"] == sorted(f"CAP_{c}" for c in oci.own_capabilities())
+    assert config["process"]["noNewPrivileges"] is False
+    linux = config["linux"]
+    assert "seccomp" not in linux  # unconfined unless a profile is named
+    assert linux["maskedPaths"] == [] and linux["readonlyPaths"] == []
+    assert linux["resources"]["devices"] == [{"allow": True, "access": "rwm"}]
+    null = next(d for d in linux["devices"] if d["path"] == "/dev/null")
+    assert (null["type"], null["major"], null["minor"]) == ("c", 1, 3)
+    assert not [d for d in linux["devices"] if d["path"].startswith("/dev/pts/")]
+    sysfs = next(m for m in config["mounts"] if m["destination"] == "/sys")
+    assert "ro" not in sysfs["options"]
+    named = build(make(privileged=True, seccompProfile={"type": "RuntimeDefault"}))
+    assert "seccomp" in named["linux"] or not Path(seccomp.DEFAULT_PATH).exists()
+    plain = build()
+    assert "devices" not in plain["linux"] and plain["linux"]["maskedPaths"]
