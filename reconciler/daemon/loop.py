@@ -121,6 +121,7 @@ class Controller:
         self._disk_warned = False  # one warning per spell of a full disk
         self.disk_problem: str | None = None  # why the state dir cannot be written, now
         self._fell_back = False  # the status went to /run (paths.status_fallback)
+        self._forget_due = True  # leftovers of gone objects: cleared after the next pass
         self._last_notes: tuple[str, ...] = ()  # logged once, not every pass
         self._tg: anyio.abc.TaskGroup | None = None
         self._network_recovered = False
@@ -305,6 +306,11 @@ class Controller:
             self._dispatch(action)
         if self._tg is not None:
             self.probers.sync(self.effective, self.observed, self._tg)
+        if self._forget_due and self.desired.available:  # after the first pass, each delete
+            self._forget_due = False
+            alive = set(self.desired.specs) | set(self.observed) | set(self.busy)
+            for iid in self.runtime.forget(alive):
+                log.info("cleared what was left of %s (its object is gone)", iid)
         self.passes += 1
         self.last_pass_at = now
         if not any(w.busy is not None and not w.in_grace for w in self.workers.values()):
@@ -341,6 +347,8 @@ class Controller:
                 and action.name not in self.observed):
             del self.workers[action.name]  # a later create gets a new worker
             worker.close()
+        if action.kind is planner.Kind.DELETE:
+            self._forget_due = True
         if (action.kind is planner.Kind.DELETE and self.network is not None
                 and self._tg is not None):
             self._tg.start_soon(self._prune_networks)

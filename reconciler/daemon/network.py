@@ -507,8 +507,9 @@ class Networks:
         explains; what was cleared, in words."""
         if not self.enabled:
             return []
+        cleared = [f"CNI plugin pid {pid} of the daemon before: killed"
+                   for pid in cni.stop_orphans(self.root / "netns")]
         alive = {o.id: o for o in live if o.pid}
-        cleared = []
         for inst, rec in list(self.records.items()):
             if inst in alive:
                 continue

@@ -237,3 +237,6 @@ class FakeRuntime:
 
     async def gc(self, known: Collection[str] | None = None) -> builtins.list[str]:
         return []
+
+    def forget(self, alive: Collection[str]) -> builtins.list[str]:
+        return []

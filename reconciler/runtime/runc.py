@@ -850,6 +850,29 @@ class RuncRuntime:
         return removed
 
 
+    def forget(self, alive: Collection[str]) -> builtins.list[str]:
+        """Depots with no bundle (only logs, or a layer an interrupted delete left) of
+        objects not in ``alive`` and of no instance runc knows: removed, mounts first."""
+        base = depots.containers_dir(self.state_dir)
+        removed: builtins.list[str] = []
+        if not base.is_dir():
+            return removed
+        for entry in sorted(base.iterdir()):
+            if (entry / "bundle").exists() or split_id(entry.name)[0] in alive \
+                    or self._class_of(entry.name).knows(entry.name):
+                continue
+            d = self.depot(entry.name)
+            try:
+                idmap.conceal(idmap.visible_root(self.state_dir, entry.name))
+                hostmount.unmount(d.mapped)  # never an rmtree through the image's tree
+            except errors.MountError as exc:
+                log.warning("cannot clear %s: %s", entry, exc)
+                continue
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry.name)
+        return removed
+
+
 def _update_args(resources: Resources) -> builtins.list[str]:
     """``runc update`` flags setting every limit: the manifest's, or unlimited (-1)."""
     memory = str(resources.memory_bytes) if resources.memory_bytes is not None else "-1"

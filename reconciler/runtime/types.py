@@ -88,3 +88,7 @@ class Runtime(Protocol):
     async def gc(self, known: Collection[str] | None = None) -> builtins.list[str]:
         """Remove crash leftovers (depots no instance owns); the ids cleared. ``known``:
         the instance ids a listing just found (None: list them now)."""
+
+    def forget(self, alive: Collection[str]) -> builtins.list[str]:
+        """Remove what is left of instances of objects not in ``alive`` (names): logs kept
+        by ``gc`` for a next instance that will not come, a depot a crash cut short."""
