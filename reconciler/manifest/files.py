@@ -53,6 +53,16 @@ def is_manifest_name(name: str) -> bool:
     return name.lower().endswith(SUFFIXES) and not is_leftover(name)
 
 
+def _named(entry: os.DirEntry[str]) -> bool:
+    """A manifest-named entry that is neither a directory nor a regular file: said, not
+    skipped, unless it is a link that leads nowhere (a ConfigMap's mid-swap)."""
+    try:
+        os.stat(entry.path)
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return True
+
+
 def scan(directory: str | os.PathLike[str]) -> list[Path]:
     """The manifest files under ``directory``, recursively, sorted.
 
@@ -60,8 +70,10 @@ def scan(directory: str | os.PathLike[str]) -> list[Path]:
     ``key -> ..data/key``); hidden entries such as ``..data`` are never entered directly.
     Each real directory is entered once, which also breaks symlink loops. Paths are
     returned as reached through ``directory`` (the link, not its target). Entries that
-    vanish during the scan and symlinks that lead nowhere are skipped; any other
-    ``OSError`` (``directory`` itself missing, a permission denied) is raised.
+    vanish during the scan and symlinks that lead nowhere are skipped; a manifest name
+    that is no regular file (a FIFO, a socket, a device, a loop of links) is returned,
+    for the loader to refuse in words; any other ``OSError`` (``directory`` itself
+    missing, a permission denied) is raised.
     """
     root = Path(directory)
     info = os.stat(root)
@@ -89,9 +101,11 @@ def scan(directory: str | os.PathLike[str]) -> list[Path]:
                     if key not in seen:
                         seen.add(key)
                         pending.append(Path(entry.path))
-                elif entry.is_file() and is_manifest_name(entry.name):
+                elif is_manifest_name(entry.name) and (entry.is_file() or _named(entry)):
                     found.append(Path(entry.path))
             except OSError as exc:
-                if exc.errno not in _GONE:
+                if exc.errno == errno.ELOOP and is_manifest_name(entry.name):
+                    found.append(Path(entry.path))  # a loop of links: the loader says so
+                elif exc.errno not in _GONE:
                     raise
     return sorted(found)

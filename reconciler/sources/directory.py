@@ -462,7 +462,7 @@ class _Tracker:
                 continue
             except OSError as exc:
                 signature = None  # the loader will say what is wrong with it
-                if checker is not None:  # but what cannot be checked is not read
+                if checker is not None and exc.errno != errno.ELOOP:  # a loop: unreadable
                     refused = f"cannot check who can write it: {exc.strerror or exc}"
             found.add(key)
             held_until = self._held_until(key, signature, now, distrust=distrust)
@@ -489,6 +489,13 @@ class _Tracker:
         since = self.writing.get(key)
         if since is None and signature is not None and signature[2] == 0:
             since = self.created.get(key)
+            old = self.seen.get(key)
+            if since is None and old is not None and old.signature is not None \
+                    and old.signature[2] > 0:
+                # emptied in place (a truncate before a write, its events unseen while a
+                # look was busy): an empty file is valid YAML that defines nothing, so it
+                # waits the settle window from its change before it may delete anything
+                since = now - max(0.0, time.time() - signature[3] / 1e9)
         if since is None:
             return self._fresh_until(key, signature, now, distrust=distrust)
         if now - since >= self.settle:

@@ -226,10 +226,12 @@ def test_a_link_owned_by_another_user_is_broken(m: Path) -> None:
         f"the link {m / 'x.yaml'} is owned by uid {OTHER}: not read {OVERRIDE}")
 
 
-def test_a_symlink_loop_is_skipped(m: Path) -> None:
+def test_a_symlink_loop_is_named_and_not_read(m: Path) -> None:
     (m / "l1.yaml").symlink_to("l2.yaml")
     (m / "l2.yaml").symlink_to("l1.yaml")
-    assert view(scan(m)) == {"a.yaml": ["a"], "b.yaml": ["b"]}
+    loop = "cannot read file: Too many levels of symbolic links"
+    assert view(scan(m)) == {"a.yaml": ["a"], "b.yaml": ["b"], "l1.yaml": loop,
+                             "l2.yaml": loop}
 
 
 # -- the layouts of publishers --------------------------------------------------------------

@@ -154,10 +154,19 @@ def test_dangling_symlink_is_skipped(write: Write, tmp_path: Path) -> None:
     assert files.scan(tmp_path / "m") == [tmp_path / "m" / "web.yaml"]
 
 
-def test_special_files_are_skipped(write: Write, tmp_path: Path) -> None:
+def test_special_files_are_listed_for_the_loader_to_refuse(write: Write, tmp_path: Path) -> None:
+    m = tmp_path / "m"
     write("m/web.yaml", MANIFEST)
-    os.mkfifo(tmp_path / "m" / "pipe.yaml")
-    assert files.scan(tmp_path / "m") == [tmp_path / "m" / "web.yaml"]
+    os.mkfifo(m / "pipe.yaml")
+    os.mkfifo(m / "pipe.txt")  # not a manifest name: not listed
+    (m / "loop-a.yaml").symlink_to("loop-b.yaml")
+    (m / "loop-b.yaml").symlink_to("loop-a.yaml")
+    (m / "gone.yaml").symlink_to("nowhere.yaml")  # dangling: skipped (a ConfigMap's swap)
+    assert files.scan(m) == [m / "loop-a.yaml", m / "loop-b.yaml", m / "pipe.yaml",
+                             m / "web.yaml"]
+    assert [str(f) for f in loader.load_file(m / "pipe.yaml").findings] == [
+        f"{m / 'pipe.yaml'}: not a regular file"]
+    assert "symbolic links" in str(loader.load_file(m / "loop-a.yaml").findings[0])
 
 
 def test_scan_of_a_missing_directory_raises(tmp_path: Path) -> None:
