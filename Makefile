@@ -93,6 +93,7 @@ bench: deps rootfs benchdeps
 	$(PY) bench/run.py --rootfs $(ROOTFS)
 	$(PY) bench/network.py --rootfs $(ROOTFS)
 	$(PY) bench/probes.py --rootfs $(ROOTFS)
+	$(PY) bench/userns.py --rootfs $(ROOTFS)
 
 # Part of `make test` (and so of CI): ruff over everything, mypy --strict over the package
 # and the tests, and the layer contract (pyproject's [tool.importlinter]).
