@@ -173,3 +173,13 @@ def foreign_runc(
         for root, instance in roots:
             subprocess.run(["runc", f"--root={root}", "delete", "-f", instance],
                            capture_output=True, check=False)
+
+
+@pytest.fixture(scope="session")
+def busybox_layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An OCI layout of busybox:latest, built offline once per session
+    (``deploy/mkimage-busybox.sh``); ``E2E.import_image`` puts it in a world's store."""
+    layout = tmp_path_factory.mktemp("busybox-image") / "layout"
+    script = Path(__file__).resolve().parents[2] / "deploy" / "mkimage-busybox.sh"
+    subprocess.run([str(script), str(layout)], check=True, capture_output=True)
+    return layout

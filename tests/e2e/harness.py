@@ -351,6 +351,13 @@ class E2E:
 
     # -- reading the daemon's view --
 
+    def import_image(self, layout: Path, tag: str) -> None:
+        """``busybox:latest`` of the OCI layout (``busybox_layout``) as ``tag`` in this
+        world's image store."""
+        subprocess.run([sys.executable, "-m", "reconciler", "image", "import", "--state-dir",
+                        str(self.state_dir), f"oci:{layout}:busybox:latest", tag],
+                       check=True, capture_output=True)
+
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         res = subprocess.run([sys.executable, "-m", "reconciler", *args,
                               "--state-dir", str(self.state_dir),

@@ -42,7 +42,6 @@ import os
 import random
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -588,20 +587,10 @@ def leak_problems(e2e: E2E, chaos: Chaos) -> list[str]:
 # -- the test --------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def busybox_layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    layout = tmp_path_factory.mktemp("chaos-image") / "layout"
-    subprocess.run([str(REPO / "deploy" / "mkimage-busybox.sh"), str(layout)], check=True,
-                   capture_output=True)
-    return layout
-
-
 @pytest.fixture
 def world(net_e2e: E2E, busybox_layout: Path) -> E2E:
     """``net_e2e`` whose image store has ``busybox:1.36`` (for the pods)."""
-    subprocess.run([sys.executable, "-m", "reconciler", "image", "import", "--state-dir",
-                    str(net_e2e.state_dir), f"oci:{busybox_layout}:busybox:latest", IMAGE],
-                   check=True, capture_output=True)
+    net_e2e.import_image(busybox_layout, IMAGE)
     return net_e2e
 
 

@@ -40,7 +40,7 @@ from .harness import (
     skip_without,
     wait_until,
 )
-from .test_e2e_pods import IMAGE, busybox_layout  # noqa: F401 (a fixture)
+from .test_e2e_pods import IMAGE
 from .test_e2e_verbs import verb
 
 pytestmark = pytest.mark.runc
@@ -526,7 +526,7 @@ def test_describe_shows_labels_image_command_start_and_mounts(e2e: E2E) -> None:
 
 
 @skip_without("umoci", "skopeo")
-def test_describe_names_the_image_and_its_digest(e2e: E2E, busybox_layout: Path  # noqa: F811
+def test_describe_names_the_image_and_its_digest(e2e: E2E, busybox_layout: Path
                                                  ) -> None:
     imported = subprocess.run(
         [sys.executable, "-m", "reconciler", "image", "import", "--state-dir",

@@ -229,20 +229,10 @@ def listener(net_e2e: E2E) -> Iterator[Callable[[int], subprocess.Popen[str]]]:
                     stream.close()
 
 
-@pytest.fixture(scope="session")
-def busybox_layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    layout = tmp_path_factory.mktemp("net-pod-image") / "layout"
-    subprocess.run([str(REPO / "deploy" / "mkimage-busybox.sh"), str(layout)], check=True,
-                   capture_output=True)
-    return layout
-
-
 @pytest.fixture
 def pod_world(net_e2e: E2E, busybox_layout: Path) -> E2E:
     """``net_e2e`` whose image store has ``busybox:1.36`` (as test_e2e_pods does)."""
-    subprocess.run([sys.executable, "-m", "reconciler", "image", "import", "--state-dir",
-                    str(net_e2e.state_dir), f"oci:{busybox_layout}:busybox:latest", IMAGE],
-                   check=True, capture_output=True)
+    net_e2e.import_image(busybox_layout, IMAGE)
     return net_e2e
 
 

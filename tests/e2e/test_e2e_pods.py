@@ -33,25 +33,16 @@ from .harness import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-MKIMAGE = REPO / "deploy" / "mkimage-busybox.sh"
+
 IMAGE = "busybox:1.36"
 
 pytestmark = [skip_without("umoci", "skopeo", "catatonit")]
 
 
-@pytest.fixture(scope="session")
-def busybox_layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    layout = tmp_path_factory.mktemp("pod-image") / "layout"
-    subprocess.run([str(MKIMAGE), str(layout)], check=True, capture_output=True)
-    return layout
-
-
 @pytest.fixture
 def world(e2e: E2E, busybox_layout: Path) -> Iterator[E2E]:
     """An e2e world whose image store has ``busybox:1.36``."""
-    subprocess.run([sys.executable, "-m", "reconciler", "image", "import", "--state-dir",
-                    str(e2e.state_dir), f"oci:{busybox_layout}:busybox:latest", IMAGE],
-                   check=True, capture_output=True)
+    e2e.import_image(busybox_layout, IMAGE)
     yield e2e
 
 

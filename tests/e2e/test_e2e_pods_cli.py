@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from .harness import E2E, wait_until
-from .test_e2e_pods import busybox_layout, pod_file, running, units, world  # noqa: F401
+from .test_e2e_pods import pod_file, running, units, world  # noqa: F401
 
 APPS = ("default_web", "default_web_server", "default_web_client")
 

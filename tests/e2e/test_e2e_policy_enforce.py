@@ -34,7 +34,6 @@ import yaml
 
 from .harness import (
     E2E,
-    REPO,
     SLEEP_LOOP,
     Daemon,
     environ,
@@ -116,20 +115,10 @@ def without_policy_variable() -> dict[str, str]:
 # -- the default: baseline -----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def busybox_layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    layout = tmp_path_factory.mktemp("policy-image") / "layout"
-    subprocess.run([str(REPO / "deploy" / "mkimage-busybox.sh"), str(layout)], check=True,
-                   capture_output=True)
-    return layout
-
-
 @pytest.fixture
 def world(e2e: E2E, busybox_layout: Path) -> Iterator[E2E]:
     """``e2e`` whose image store has ``busybox:latest``: an object with no host path."""
-    subprocess.run([sys.executable, "-m", "reconciler", "image", "import", "--state-dir",
-                    str(e2e.state_dir), f"oci:{busybox_layout}:busybox:latest", IMAGE],
-                   check=True, capture_output=True)
+    e2e.import_image(busybox_layout, IMAGE)
     yield e2e
 
 

@@ -42,7 +42,7 @@ from .harness import (
     skip_without,
     wait_until,
 )
-from .test_e2e_pods import IMAGE, busybox_layout, world  # noqa: F401 (fixtures)
+from .test_e2e_pods import IMAGE, world  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.runc
 

@@ -49,7 +49,7 @@ def _exec(e2e: E2E, name: str, *argv: str) -> str:
 
 def test_root_inside_is_an_unprivileged_uid_on_the_host(e2e: E2E) -> None:
     flags = _ids(e2e.tmp)
-    script = "echo hi > /made-inside; while true; do sleep 0.2; done"
+    script = "trap 'exit 0' TERM; echo hi > /made-inside; while true; do sleep 0.2; done"
     hostdir = e2e.tmp / "hostdir"
     hostdir.mkdir(mode=0o755)
     e2e.write("a.yaml", e2e.manifest("a", script, hostUsers=False, mounts=[
@@ -128,19 +128,11 @@ def test_with_host_network_is_refused_on_its_field(e2e: E2E) -> None:
     assert "hostUsers: false needs a network namespace of its own" in res.stdout
 
 
-REPO = Path(__file__).resolve().parents[2]
-
-
 @skip_without("umoci", "skopeo", "catatonit")
-def test_a_pod_shares_one_user_namespace_of_its_own(e2e: E2E, tmp_path: Path) -> None:
+def test_a_pod_shares_one_user_namespace_of_its_own(e2e: E2E, busybox_layout: Path) -> None:
     """Its sandbox makes the namespace, its containers join it (so the pod's network
     namespace is theirs: root binds port 80), and its emptyDir is writable."""
-    layout = tmp_path / "layout"
-    subprocess.run([str(REPO / "deploy" / "mkimage-busybox.sh"), str(layout)], check=True,
-                   capture_output=True)
-    subprocess.run([sys.executable, "-m", "reconciler", "image", "import", "--state-dir",
-                    str(e2e.state_dir), f"oci:{layout}:busybox:latest", "busybox:1.36"],
-                   check=True, capture_output=True)
+    e2e.import_image(busybox_layout, "busybox:1.36")
     flags = _ids(e2e.tmp)
     c = {"image": "busybox:1.36", "imagePullPolicy": "IfNotPresent",
          "volumeMounts": [{"name": "work", "mountPath": "/work"}]}
