@@ -58,6 +58,15 @@ class IdRanges:
         if held.pop(key, None) is not None:
             self._save(held)
 
+    def prune(self, alive: set[str]) -> list[str]:
+        """Free the ranges of objects not in ``alive`` (keys): an object deleted while the
+        daemon was down, or one killed between taking its range and being made."""
+        held = dict(self._load())
+        gone = sorted(k for k in held if k not in alive)
+        if gone:
+            self._save({k: v for k, v in held.items() if k in alive})
+        return gone
+
     def held(self) -> dict[str, int]:
         return dict(self._load())
 

@@ -46,3 +46,12 @@ def test_an_unreadable_record_hands_out_nothing(tmp_path: Path) -> None:
     (tmp_path / "userns.json").write_text("{not json")
     with pytest.raises(errors.RuntimeFailure, match="cannot be given out"):
         ids.range_for("Container/a", name="a")
+
+
+def test_prune_frees_the_ranges_of_gone_objects(tmp_path: Path) -> None:
+    ids = ranges(tmp_path, f"reconciler:200000:{SIZE * 3}\n")
+    for key in ("Container/a", "Container/b", "Pod/default/p"):
+        ids.range_for(key, name=key)
+    assert ids.prune({"Container/a", "Pod/default/p", "Container/new"}) == ["Container/b"]
+    assert set(ids.held()) == {"Container/a", "Pod/default/p"}
+    assert ids.prune({"Container/a", "Pod/default/p"}) == []
