@@ -10,6 +10,7 @@
             oom               conmon's marker: the container saw an OOM kill
         applied.json          the manifest in force now, live changes included
         layer/upper, layer/work   the container's own writable layer
+        layer/mapped          hostUsers: false: the lower tree idmapped (runtime.idmap)
         logs/current.log      conmon's size-capped log (Kubernetes log format)
         logs/previous.log     the log of the previous run, kept across a restart
 
