@@ -14,19 +14,27 @@ each, on the ``default`` network, on a user ``kind: Network`` ``net1``, or on bo
 round writes a random batch of changes into the manifests directory (in place or by an
 atomic rename): an object added; its env or command changed, so it is made again; its
 networks changed, live; it deleted; ``net1``'s MTU changed, so every object on it is
-re-attached in place. Then a random 0-1.5 s, a SIGKILL, and a new daemon (which the next
-round mostly does not wait for, so later kills land in its start-up and recovery too).
+re-attached in place; ``hostUsers`` of ``c2``, ``c3`` or ``p1`` toggled, so it is made
+again in a user namespace of its own (or back out of it). Then a random 0-1.5 s, a
+SIGKILL, and a new daemon (which the next round mostly does not wait for, so later kills
+land in its start-up and recovery too). The daemon takes its id ranges from subuid and
+subgid files of the test's own (user ``reconciler``, 100 ranges from 2,000,000,000).
 
 Every revision written carries tokens of its own: ``CHAOS_TOKEN`` in each container's
 environment and ``: TOKEN;`` at the head of its shell command. At the end one more
 daemon starts, and the host must hold exactly the objects of the last manifests, each
 from its last revision (``/proc/PID/environ`` and ``cmdline``), each pod whole in one
 network namespace, each object with one address on exactly the networks its manifest
-names (in ``reconciler get`` and on its own interfaces, ``net1``'s at ``net1``'s MTU).
-And nothing else of ours: no runc container, conmon, depot, overlay or pod mount, netns
-pin, attachment record, cgroup, host-local reservation, address-book entry, hosts dir,
-veth or iptables rule that no live instance explains (the readers of the namespace and
-of the network state are test_e2e_network_leaks's).
+names (in ``reconciler get`` and on its own interfaces, ``net1``'s at ``net1``'s MTU),
+each ``hostUsers: false`` object's processes as the first host uid of the range its slot
+in ``userns.json`` names (a pod's all in one user namespace), no two objects on one slot,
+the others as host root. And nothing else of ours: no runc container, conmon, depot,
+overlay, idmapped lower, ``/run/reconciler/userns`` bind or pod mount, netns pin,
+attachment record, cgroup, id range of a deleted object, host-local reservation,
+address-book entry, hosts dir, veth or iptables rule that no live instance explains (the
+readers of the namespace and of the network state are test_e2e_network_leaks's). A
+range stays with an object until it is deleted (docs/security.md), so an object toggled
+back to ``hostUsers: true`` may keep its slot.
 
 A run that hits a known product bug (``KNOWN_BUGS``: each has a test of its own at the
 bottom that makes it happen every time, a strict xfail) ends as xfail and lists what it
@@ -49,6 +57,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from reconciler.runtime import idmap
 
 from .harness import (
     CGROUP_ROOT,
@@ -103,8 +113,13 @@ BRIDGES = {"rc-default", f"rc-{NET}"}
 ATTACHMENTS = (("default",), (NET,), ("default", NET))
 MTUS = (1400, 1450, 1500)
 TOKEN = "CHAOS_TOKEN"
+USERNS = ("c2", "c3", "p1")  # the objects that may run with hostUsers: false
+USERNS_USER = "reconciler"
+FIRST_ID = 2_000_000_000  # far above any real user on the test host
+RANGE = 65536  # the daemon's slot: this many uids and gids
+SLOTS = 100
 # each kind of change, by weight
-OPS = {"add": 3, "recreate": 3, "renet": 3, "delete": 2, "retune": 1}
+OPS = {"add": 3, "recreate": 3, "renet": 3, "delete": 2, "retune": 1, "toggle": 2}
 
 _RULE_ID_RE = re.compile(r'id: \\"([^"\\]+)\\"')
 _IPV4_RE = re.compile(r"(?<![\d.])(\d{1,3}(?:\.\d{1,3}){3})(?![\d.])")
@@ -133,15 +148,22 @@ class Proc:
 @dataclass(frozen=True)
 class Obj:
     """One object as its last manifest asks: its containers (``""`` for a ``kind:
-    Container``, else the pod's container names) and its networks."""
+    Container``, else the pod's container names), its networks, and whether it runs in a
+    user namespace of its own (``hostUsers: false``)."""
 
     name: str
     procs: tuple[tuple[str, Proc], ...]
     networks: tuple[str, ...]
+    userns: bool = False
 
     @property
     def pod(self) -> bool:
         return self.name in PODS
+
+    @property
+    def key(self) -> str:
+        """Its key in ``userns.json``."""
+        return f"Pod/default/{self.name}" if self.pod else f"Container/{self.name}"
 
     @property
     def holder(self) -> str:
@@ -167,15 +189,16 @@ def network_text(mtu: int) -> str:
 
 
 def manifest_text(e2e: E2E, obj: Obj) -> str:
+    users: dict[str, bool] = {"hostUsers": False} if obj.userns else {}
     if not obj.pod:
         proc = dict(obj.procs)[""]
         return e2e.manifest(obj.name, script(proc.mark), env=[{"name": TOKEN, "value": proc.env}],
-                            networks=[{"name": n} for n in obj.networks])
+                            networks=[{"name": n} for n in obj.networks], **users)
     doc = {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": obj.name,
                      "annotations": {"reconciler.io/networks": ",".join(obj.networks)}},
-        "spec": {"terminationGracePeriodSeconds": 2, "containers": [
+        "spec": {"terminationGracePeriodSeconds": 2, **users, "containers": [
             {"name": c, "image": IMAGE, "imagePullPolicy": "IfNotPresent",
              "command": ["sh", "-c", script(p.mark)], "env": [{"name": TOKEN, "value": p.env}]}
             for c, p in obj.procs]},
@@ -192,6 +215,7 @@ class Chaos:
         self.want: dict[str, Obj] = {}
         self.mtu = 1500
         self.story: list[str] = []
+        self.ever_userns: set[str] = set()  # names written with hostUsers: false at least once
         self._tokens = 0
 
     def token(self) -> str:
@@ -210,19 +234,22 @@ class Chaos:
 
     def save(self, obj: Obj) -> None:
         self.want[obj.name] = obj
+        if obj.userns:
+            self.ever_userns.add(obj.name)
         self.put(f"{obj.name}.yaml", manifest_text(self.e2e, obj))
 
     def fresh(self, name: str) -> Obj:
         procs = tuple((c, Proc(self.token(), self.token()))
                       for c in (POD_CONTAINERS if name in PODS else ("",)))
-        return Obj(name, procs, self.rng.choice(ATTACHMENTS))
+        return Obj(name, procs, self.rng.choice(ATTACHMENTS),
+                   userns=name in USERNS and self.rng.random() < 0.5)
 
     # -- the changes: each returns what it did, for the story --
 
     def add(self) -> str:
         name = self.rng.choice(sorted(set(CONTAINERS + PODS) - set(self.want)))
         self.save(obj := self.fresh(name))
-        return f"add {name} on {','.join(obj.networks)}"
+        return f"add {name} on {','.join(obj.networks)}{' (hostUsers: false)' * obj.userns}"
 
     def recreate(self) -> str:
         obj = self.want[self.rng.choice(sorted(self.want))]
@@ -252,6 +279,12 @@ class Chaos:
         self.put(f"{NET}.yaml", network_text(self.mtu))
         return f"{NET} mtu {self.mtu}"
 
+    def toggle(self) -> str:
+        """hostUsers flipped: the object is made again, in or out of a user namespace."""
+        obj = self.want[self.rng.choice(sorted(set(self.want) & set(USERNS)))]
+        self.save(replace(obj, userns=not obj.userns))
+        return f"{obj.name} hostUsers: {'false' if not obj.userns else 'true'}"
+
     def batch(self) -> list[str]:
         """One to three random changes."""
         done = []
@@ -259,10 +292,11 @@ class Chaos:
             possible = {op: w for op, w in OPS.items()
                         if (op == "add" and len(self.want) < len(CONTAINERS + PODS))
                         or (op in ("recreate", "renet", "delete") and self.want)
+                        or (op == "toggle" and set(self.want) & set(USERNS))
                         or op == "retune"}
             op = self.rng.choices(list(possible), weights=list(possible.values()))[0]
             change = {"add": self.add, "recreate": self.recreate, "renet": self.renet,
-                      "delete": self.delete, "retune": self.retune}[op]
+                      "delete": self.delete, "retune": self.retune, "toggle": self.toggle}[op]
             done.append(change())
         return done
 
@@ -272,7 +306,7 @@ class Chaos:
         return {u: p for obj in self.want.values() for u, p in obj.units().items()}
 
     def told(self) -> str:
-        want = "; ".join(f"{o.name} on {','.join(o.networks)}"
+        want = "; ".join(f"{o.name} on {','.join(o.networks)}{' (userns)' * o.userns}"
                          for o in sorted(self.want.values(), key=lambda o: o.name))
         return (f"\nseed {SEED} (CHAOS_SEED={SEED} CHAOS_ROUNDS={ROUNDS} to replay)"
                 f"\nwhat happened:{shown(self.story)}\nwanted at the end: {want or 'nothing'};"
@@ -361,6 +395,41 @@ def cgroups_under(parent: str) -> dict[str, set[str]]:
     return out
 
 
+def host_ids(pid: int) -> tuple[list[int], list[int]]:
+    """The Uid and Gid lines of ``/proc/PID/status`` (real, effective, saved, fs)."""
+    lines = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text()
+                 .splitlines() if ":" in line)
+    return [int(x) for x in lines["Uid"].split()], [int(x) for x in lines["Gid"].split()]
+
+
+def user_ns(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/user")
+    except OSError:
+        return None
+
+
+def held_slots(e2e: E2E) -> tuple[dict[str, int], list[str]]:
+    """``userns.json``'s slots (object key -> slot; {} while there is no file), and the
+    problem if it cannot be read."""
+    path = e2e.state_dir / "userns.json"
+    try:
+        data = json.loads(path.read_text())
+        slots = {str(k): int(v) for k, v in data["slots"].items()}
+    except FileNotFoundError:
+        return {}, []
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return {}, [f"{path} is unreadable: {exc!r}"]
+    if data.get("user") != USERNS_USER:
+        return slots, [f"{path} is of user {data.get('user')!r}, not {USERNS_USER}"]
+    return slots, []
+
+
+def userns_run_dir(e2e: E2E) -> Path:
+    """Where this world's user namespace instances' roots are bound for runc."""
+    return idmap.visible_root(e2e.state_dir, "any").parent
+
+
 # -- the end state ---------------------------------------------------------------------------
 
 
@@ -441,6 +510,49 @@ def state_problems(e2e: E2E, chaos: Chaos) -> list[str]:
         problems += [f"{obj.holder}: {i.name} on {NET} has mtu {i.mtu}, {NET}'s is {chaos.mtu}"
                      for i in ifaces if i.mtu != chaos.mtu
                      and any(ipaddress.ip_interface(c).ip in SUBNETS[NET] for c in i.cidrs)]
+    return problems + id_problems(e2e, chaos, pids)
+
+
+def id_problems(e2e: E2E, chaos: Chaos, pids: dict[str, int]) -> list[str]:
+    """Each ``hostUsers: false`` object holds a slot of its own in ``userns.json``, and
+    every process of it runs as that range's first id, a pod's all in one user namespace;
+    the others run as host root in the host's."""
+    slots, problems = held_slots(e2e)
+    by_slot: dict[int, list[str]] = collections.defaultdict(list)
+    for key, n in slots.items():
+        by_slot[n].append(key)
+    problems += [f"userns.json: slot {s} is held by {sorted(keys)}"
+                 for s, keys in sorted(by_slot.items()) if len(keys) > 1]
+    problems += [f"userns.json: {k} holds slot {s}, outside the {SLOTS} ranges given"
+                 for k, s in sorted(slots.items()) if not 0 <= s < SLOTS]
+    host_ns = user_ns(os.getpid())
+    for obj in sorted(chaos.want.values(), key=lambda o: o.name):
+        slot = slots.get(obj.key)
+        if obj.userns and slot is None:
+            problems.append(f"{obj.key} has hostUsers: false and holds no slot in userns.json"
+                            f" ({slots})")
+            continue
+        want_id = FIRST_ID + RANGE * slot if obj.userns and slot is not None else 0
+        spaces: set[str | None] = set()
+        for unit in obj.units():
+            pid = pids[unit]
+            try:
+                (uids, gids), space = host_ids(pid), user_ns(pid)
+            except (OSError, KeyError, ValueError) as exc:
+                problems.append(f"{unit}: cannot read pid {pid}'s ids: {exc!r}")
+                continue
+            spaces.add(space)
+            if set(uids) != {want_id} or set(gids) != {want_id}:
+                how = (f"hostUsers: false and slot {slot} of userns.json (ids from {want_id})"
+                       if obj.userns else "hostUsers: true")
+                problems.append(f"{unit}: pid {pid} runs as host uids {uids}, gids {gids}; "
+                                f"its manifest has {how}")
+        if obj.userns and (len(spaces) != 1 or host_ns in spaces):
+            problems.append(f"{obj.name}: its containers are in user namespaces {spaces}, "
+                            f"want one of its own (the host's is {host_ns})")
+        if not obj.userns and spaces - {host_ns}:
+            problems.append(f"{obj.name}: has hostUsers: true, its containers are in user "
+                            f"namespaces {spaces}, not the host's {host_ns}")
     return problems
 
 
@@ -455,6 +567,7 @@ def leak_problems(e2e: E2E, chaos: Chaos) -> list[str]:
     ids = set(live.values())
     objs = sorted(chaos.want.values(), key=lambda o: o.name)
     holders = {live[o.holder]: o for o in objs}  # instance id -> its object
+    mapped = {live[u] for o in objs if o.userns for u in o.units()}  # idmapped instances
     problems: list[str] = []
 
     # conmon: one per live instance, none else
@@ -479,11 +592,33 @@ def leak_problems(e2e: E2E, chaos: Chaos) -> list[str]:
                                   if m.startswith(state))
     expected = collections.Counter(
         [f"containers/{i}/bundle/rootfs" for i in ids]
+        + [f"containers/{i}/layer/mapped" for i in mapped]
         + [f"networks/netns/{i}" for i in holders]
         + [f"pods/{o.holder}/shm" for o in objs if o.pod])
     problems += [f"mount {state}{m} x{k}: no live instance's" for m, k in
                  sorted((mounted - expected).items())]
     problems += [f"mount {state}{m} missing" for m in sorted((expected - mounted).elements())]
+
+    # user namespaces: the roots bound for runc, the live idmapped instances' once each;
+    # a range only for an object still wanted (freed on delete) that had hostUsers: false
+    run = userns_run_dir(e2e)
+    bound = collections.Counter(m[len(str(run)) + 1:] for m in mounts_under(run) if m != str(run))
+    problems += [f"mount {run}/{m} x{k}: no live hostUsers: false instance's" for m, k in
+                 sorted((bound - collections.Counter(mapped)).items())]
+    problems += [f"mount {run}/{i} missing" for i in sorted(mapped) if not bound[i]]
+    if names_in(run) != sorted(mapped):
+        problems.append(f"{run} holds {names_in(run)}, live hostUsers: false instances "
+                        f"{sorted(mapped)}")
+    slots, unreadable = held_slots(e2e)
+    problems += unreadable
+    keys = {o.key: o for o in objs}
+    for key, slot in sorted(slots.items()):
+        obj = keys.get(key)
+        if obj is None:
+            problems.append(f"userns.json: {key} holds slot {slot}, and is deleted")
+        elif obj.name not in chaos.ever_userns:
+            problems.append(f"userns.json: {key} holds slot {slot}, and never had "
+                            "hostUsers: false")
 
     # pod dirs: the live pods'
     pods_dirs = [p for p in names_in(e2e.state_dir / "pods") if p != "infra"]
@@ -595,12 +730,17 @@ def world(net_e2e: E2E, busybox_layout: Path) -> E2E:
 
 
 def daemon_args(e2e: E2E) -> list[str]:
-    """``--allow-empty`` (a batch may delete everything), and a policy at ``privileged``:
-    the default policy (baseline) refuses ``rootfs:`` trees, and this file is not about
-    policy."""
+    """``--allow-empty`` (a batch may delete everything), a policy at ``privileged`` (the
+    default policy, baseline, refuses ``rootfs:`` trees, and this file is not about
+    policy), and subuid and subgid files of the test's own: ``SLOTS`` ranges for
+    ``hostUsers: false``, never the host's."""
     policy = e2e.tmp / "policy.yaml"
     policy.write_text("apiVersion: reconciler/v1\nkind: Policy\nlevel: privileged\n")
-    return ["--allow-empty", "--policy", str(policy)]
+    for kind in ("uid", "gid"):
+        (e2e.tmp / f"sub{kind}").write_text(
+            f"someoneelse:100000:65536\n{USERNS_USER}:{FIRST_ID}:{RANGE * SLOTS}\n")
+    return ["--allow-empty", "--policy", str(policy), "--subuid-file", str(e2e.tmp / "subuid"),
+            "--subgid-file", str(e2e.tmp / "subgid")]
 
 
 def wait_ready(e2e: E2E, d: Daemon, chaos: Chaos, what: str) -> None:
