@@ -619,8 +619,14 @@ class E2E:
 
     def monitors(self, name: str) -> list[int]:
         """PIDs of live conmon processes that run a bundle of this name (any instance)."""
+        return sorted(pid for pid, instances in self.conmons().items()
+                      if any(is_instance_of(i, name) for i in instances))
+
+    def conmons(self) -> dict[int, set[str]]:
+        """Each live conmon process of this world: its PID -> the instances whose bundles
+        it runs (the ids of ``<state>/containers/<id>/bundle`` in its argv)."""
         containers = str(self.state_dir / "containers") + "/"
-        found = []
+        found: dict[int, set[str]] = {}
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
@@ -630,12 +636,11 @@ class E2E:
                 continue
             if not argv or os.path.basename(argv[0]) != "conmon":
                 continue
-            ours = any(a.startswith(containers) and a.endswith("/bundle")
-                       and is_instance_of(a[len(containers):-len("/bundle")], name)
-                       for a in argv)
+            ours = {a[len(containers):-len("/bundle")] for a in argv
+                    if a.startswith(containers) and a.endswith("/bundle")}
             if ours and pid_alive(int(entry.name)):
-                found.append(int(entry.name))
-        return sorted(found)
+                found[int(entry.name)] = ours
+        return found
 
     def cgroup_procs(self, name: str) -> list[int]:
         """The PIDs in the current instance's cgroup, sorted ([] if it has none)."""

@@ -352,20 +352,9 @@ def netns_of(pid: int) -> str | None:
 
 def monitored(e2e: E2E) -> collections.Counter[str]:
     """Instance id -> how many live conmon processes run its bundle (this world's)."""
-    prefix = str(e2e.state_dir / "containers") + "/"
     found: collections.Counter[str] = collections.Counter()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = cmdline(int(entry.name))
-        except OSError:
-            continue
-        if not argv or os.path.basename(argv[0]) != "conmon" or not pid_alive(int(entry.name)):
-            continue
-        bundles = {a[len(prefix):-len("/bundle")] for a in argv
-                   if a.startswith(prefix) and a.endswith("/bundle")}
-        found.update(bundles)
+    for instances in e2e.conmons().values():
+        found.update(instances)
     return found
 
 
