@@ -328,11 +328,13 @@ def test_manifest_links_lets_a_link_lead_into_the_directories_it_names(e2e: E2E)
         return (f"{e2e.manifests / f'{name}.yaml'}: links to {directory / f'{name}.yaml'},"
                 f" outside the manifests directory: {LINK_OVERRIDE}")
 
-    assert refused("linked", shared) in problems(e2e), problems(e2e)
-    assert refused("near", near) in problems(e2e)
+    wait_until(lambda: {refused("linked", shared), refused("near", near)} <= set(
+        problems(e2e)), 5, what="both links refused in the status")
     assert e2e.runc("linked") is None
 
     put(policy, policy_text(rules(e2e, manifestLinks=[str(shared)])))
     e2e.wait_running("linked", timeout=5)
-    assert problems(e2e) == [refused("near", near)]
+    # status.json is written a moment after the container runs: read until it settles
+    wait_until(lambda: problems(e2e) == [refused("near", near)], 5,
+               what="only near's finding left")
     assert e2e.runc("near") is None and e2e.running_pid("plain") == pid
