@@ -261,7 +261,7 @@ def plan(
                 notes.append(f"{name}: {blocked[name]}")
                 ordered.add(name)
             else:
-                actions.append(_delete(have, evicted=_key(have) in desired.evicted))
+                actions.append(_delete(have, evicted=object_key(have) in desired.evicted))
             continue
         sandbox: Observed | None = None
         if want.pod is not None and want.pod.role is not pods.Role.SANDBOX:
@@ -400,7 +400,7 @@ def _hold_delete(desired: DesiredState, have: Observed) -> str | None:
     if not desired.source_available(sid):
         why = desired.unavailable.get(sid or "") or desired.reason
         return f"manifests source unavailable ({why})"
-    if _key(have) in desired.evicted:
+    if object_key(have) in desired.evicted:
         return None  # the policy says evict: its last good revision is not kept
     if have.source is not None and have.source in desired.broken_sources:
         return f"its manifest {have.source} has errors; running on its last good spec"
@@ -589,7 +589,7 @@ def _make(kind: Kind, want: Desired, have: Observed | None, hist: History, reaso
     return Action(kind, want.name, reason, want, steps=tuple(steps), cause=cause)
 
 
-def _key(have: Observed) -> tuple[str, str]:
+def object_key(have: Observed) -> tuple[str, str]:
     """The object an instance is of, as ``Desired.key``: ("Pod", "default/web")."""
     pod = have.annotations.get(ANN_POD)
     return ("Pod", pod) if pod else ("Container", have.name)

@@ -36,7 +36,7 @@ from reconciler.core import desired as desired_mod
 from reconciler.core import planner
 from reconciler.core.backoff import Backoff
 from reconciler.core.history import History
-from reconciler.core.instance import ANN_POD, ANN_POD_ROLE
+from reconciler.core.instance import ANN_POD_ROLE
 from reconciler.core.observed import ExitStatus, Limits, Observed, Stats, Status
 from reconciler.daemon import view as view_mod
 from reconciler.daemon.locks import UpdateLocks
@@ -312,8 +312,7 @@ class Controller:
             for iid in self.runtime.forget(alive):
                 log.info("cleared what was left of %s (its object is gone)", iid)
             keys = {"/".join(d.key) for d in self.desired.specs.values()}
-            keys |= {f"Pod/{o.annotations[ANN_POD]}" if o.annotations.get(ANN_POD)
-                     else f"Container/{o.name}" for o in self.observed.values()}
+            keys |= {"/".join(planner.object_key(o)) for o in self.observed.values()}
             with contextlib.suppress(errors.RuntimeFailure, OSError):
                 for key in self.id_ranges.prune(keys):
                     log.info("user namespace ids of %s freed (the object is gone)", key)

@@ -69,8 +69,10 @@ class PolicyWatch:
 
     def check_now(self, *, force: bool = False) -> None:
         """Read the file again if it changed, or ``force`` (SIGHUP)."""
-        seen = None if self.builtin else _signature(self.path)
-        if seen == self._seen and not (force and not self.builtin):
+        if self.builtin:
+            return
+        seen = _signature(self.path)
+        if seen == self._seen and not force:
             return
         self._seen = seen
         found, problems = self._load()

@@ -272,9 +272,8 @@ class Worker:
                     continue
                 gone = ctl.observed.pop(name, None)
                 if action.kind is Kind.DELETE and gone is not None:
-                    pod = gone.annotations.get(ANN_POD)
-                    if pod is None or step.pod_gone:  # the object is gone: its ids too
-                        ctl.id_ranges.release(f"Pod/{pod}" if pod else f"Container/{name}")
+                    if ANN_POD not in gone.annotations or step.pod_gone:  # gone: its ids too
+                        ctl.id_ranges.release("/".join(planner.object_key(gone)))
                 if action.kind is Kind.DELETE:
                     if action.cause is not Cause.SANDBOX_GONE:  # made again: same counts
                         ctl.history.pop(name, None)

@@ -54,12 +54,13 @@ def is_manifest_name(name: str) -> bool:
 
 
 def _named(entry: os.DirEntry[str]) -> bool:
-    """A manifest-named entry that is neither a directory nor a regular file: said, not
-    skipped, unless it is a link that leads nowhere (a ConfigMap's mid-swap)."""
+    """A manifest-named entry that is neither a directory nor a regular file (a FIFO, a
+    socket, a device): said, not skipped, unless it is a link that leads nowhere (a
+    ConfigMap's mid-swap). A loop of links raises at ``is_dir`` and is kept there."""
     try:
         os.stat(entry.path)
-    except OSError as exc:
-        return exc.errno == errno.ELOOP
+    except OSError:
+        return False
     return True
 
 

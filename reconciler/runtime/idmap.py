@@ -114,7 +114,10 @@ def expose(rootfs: Path, at: Path, ids: IdMap) -> None:
 
 
 def conceal(at: Path) -> None:
-    """``expose`` undone: the bind, its directory, and the state dir's if now empty."""
+    """``expose`` undone: the bind, its directory, and the state dir's if now empty;
+    nothing to do (one stat) for an instance that was never exposed."""
+    if not os.path.lexists(at):
+        return
     hostmount.unmount(at)
     for d in (at, at.parent):
         with contextlib.suppress(OSError):

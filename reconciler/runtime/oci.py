@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 import functools
 import json
-import logging
 import os
 import resource
 import stat
@@ -33,8 +32,6 @@ from reconciler import errors
 from reconciler.core.instance import IdMap
 from reconciler.manifest import model, quantity
 from reconciler.runtime import seccomp
-
-logger = logging.getLogger(__name__)
 
 Config = dict[str, Any]
 Mount = model.BindMount | model.TmpfsMount

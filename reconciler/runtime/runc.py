@@ -214,7 +214,8 @@ class RuncRuntime:
             ANN_SPEC_HASH: spec.spec_hash,
             ANN_STOP_SIGNAL: spec.stop_signal,
         }
-        root = d.rootfs if spec.id_map is None else idmap.visible_root(self.state_dir, iid)
+        exposed = idmap.visible_root(self.state_dir, iid) if spec.id_map is not None else None
+        root = exposed or d.rootfs
         config = oci.build_config(
             spec.container, rootfs=str(root), annotations=annotations,
             cgroups_path=spec.cgroup_path,
@@ -243,8 +244,9 @@ class RuncRuntime:
                     upper=d.upper, work=d.work))
                 lower = d.mapped
             hostmount.mount_overlay(lower=lower, upper=d.upper, work=d.work, target=d.rootfs)
-            if spec.id_map is not None:
-                idmap.expose(d.rootfs, idmap.visible_root(self.state_dir, iid), spec.id_map)
+            if exposed is not None:
+                assert spec.id_map is not None
+                idmap.expose(d.rootfs, exposed, spec.id_map)
             depots.write_json_atomic(d.config, config)
             d.applied.write_text(annotations[ANN_MANIFEST])
             log.debug("conmon for %s", iid, extra={"stage": "conmon", "object": spec.name})
